@@ -1,0 +1,12 @@
+"""The one exception type for bad input.
+
+Anything a user can get wrong (a flag, a file, a store, a sweep id) raises `UsageError` with a
+one-line message that names the problem and the fix. The command-line entry points catch it,
+print `error: <message>` to stderr and exit with code 2 — never a traceback.
+"""
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+    exit_code = 2

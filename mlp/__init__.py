@@ -1,1 +1,21 @@
-"""mlp-sweeps: a from-scratch NumPy multilayer perceptron driven by W&B sweeps."""
+"""mlp-sweeps: a from-scratch NumPy multilayer perceptron driven by W&B sweeps.
+
+Public API: MLP, MLPClassifier, load_dataset, load_model, optimizers.
+"""
+from . import activations, initializers, losses, optimizers
+from .errors import UsageError
+from .network import MLP, load_model
+
+__all__ = ["MLP", "MLPClassifier", "load_dataset", "load_model", "optimizers", "activations",
+           "initializers", "losses", "UsageError"]
+
+
+def __getattr__(name):
+    # Imported on first use: scikit-learn and the data module are not needed to build a network.
+    if name == "MLPClassifier":
+        from .estimator import MLPClassifier
+        return MLPClassifier
+    if name == "load_dataset":
+        from .data import load_dataset
+        return load_dataset
+    raise AttributeError(f"module 'mlp' has no attribute {name!r}")

@@ -1,0 +1,151 @@
+"""Optimizer updates: hand-computed values, and step-by-step equality with the PyTorch twins."""
+import math
+
+import numpy as np
+import pytest
+
+from mlp import UsageError, optimizers
+
+
+def run(name, grads, p0=1.0, loss=None, **hyper):
+    opt = optimizers.get(name, **hyper)
+    p = np.array([p0])
+    out = []
+    for i, g in enumerate(grads):
+        opt.step([p], [np.array([g])], loss=None if loss is None else loss[i])
+        out.append(p[0])
+    return out
+
+
+def test_sgd_by_hand():
+    assert run("sgd", [0.5, -1.0], learning_rate=0.1) == pytest.approx([0.95, 1.05])
+
+
+def test_momentum_by_hand():
+    # v1 = 0.5, p = 1 − 0.05 = 0.95; v2 = 0.9·0.5 + 0.5 = 0.95, p = 0.95 − 0.095 = 0.855
+    assert run("momentum", [0.5, 0.5], learning_rate=0.1, momentum=0.9) == pytest.approx([0.95, 0.855])
+
+
+def test_nag_by_hand():
+    # v1 = 0.5, step g + m·v = 0.95 → p = 0.905; v2 = 0.95, step 0.5 + 0.855 = 1.355 → p = 0.7695
+    assert run("nag", [0.5, 0.5], learning_rate=0.1, momentum=0.9) == pytest.approx([0.905, 0.7695])
+
+
+def test_rmsprop_by_hand():
+    # s1 = 0.1·0.25 = 0.025, p = 1 − 0.01·0.5/(√0.025 + 1e-8)
+    s1 = 0.025
+    p1 = 1 - 0.01 * 0.5 / (math.sqrt(s1) + 1e-8)
+    s2 = 0.9 * s1 + 0.1 * 4.0
+    p2 = p1 - 0.01 * 2.0 / (math.sqrt(s2) + 1e-8)
+    assert run("rmsprop", [0.5, 2.0], learning_rate=0.01, beta=0.9, epsilon=1e-8) == pytest.approx([p1, p2], rel=1e-12)
+    assert p1 == pytest.approx(0.968377, abs=1e-6)
+
+
+def test_adam_first_step_is_learning_rate_times_sign():
+    # bias correction makes the first step lr·g/|g| (up to ε)
+    out = run("adam", [0.5, 0.5, 0.5], learning_rate=0.001)
+    assert out == pytest.approx([0.999, 0.998, 0.997], abs=1e-8)
+
+
+def test_adam_by_hand_second_step():
+    b1, b2, lr, eps = 0.9, 0.999, 0.1, 1e-8
+    m1, v1 = 0.1 * 1.0, 0.001 * 1.0
+    p1 = 1 - lr / (1 - b1) * m1 / (math.sqrt(v1) / math.sqrt(1 - b2) + eps)
+    m2, v2 = b1 * m1 + 0.1 * -3.0, b2 * v1 + 0.001 * 9.0
+    p2 = p1 - lr / (1 - b1 ** 2) * m2 / (math.sqrt(v2) / math.sqrt(1 - b2 ** 2) + eps)
+    assert run("adam", [1.0, -3.0], learning_rate=lr) == pytest.approx([p1, p2], rel=1e-12)
+
+
+def test_nadam_by_hand_first_step():
+    b1, psi, lr = 0.9, 4e-3, 0.1
+    mu1 = b1 * (1 - 0.5 * 0.96 ** (1 * psi))
+    mu2 = b1 * (1 - 0.5 * 0.96 ** (2 * psi))
+    g = 0.5
+    m, v = 0.1 * g, 0.001 * g * g
+    denom = math.sqrt(v / 0.001) + 1e-8
+    p1 = 1 - lr * (1 - mu1) / (1 - mu1) * g / denom - lr * mu2 / (1 - mu1 * mu2) * m / denom
+    assert run("nadam", [g], learning_rate=lr) == pytest.approx([p1], rel=1e-12)
+
+
+def test_eve_follows_the_paper():
+    # t=1: d = 1 → Adam step. t=2: loss doubles: c = min(max(1.1, 2.0), 11) = 2 → r = 1, d = 0.999 + 0.001
+    opt = optimizers.get("eve", learning_rate=0.1)
+    p = np.array([1.0])
+    opt.step([p], [np.array([0.5])], loss=1.0)
+    assert opt.d == 1.0 and opt.f_hat == 1.0
+    opt.step([p], [np.array([0.5])], loss=2.0)
+    assert opt.f_hat == pytest.approx(2.0) and opt.d == pytest.approx(0.999 * 1 + 0.001 * 1.0)
+    # loss falls 100×: c clipped at 1/(K+1); r = (1 − 1/11)/(1/11) = 10
+    opt.step([p], [np.array([0.5])], loss=0.02)
+    assert opt.f_hat == pytest.approx(2.0 / 11) and opt.d == pytest.approx(0.999 * 1.0 + 0.001 * 10)
+    with pytest.raises(ValueError, match="loss"):
+        opt.step([p], [np.array([0.5])])
+
+
+@pytest.mark.parametrize("name,hyper", [
+    ("sgd", {"learning_rate": 0.0}), ("adam", {"learning_rate": float("nan")}),
+    ("adam", {"beta1": 1.0}), ("rmsprop", {"beta": -0.1}), ("adam", {"epsilon": 0.0}),
+    ("momentum", {"momentum": 1.5}),
+])
+def test_bad_hyperparameters_are_usage_errors(name, hyper):
+    with pytest.raises(UsageError):
+        optimizers.get(name, **hyper)
+
+
+def test_unknown_optimizer_lists_choices():
+    with pytest.raises(UsageError, match="nadam"):
+        optimizers.get("adagrad")
+
+
+def test_from_config_takes_only_relevant_flags():
+    opt = optimizers.from_config("momentum", {"learning_rate": 0.2, "momentum": 0.5, "beta1": 0.3, "epsilon": 1e-6})
+    assert (opt.learning_rate, opt.momentum) == (0.2, 0.5)
+
+
+# ---- PyTorch twins -------------------------------------------------------------------------
+
+TWINS = {
+    "sgd": lambda torch, ps, h: torch.optim.SGD(ps, lr=h["learning_rate"]),
+    "momentum": lambda torch, ps, h: torch.optim.SGD(ps, lr=h["learning_rate"], momentum=h["momentum"]),
+    "nag": lambda torch, ps, h: torch.optim.SGD(ps, lr=h["learning_rate"], momentum=h["momentum"], nesterov=True),
+    "rmsprop": lambda torch, ps, h: torch.optim.RMSprop(ps, lr=h["learning_rate"], alpha=h["beta"], eps=h["epsilon"]),
+    "adam": lambda torch, ps, h: torch.optim.Adam(ps, lr=h["learning_rate"], betas=(h["beta1"], h["beta2"]), eps=h["epsilon"]),
+    "nadam": lambda torch, ps, h: torch.optim.NAdam(ps, lr=h["learning_rate"], betas=(h["beta1"], h["beta2"]), eps=h["epsilon"]),
+}
+HYPER = {"learning_rate": 0.01, "momentum": 0.8, "beta": 0.95, "beta1": 0.85, "beta2": 0.99, "epsilon": 1e-6}
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_equals_pytorch_twin(name):
+    torch = pytest.importorskip("torch", reason="torch (the dev extra) is needed for the PyTorch twin comparison")
+    # torch keeps scalar state (NAdam's μ product, step counts) in the default dtype: make it float64
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        compare_with_twin(torch, name)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def compare_with_twin(torch, name):
+    rng = np.random.default_rng(0)
+    ours = [rng.standard_normal((4, 3)), rng.standard_normal(3)]
+    theirs = [torch.tensor(p.copy(), dtype=torch.float64, requires_grad=True) for p in ours]
+    opt = optimizers.from_config(name, HYPER)
+    twin = TWINS[name](torch, theirs, HYPER)
+    for _ in range(25):
+        grads = [rng.standard_normal(p.shape) for p in ours]
+        opt.step(ours, grads)
+        for t, g in zip(theirs, grads):
+            t.grad = torch.tensor(g, dtype=torch.float64)
+        twin.step()
+    for p, t in zip(ours, theirs):
+        np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_float32_state_stays_float32():
+    p = np.ones(3, dtype=np.float32)
+    for name in ["sgd", "momentum", "nag", "rmsprop", "adam", "nadam"]:
+        opt = optimizers.get(name)
+        opt.step([p], [np.full(3, 0.1, dtype=np.float32)])
+        assert p.dtype == np.float32 and all(a.dtype == np.float32 for a in opt.state[0].values())

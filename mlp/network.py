@@ -7,6 +7,7 @@ that load with `allow_pickle=False`: the configuration is a JSON string, the res
 import json
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,6 +17,13 @@ from .layers import Activation, BatchNorm, Dense, Dropout
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float64")
+
+
+class TrainPass(NamedTuple):
+    data_loss: float
+    l2: float
+    grads: list
+    outputs: np.ndarray
 
 
 class MLP:
@@ -109,8 +117,9 @@ class MLP:
             out = layer.forward(out, training)
         return out
 
-    def data_loss_and_grads(self, X, y):
-        """(data loss, L2 term, grads): one training-mode forward and backward pass."""
+    def train_pass(self, X, y):
+        """One training-mode forward and backward pass: a TrainPass with the data loss, the L2
+        term, gradients aligned with `params`, and the outputs (for running accuracy)."""
         z = self.forward(X, training=True)
         if self.is_classifier:
             y = np.asarray(y)
@@ -130,12 +139,12 @@ class MLP:
                     l2 += 0.5 * self.weight_decay * float(np.einsum("ij,ij->", p, p))
                     g += self.weight_decay * p
                 grads.append(g)
-        return data_loss, l2, grads
+        return TrainPass(data_loss, l2, grads, z)
 
     def loss_and_grads(self, X, y):
         """Batch-mean loss including the (λ/2)·ΣW² term, and gradients aligned with `params`."""
-        data_loss, l2, grads = self.data_loss_and_grads(X, y)
-        return data_loss + l2, grads
+        step = self.train_pass(X, y)
+        return step.data_loss + step.l2, step.grads
 
     def predict_outputs(self, X, batch_size=4096):
         X = self._as_input(X)

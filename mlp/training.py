@@ -1,0 +1,102 @@
+"""The fit loop: shuffled mini-batches, one history row per epoch, early stopping, divergence.
+
+Per-epoch rows use the fixed metric names: epoch, train_loss, train_accuracy, val_loss,
+val_accuracy. Losses are the data loss (without the L2 term) so train and validation compare;
+train_* are means over the epoch's mini-batches in training mode (no extra pass over the data).
+"""
+import math
+import sys
+import time
+
+import numpy as np
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite: training stops at once."""
+
+    def __init__(self, epoch, batch, loss):
+        super().__init__(f"loss became {loss} at epoch {epoch}, batch {batch}; lower the learning rate")
+        self.epoch, self.batch, self.loss = epoch, batch, loss
+
+
+def batches(n, batch_size, rng):
+    """Index arrays of one shuffled epoch; the last batch may be smaller."""
+    order = rng.permutation(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed=0,
+        on_epoch=None, patience=None, progress=None):
+    """Train `net` in place and return the history (a list of per-epoch metric dicts).
+
+    on_epoch(row) is called after every epoch (trackers log there; it may raise to stop).
+    patience: stop when val_accuracy has not improved for this many epochs, and restore the
+    weights of the best epoch. progress: None (auto: a bar on a terminal, else one line per
+    epoch), False (silent), or True.
+    """
+    rng = np.random.default_rng([seed, 1])  # a stream of its own: init and dropout use others
+    x_train = np.asarray(x_train, dtype=net.dtype)
+    n = len(x_train)
+    history, best = [], None
+    if progress is None:
+        progress = True
+    bar_factory = _progress_bar if progress and sys.stderr.isatty() else None
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        loss_sum = correct = 0.0
+        index_sets = batches(n, batch_size, rng)
+        bar = bar_factory(len(index_sets), epoch, epochs) if bar_factory else None
+        for b, idx in enumerate(index_sets):
+            xb, yb = x_train[idx], y_train[idx]
+            step = net.train_pass(xb, yb)
+            loss = step.data_loss + step.l2
+            if not math.isfinite(loss):
+                if bar:
+                    bar.close()
+                raise Diverged(epoch, b + 1, loss)
+            optimizer.step(net.params, step.grads, loss=loss)
+            loss_sum += step.data_loss * len(idx)
+            if net.is_classifier:
+                correct += np.count_nonzero(step.outputs.argmax(axis=1) == yb)
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
+        if len(x_val):
+            val_loss, val_accuracy, _ = net.evaluate(x_val, y_val)
+        else:  # no validation set (e.g. inside a scikit-learn cross-validation)
+            val_loss = val_accuracy = float("nan")
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / n,
+            "train_accuracy": correct / n if net.is_classifier else float("nan"),
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "epoch_seconds": time.perf_counter() - start,
+        }
+        if len(x_val) and not math.isfinite(val_loss):
+            raise Diverged(epoch, len(index_sets), val_loss)
+        history.append(row)
+        if progress:
+            print(format_row(row, epochs), file=sys.stderr, flush=True)
+        if on_epoch:
+            on_epoch(row)
+        if patience:
+            if best is None or row["val_accuracy"] > best[0]:
+                best = (row["val_accuracy"], epoch, {k: v.copy() for k, v in net.state_arrays().items()})
+            elif epoch - best[1] >= patience:
+                break
+    if patience and best is not None and best[1] != history[-1]["epoch"]:
+        net.load_state(best[2])
+    return history
+
+
+def format_row(row, epochs):
+    return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  "
+            f"train_acc {row['train_accuracy']:.4f}  val_loss {row['val_loss']:.4f}  "
+            f"val_acc {row['val_accuracy']:.4f}  ({row['epoch_seconds']:.1f}s)")
+
+
+def _progress_bar(total, epoch, epochs):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False, file=sys.stderr)

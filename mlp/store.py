@@ -1,0 +1,762 @@
+"""The local run store: one SQLite file holding sweeps, runs and per-epoch history.
+
+Several processes (agents, training runs, `mlp runs`) open the same file at once, so:
+
+* the database runs in WAL mode (readers never block the writer), with a 30 s busy timeout;
+* every write is one short ``BEGIN IMMEDIATE ... COMMIT`` transaction, so writers queue on the
+  busy timeout instead of failing with "database is locked";
+* :meth:`Store.claim_run` calls the caller's proposer *inside* that write transaction, which is
+  how parallel agents never draw the same grid point twice;
+* a :class:`Store` notices when it is used in a forked child and opens a fresh connection there
+  (an SQLite connection must never cross ``fork``), and it may be shared between threads (a
+  background heartbeat thread, say): calls are serialised by a lock.
+
+Returned rows are plain dicts: JSON columns are decoded (``config``, ``summary``, ``extra``;
+``summary``/``extra`` are ``{}`` when empty), timestamps are float seconds since the epoch
+(``time.time()``), or ``None`` when unset.
+
+JSON convention for non-finite floats
+-------------------------------------
+Strict JSON has no NaN or infinity, but a diverged run's loss is NaN. The store writes
+``float('nan')``, ``inf`` and ``-inf`` as the JSON *strings* ``"NaN"``, ``"Infinity"`` and
+``"-Infinity"`` (so the stored text stays valid JSON that SQLite's ``json_extract`` and other
+tools can read) and decodes exactly those three strings back to floats. Consequence: a config
+value that genuinely is the string ``"NaN"`` comes back as a float NaN. Tuples come back as lists;
+NumPy scalars and arrays are stored as their ``.tolist()`` value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import socket
+import sqlite3
+import string
+import threading
+import time
+import urllib.parse
+from typing import Any, Callable, Iterable
+
+from .errors import UsageError
+
+__all__ = [
+    "Store", "default_store_path", "RUN_STATES", "FINAL_STATES", "ACTIVE_STATES",
+    "SWEEP_STATES", "SCHEMA_VERSION", "encode_json", "decode_json", "new_id",
+]
+
+DEFAULT_STORE = "mlp-runs.sqlite"
+SCHEMA_VERSION = 1                 # PRAGMA user_version of the stores this code writes
+APPLICATION_ID = 0x6D6C7073        # PRAGMA application_id: b"mlps", marks the file as ours
+BUSY_TIMEOUT_S = 30.0
+
+RUN_STATES = ("pending", "running", "finished", "failed", "diverged", "killed", "crashed")
+ACTIVE_STATES = ("pending", "running")
+FINAL_STATES = ("finished", "failed", "diverged", "killed", "crashed")
+SWEEP_STATES = ("pending", "running", "finished", "cancelled")
+
+ID_ALPHABET = string.ascii_lowercase + string.digits
+ID_LENGTH = 8
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_INHERITED: list = []   # connections inherited through fork: never used, never closed
+
+
+def default_store_path() -> str:
+    """The store used when no path is given: ``$MLP_STORE`` or ``./mlp-runs.sqlite``."""
+    return os.environ.get("MLP_STORE") or DEFAULT_STORE
+
+
+def new_id() -> str:
+    """A random 8-character lowercase alphanumeric id (the shape W&B uses for runs and sweeps).
+
+    Drawn from ``secrets`` (the OS entropy pool), so forked agents never repeat each other.
+    """
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+# --------------------------------------------------------------------------------------------
+
+_NONFINITE_OUT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_NONFINITE_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):                       # includes numpy.float64
+        if math.isfinite(obj):
+            return float(obj)
+        return _NONFINITE_OUT[repr(float(obj))]
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                key = key.item() if hasattr(key, "item") else str(key)
+            out[key] = _to_jsonable(value)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):                       # numpy arrays and scalars
+        return _to_jsonable(obj.tolist())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot store a {type(obj).__name__} as JSON: {obj!r}")
+
+
+def _from_jsonable(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return _NONFINITE_IN.get(obj, obj)
+    if isinstance(obj, dict):
+        return {k: _from_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_jsonable(v) for v in obj]
+    return obj
+
+
+def encode_json(obj: Any) -> str:
+    """Strict JSON text for ``obj``; NaN/inf become "NaN"/"Infinity"/"-Infinity"."""
+    return json.dumps(_to_jsonable(obj), allow_nan=False, separators=(",", ":"))
+
+
+def decode_json(text: str | None, default: Any = None) -> Any:
+    """Inverse of :func:`encode_json`; ``None``/empty text gives ``default``."""
+    if not text:
+        return default
+    return _from_jsonable(json.loads(text))
+
+
+def _one_line(text: Any) -> str | None:
+    if text is None:
+        return None
+    line = " ".join(str(text).split())
+    return line[:2000]
+
+
+# --------------------------------------------------------------------------------------------
+# schema
+# --------------------------------------------------------------------------------------------
+
+def _in_list(values: Iterable[str]) -> str:
+    return ", ".join(f"'{v}'" for v in values)     # constants only, never user data
+
+
+_SCHEMA = f"""
+CREATE TABLE sweeps (
+    id              TEXT PRIMARY KEY,
+    name            TEXT,
+    config_yaml     TEXT NOT NULL,
+    config_json     TEXT NOT NULL,
+    seed            INTEGER,
+    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ({_in_list(SWEEP_STATES)})),
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    parent_sweep_id TEXT REFERENCES sweeps(id) ON DELETE SET NULL,
+    extra_json      TEXT NOT NULL DEFAULT '{{}}'
+);
+CREATE INDEX sweeps_parent ON sweeps(parent_sweep_id);
+
+CREATE TABLE runs (
+    id           TEXT PRIMARY KEY,
+    sweep_id     TEXT REFERENCES sweeps(id) ON DELETE CASCADE,
+    seq          INTEGER NOT NULL,
+    name         TEXT,
+    config_json  TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ({_in_list(RUN_STATES)})),
+    pid          INTEGER,
+    host         TEXT,
+    created_at   REAL NOT NULL,
+    started_at   REAL,
+    heartbeat_at REAL,
+    finished_at  REAL,
+    exit_code    INTEGER,
+    summary_json TEXT NOT NULL DEFAULT '{{}}',
+    wandb_dir    TEXT,
+    model_path   TEXT,
+    error        TEXT,
+    extra_json   TEXT NOT NULL DEFAULT '{{}}'
+);
+CREATE UNIQUE INDEX runs_sweep_seq ON runs(sweep_id, seq);
+CREATE INDEX runs_state ON runs(state);
+
+CREATE TABLE history (
+    run_id       TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch        INTEGER NOT NULL,
+    metrics_json TEXT NOT NULL,
+    logged_at    REAL NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
+"""
+
+_SWEEP_COLUMNS = ("id", "name", "config_yaml", "config_json", "seed", "state", "created_at",
+                  "updated_at", "parent_sweep_id", "extra_json")
+_RUN_COLUMNS = ("id", "sweep_id", "seq", "name", "config_json", "state", "pid", "host",
+                "created_at", "started_at", "heartbeat_at", "finished_at", "exit_code",
+                "summary_json", "wandb_dir", "model_path", "error", "extra_json")
+_RUN_SELECT = "SELECT " + ", ".join(_RUN_COLUMNS) + " FROM runs"
+_SWEEP_SELECT = "SELECT " + ", ".join(_SWEEP_COLUMNS) + " FROM sweeps"
+
+# update_run(**fields): API name -> (column, is_json)
+_RUN_UPDATABLE = {
+    "name": ("name", False), "config": ("config_json", True), "state": ("state", False),
+    "pid": ("pid", False), "host": ("host", False), "started_at": ("started_at", False),
+    "heartbeat_at": ("heartbeat_at", False), "finished_at": ("finished_at", False),
+    "exit_code": ("exit_code", False), "summary": ("summary_json", True),
+    "wandb_dir": ("wandb_dir", False), "model_path": ("model_path", False),
+    "error": ("error", False), "extra": ("extra_json", True),
+}
+_SWEEP_UPDATABLE = {
+    "name": ("name", False), "seed": ("seed", False), "state": ("state", False),
+    "extra": ("extra_json", True), "config_yaml": ("config_yaml", False),
+    "config": ("config_json", True),
+}
+
+
+def _sweep_dict(row: sqlite3.Row) -> dict:
+    return {
+        "id": row["id"], "name": row["name"], "config": decode_json(row["config_json"], {}),
+        "config_yaml": row["config_yaml"], "seed": row["seed"], "state": row["state"],
+        "created_at": row["created_at"], "updated_at": row["updated_at"],
+        "parent_sweep_id": row["parent_sweep_id"], "extra": decode_json(row["extra_json"], {}),
+    }
+
+
+def _run_dict(row: sqlite3.Row) -> dict:
+    return {
+        "id": row["id"], "sweep_id": row["sweep_id"], "seq": row["seq"], "name": row["name"],
+        "config": decode_json(row["config_json"], {}), "state": row["state"],
+        "pid": row["pid"], "host": row["host"], "created_at": row["created_at"],
+        "started_at": row["started_at"], "heartbeat_at": row["heartbeat_at"],
+        "finished_at": row["finished_at"], "exit_code": row["exit_code"],
+        "summary": decode_json(row["summary_json"], {}), "wandb_dir": row["wandb_dir"],
+        "model_path": row["model_path"], "error": row["error"],
+        "extra": decode_json(row["extra_json"], {}),
+    }
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists on this host and is not a zombie."""
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:            # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    try:                               # an exited child nobody reaped yet is not running
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] != b"Z"
+    except (OSError, ValueError):
+        return True
+
+
+def _check_state(state: str, allowed: tuple[str, ...], what: str) -> str:
+    if state not in allowed:
+        raise ValueError(f"unknown {what} state {state!r}; expected one of {', '.join(allowed)}")
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# the store
+# --------------------------------------------------------------------------------------------
+
+class Store:
+    """A handle on one store file. Open one per process (forks reconnect automatically)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, create: bool = True):
+        self.path: str = os.fspath(path) if path is not None else default_store_path()
+        self.create = create
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._host = socket.gethostname()
+        self._check_file()
+        self._conn = self._connect()
+
+    # ---------------------------------------------------------------- opening and closing
+    def _check_file(self) -> None:
+        path = self.path
+        if os.path.isdir(path):
+            raise UsageError(f"{path} is a directory, not an mlp-sweeps store file; pass --store "
+                             f"with a file path such as {os.path.join(path, DEFAULT_STORE)}")
+        if not os.path.exists(path):
+            if not self.create:
+                raise UsageError(f"no mlp-sweeps store at {path}; create one with `mlp sweep "
+                                 f"FILE.yaml` (or train with --store), or pass --store / set "
+                                 f"MLP_STORE to an existing store")
+            parent = os.path.dirname(os.path.abspath(path))
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as e:
+                raise UsageError(f"cannot create store {path}: {e.strerror} ({parent}); pass "
+                                 f"--store with a writable path") from None
+            return
+        try:
+            with open(path, "rb") as f:
+                header = f.read(len(_SQLITE_MAGIC))
+        except OSError as e:
+            raise UsageError(f"cannot read store {path}: {e.strerror}; check its permissions or "
+                             f"pass --store with another path") from None
+        if header and header != _SQLITE_MAGIC:
+            raise UsageError(f"{path} is not an mlp-sweeps store (not an SQLite database); pass "
+                             f"--store with another path")
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + \
+              ("?mode=rwc" if self.create else "?mode=rw")
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as e:
+            raise UsageError(f"cannot open store {path}: {e}; check the path and its permissions "
+                             f"or pass --store with another path") from None
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._check_schema(conn)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise UsageError(f"{path} is not an mlp-sweeps store (unreadable SQLite database: "
+                             f"{e}); pass --store with another path") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        path = self.path
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if version == 0:
+            if not self.create:
+                raise UsageError(f"{path} is an empty database, not an mlp-sweeps store; create "
+                                 f"one with `mlp sweep FILE.yaml --store {path}` or pass --store "
+                                 f"with another path")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:               # nobody initialised it while we waited
+                    tables = conn.execute(
+                        "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+                    ).fetchone()[0]
+                    if tables:
+                        raise UsageError(f"{path} is an SQLite database but not an mlp-sweeps "
+                                         f"store; pass --store with another path")
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    version, app_id = SCHEMA_VERSION, APPLICATION_ID
+                else:
+                    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        if app_id != APPLICATION_ID:
+            raise UsageError(f"{path} is an SQLite database but not an mlp-sweeps store; pass "
+                             f"--store with another path")
+        if version > SCHEMA_VERSION:
+            raise UsageError(f"{path} was written by a newer mlp-sweeps (store schema "
+                             f"v{version}, this version reads v{SCHEMA_VERSION}); upgrade "
+                             f"mlp-sweeps or pass --store with another path")
+        if version < SCHEMA_VERSION:       # no older schema exists yet; migrations go here
+            raise UsageError(f"{path} has store schema v{version}, which this mlp-sweeps "
+                             f"cannot read (needs v{SCHEMA_VERSION}); pass --store with another "
+                             f"path")
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ValueError(f"store {self.path} is closed")
+        if os.getpid() != self._pid:        # forked: never touch the parent's connection
+            _INHERITED.append(self._conn)   # ...not even to close it (keep it from GC)
+            self._pid = os.getpid()
+            self._lock = threading.RLock()
+            self._conn = self._connect()
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and os.getpid() == self._pid:
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r})"
+
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction. BEGIN IMMEDIATE takes the write lock up front, waiting up to
+        the busy timeout, so a transaction never fails half-way on lock upgrade."""
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _read(self):
+        """A consistent snapshot for multi-statement reads."""
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                if db.in_transaction:
+                    db.execute("COMMIT")
+
+    # ---------------------------------------------------------------- errors
+    def _unknown_sweep(self, sweep_id: Any) -> UsageError:
+        return UsageError(f"unknown sweep id {sweep_id!r} in store {self.path}; see the valid "
+                          f"ids with `mlp sweeps`")
+
+    def _unknown_run(self, run_id: Any) -> UsageError:
+        return UsageError(f"unknown run id {run_id!r} in store {self.path}; see a sweep's run "
+                          f"ids with `mlp runs SWEEP_ID` (sweep ids: `mlp sweeps`)")
+
+    def _require_sweep(self, db: sqlite3.Connection, sweep_id: Any) -> None:
+        if db.execute("SELECT 1 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone() is None:
+            raise self._unknown_sweep(sweep_id)
+
+    def _update_run_row(self, db, run_id: Any, assignments: dict[str, Any]) -> None:
+        cols = ", ".join(f"{col} = ?" for col in assignments)
+        cur = db.execute(f"UPDATE runs SET {cols} WHERE id = ?",
+                         (*assignments.values(), run_id))
+        if cur.rowcount == 0:
+            raise self._unknown_run(run_id)
+
+    def _insert(self, db, table: str, kind: str, values: dict[str, Any]) -> str:
+        """Insert a row under a fresh random id, retrying on the (astronomically rare) clash."""
+        cols = ", ".join(("id", *values))
+        marks = ", ".join("?" * (len(values) + 1))
+        for _ in range(20):
+            new = new_id()
+            if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (new,)).fetchone() is None:
+                db.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})",
+                           (new, *values.values()))
+                return new
+        raise RuntimeError(f"could not draw a free {kind} id")  # pragma: no cover
+
+    # ---------------------------------------------------------------- sweeps
+    def create_sweep(self, config: dict, config_yaml: str, name: str | None = None,
+                     seed: int | None = None, parent_sweep_id: str | None = None,
+                     extra: dict | None = None) -> str:
+        """Record a new sweep (state "pending") and return its 8-character id."""
+        if not isinstance(config, dict):
+            raise TypeError("config must be a dict (the parsed sweep YAML)")
+        now = time.time()
+        values = {
+            "name": name, "config_yaml": config_yaml or "", "config_json": encode_json(config),
+            "seed": None if seed is None else int(seed), "state": "pending",
+            "created_at": now, "updated_at": now, "parent_sweep_id": parent_sweep_id,
+            "extra_json": encode_json(extra or {}),
+        }
+        with self._write() as db:
+            if parent_sweep_id is not None:
+                self._require_sweep(db, parent_sweep_id)
+            return self._insert(db, "sweeps", "sweep", values)
+
+    def _run_counts(self, db, sweep_id: str | None = None) -> dict[str, dict[str, int]]:
+        sql = "SELECT sweep_id, state, count(*) AS n FROM runs"
+        params: tuple = ()
+        if sweep_id is not None:
+            sql += " WHERE sweep_id = ?"
+            params = (sweep_id,)
+        counts: dict[str, dict[str, int]] = {}
+        for row in db.execute(sql + " GROUP BY sweep_id, state", params):
+            counts.setdefault(row["sweep_id"], {})[row["state"]] = row["n"]
+        return counts
+
+    @staticmethod
+    def _with_counts(sweep: dict, counts: dict[str, int] | None) -> dict:
+        counts = counts or {}
+        sweep["run_counts"] = {state: counts.get(state, 0) for state in RUN_STATES}
+        sweep["n_runs"] = sum(sweep["run_counts"].values())
+        return sweep
+
+    def get_sweep(self, sweep_id: str) -> dict:
+        """The sweep as a dict (with ``run_counts`` per state and ``n_runs``)."""
+        with self._read() as db:
+            row = db.execute(_SWEEP_SELECT + " WHERE id = ?", (sweep_id,)).fetchone()
+            if row is None:
+                raise self._unknown_sweep(sweep_id)
+            counts = self._run_counts(db, sweep_id).get(sweep_id)
+        return self._with_counts(_sweep_dict(row), counts)
+
+    def list_sweeps(self) -> list[dict]:
+        """All sweeps, oldest first, each with ``run_counts`` per state and ``n_runs``."""
+        with self._read() as db:
+            rows = db.execute(_SWEEP_SELECT + " ORDER BY rowid").fetchall()
+            counts = self._run_counts(db)
+        return [self._with_counts(_sweep_dict(r), counts.get(r["id"])) for r in rows]
+
+    def set_sweep_state(self, sweep_id: str, state: str) -> None:
+        self.update_sweep(sweep_id, state=state)
+
+    def update_sweep(self, sweep_id: str, **fields: Any) -> None:
+        """Set sweep columns: name, seed, state, config, config_yaml, extra (dicts replace)."""
+        assignments = {}
+        for key, value in fields.items():
+            if key not in _SWEEP_UPDATABLE:
+                raise ValueError(f"cannot update sweep field {key!r}; updatable: "
+                                 f"{', '.join(_SWEEP_UPDATABLE)}")
+            column, is_json = _SWEEP_UPDATABLE[key]
+            if key == "state":
+                _check_state(value, SWEEP_STATES, "sweep")
+            assignments[column] = encode_json(value if value is not None else {}) \
+                if is_json else value
+        assignments["updated_at"] = time.time()
+        cols = ", ".join(f"{col} = ?" for col in assignments)
+        with self._write() as db:
+            cur = db.execute(f"UPDATE sweeps SET {cols} WHERE id = ?",
+                             (*assignments.values(), sweep_id))
+            if cur.rowcount == 0:
+                raise self._unknown_sweep(sweep_id)
+
+    # ---------------------------------------------------------------- runs
+    def _new_run(self, db, config: dict, sweep_id: str | None, name: str | None, state: str,
+                 pid: int | None, wandb_dir: str | None, extra: dict | None) -> str:
+        if not isinstance(config, dict):
+            raise TypeError("run config must be a dict")
+        _check_state(state, RUN_STATES, "run")
+        if sweep_id is not None:
+            self._require_sweep(db, sweep_id)
+        seq = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM runs WHERE sweep_id IS ?",
+                         (sweep_id,)).fetchone()[0]
+        now = time.time()
+        running = state == "running"
+        if running and pid is None:
+            pid = os.getpid()
+        values = {
+            "sweep_id": sweep_id, "seq": seq, "name": name, "config_json": encode_json(config),
+            "state": state, "pid": pid, "host": self._host, "created_at": now,
+            "started_at": now if running else None, "heartbeat_at": now if running else None,
+            "finished_at": now if state in FINAL_STATES else None,
+            "wandb_dir": None if wandb_dir is None else os.fspath(wandb_dir),
+            "extra_json": encode_json(extra or {}),
+        }
+        return self._insert(db, "runs", "run", values)
+
+    def create_run(self, config: dict, sweep_id: str | None = None, name: str | None = None,
+                   state: str = "running", pid: int | None = None,
+                   wandb_dir: str | None = None, extra: dict | None = None) -> str:
+        """Record a run and return its id (8 characters, also usable as the W&B run id).
+
+        A "running" run gets started_at/heartbeat_at = now and ``pid`` defaults to this
+        process. ``seq`` is the next number in its sweep (or among sweep-less runs).
+        """
+        with self._write() as db:
+            return self._new_run(db, config, sweep_id, name, state, pid, wandb_dir, extra)
+
+    def claim_run(self, sweep_id: str,
+                  propose: Callable[[list[dict]], dict | None]) -> dict | None:
+        """Atomically pick and record the sweep's next run.
+
+        Inside one write transaction, ``propose(existing_runs)`` gets every run of the sweep
+        (all states, creation order) and returns the next config, or None when there is
+        nothing left. A returned config becomes a new "pending" run (next ``seq``, ``pid`` =
+        this process), which is returned. Other writers wait while ``propose`` runs, so keep it
+        quick (well under the 30 s busy timeout). If ``propose`` raises, nothing is written.
+        """
+        with self._write() as db:
+            self._require_sweep(db, sweep_id)
+            rows = db.execute(_RUN_SELECT + " WHERE sweep_id = ? ORDER BY seq",
+                              (sweep_id,)).fetchall()
+            config = propose([_run_dict(r) for r in rows])
+            if config is None:
+                return None
+            run_id = self._new_run(db, config, sweep_id, None, "pending", os.getpid(), None, None)
+            row = db.execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
+        return _run_dict(row)
+
+    def start_run(self, run_id: str, pid: int | None = None,
+                  wandb_dir: str | None = None) -> None:
+        """Mark a run running now, on this host, as ``pid`` (default: this process).
+
+        Clears finished_at/exit_code/error so a restarted run does not look finished.
+        """
+        now = time.time()
+        fields = {"state": "running", "pid": os.getpid() if pid is None else int(pid),
+                  "host": self._host, "started_at": now, "heartbeat_at": now,
+                  "finished_at": None, "exit_code": None, "error": None}
+        if wandb_dir is not None:
+            fields["wandb_dir"] = os.fspath(wandb_dir)
+        with self._write() as db:
+            self._update_run_row(db, run_id, fields)
+
+    def heartbeat(self, run_id: str) -> None:
+        with self._write() as db:
+            self._update_run_row(db, run_id, {"heartbeat_at": time.time()})
+
+    def log_history(self, run_id: str, row: dict) -> None:
+        """Store one epoch's metrics (``row["epoch"]`` required); the same epoch again replaces
+        it. Also refreshes the run's heartbeat."""
+        if "epoch" not in row:
+            raise ValueError("a history row needs an 'epoch' key")
+        epoch = row["epoch"]
+        if hasattr(epoch, "item"):
+            epoch = epoch.item()
+        if isinstance(epoch, bool) or int(epoch) != epoch:
+            raise ValueError(f"history epoch must be an integer, got {row['epoch']!r}")
+        epoch = int(epoch)
+        metrics = {k: v for k, v in row.items() if k != "epoch"}
+        now = time.time()
+        text = encode_json(metrics)
+        with self._write() as db:
+            self._update_run_row(db, run_id, {"heartbeat_at": now})
+            db.execute("INSERT INTO history (run_id, epoch, metrics_json, logged_at) "
+                       "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, epoch) DO UPDATE SET "
+                       "metrics_json = excluded.metrics_json, logged_at = excluded.logged_at",
+                       (run_id, epoch, text, now))
+
+    def finish_run(self, run_id: str, state: str, summary: dict | None = None,
+                   exit_code: int | None = None, error: str | None = None,
+                   model_path: str | None = None) -> None:
+        """Mark a run done: ``state`` must be one of FINAL_STATES; finished_at = now.
+
+        ``summary`` (if given) replaces the stored summary; ``error`` is squeezed onto one
+        line; ``model_path`` is kept unless given.
+        """
+        _check_state(state, FINAL_STATES, "final run")
+        now = time.time()
+        fields: dict[str, Any] = {"state": state, "finished_at": now,
+                                  "exit_code": None if exit_code is None else int(exit_code),
+                                  "error": _one_line(error)}
+        if summary is not None:
+            fields["summary_json"] = encode_json(summary)
+        if model_path is not None:
+            fields["model_path"] = os.fspath(model_path)
+        with self._write() as db:
+            self._update_run_row(db, run_id, fields)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set whitelisted run fields: name, config, state, pid, host, started_at,
+        heartbeat_at, finished_at, exit_code, summary, wandb_dir, model_path, error, extra.
+        Dicts (config/summary/extra) replace the stored value."""
+        assignments: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key not in _RUN_UPDATABLE:
+                raise ValueError(f"cannot update run field {key!r}; updatable: "
+                                 f"{', '.join(_RUN_UPDATABLE)}")
+            column, is_json = _RUN_UPDATABLE[key]
+            if key == "state":
+                _check_state(value, RUN_STATES, "run")
+            elif key == "error":
+                value = _one_line(value)
+            elif key in ("wandb_dir", "model_path") and value is not None:
+                value = os.fspath(value)
+            if is_json:
+                value = encode_json(value if value is not None else {})
+            assignments[column] = value
+        with self._write() as db:
+            if assignments:
+                self._update_run_row(db, run_id, assignments)
+            elif db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise self._unknown_run(run_id)
+
+    def get_run(self, run_id: str) -> dict:
+        with self._lock:
+            row = self._db().execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise self._unknown_run(run_id)
+        return _run_dict(row)
+
+    def list_runs(self, sweep_id: str | None = None, state: str | None = None) -> list[dict]:
+        """Runs in creation order: all of them, or one sweep's (UsageError if unknown);
+        optionally only those in ``state``."""
+        where, params = [], []
+        if sweep_id is not None:
+            where.append("sweep_id = ?")
+            params.append(sweep_id)
+        if state is not None:
+            where.append("state = ?")
+            params.append(_check_state(state, RUN_STATES, "run"))
+        sql = _RUN_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY rowid"
+        with self._read() as db:
+            if sweep_id is not None:
+                self._require_sweep(db, sweep_id)
+            rows = db.execute(sql, params).fetchall()
+        return [_run_dict(r) for r in rows]
+
+    def history(self, run_id: str) -> list[dict]:
+        """The run's per-epoch rows, ``{"epoch": e, **metrics}``, in epoch order."""
+        with self._read() as db:
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise self._unknown_run(run_id)
+            rows = db.execute("SELECT epoch, metrics_json FROM history WHERE run_id = ? "
+                              "ORDER BY epoch", (run_id,)).fetchall()
+        return [{"epoch": r["epoch"], **decode_json(r["metrics_json"], {})} for r in rows]
+
+    # ---------------------------------------------------------------- orphans
+    def _orphans(self, db, stale_after: float, states: tuple[str, ...]) -> list[dict]:
+        for s in states:
+            _check_state(s, RUN_STATES, "run")
+        marks = ", ".join("?" * len(states))
+        rows = db.execute(_RUN_SELECT + f" WHERE state IN ({marks}) ORDER BY rowid",
+                          tuple(states)).fetchall()
+        now = time.time()
+        orphans = []
+        for row in rows:
+            run = _run_dict(row)
+            reason = None
+            if run["pid"] is not None and run["host"] == self._host and not _pid_alive(run["pid"]):
+                reason = f"process {run['pid']} on {run['host']} is gone"
+            else:
+                seen = run["heartbeat_at"] or run["started_at"] or run["created_at"]
+                if now - seen > stale_after:
+                    reason = f"no heartbeat for {now - seen:.0f} s"
+            if reason:
+                run["orphan_reason"] = reason
+                orphans.append(run)
+        return orphans
+
+    def find_orphans(self, stale_after: float,
+                     states: tuple[str, ...] = ("running",)) -> list[dict]:
+        """Runs in ``states`` (default: running) that nobody is working on any more: the
+        recorded pid is dead (checked only when the run's host is this host), or the last sign
+        of life (heartbeat_at, else started_at, else created_at) is older than ``stale_after``
+        seconds. Each dict carries an extra ``orphan_reason`` string. Nothing is changed."""
+        with self._read() as db:
+            return self._orphans(db, stale_after, tuple(states))
+
+    def reap_orphans(self, stale_after: float, state: str = "crashed",
+                     states: tuple[str, ...] = ("running",)) -> list[dict]:
+        """Find orphans and mark them ``state`` in the same transaction (so a run finishing
+        concurrently is never overwritten); returns the runs as they were found."""
+        _check_state(state, FINAL_STATES, "final run")
+        with self._write() as db:
+            orphans = self._orphans(db, stale_after, tuple(states))
+            now = time.time()
+            for run in orphans:
+                db.execute("UPDATE runs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
+                           (state, now, _one_line(f"orphaned: {run['orphan_reason']}"),
+                            run["id"]))
+        return orphans

@@ -453,10 +453,17 @@ class Store:
         if cur.rowcount == 0:
             raise self._unknown_run(run_id)
 
-    def _insert(self, db, table: str, kind: str, values: dict[str, Any]) -> str:
-        """Insert a row under a fresh random id, retrying on the (astronomically rare) clash."""
+    def _insert(self, db, table: str, kind: str, values: dict[str, Any],
+                wanted_id: str | None = None) -> str:
+        """Insert a row under `wanted_id`, or a fresh random id (retrying on the rare clash)."""
         cols = ", ".join(("id", *values))
         marks = ", ".join("?" * (len(values) + 1))
+        if wanted_id is not None:
+            if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (wanted_id,)).fetchone() is not None:
+                raise UsageError(f"{kind} id {wanted_id!r} already exists in {self.path}; "
+                                 f"unset WANDB_RUN_ID/MLP_RUN_ID or use another store")
+            db.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", (wanted_id, *values.values()))
+            return wanted_id
         for _ in range(20):
             new = new_id()
             if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (new,)).fetchone() is None:
@@ -543,7 +550,8 @@ class Store:
 
     # ---------------------------------------------------------------- runs
     def _new_run(self, db, config: dict, sweep_id: str | None, name: str | None, state: str,
-                 pid: int | None, wandb_dir: str | None, extra: dict | None) -> str:
+                 pid: int | None, wandb_dir: str | None, extra: dict | None,
+                 run_id: str | None = None) -> str:
         if not isinstance(config, dict):
             raise TypeError("run config must be a dict")
         _check_state(state, RUN_STATES, "run")
@@ -563,18 +571,20 @@ class Store:
             "wandb_dir": None if wandb_dir is None else os.fspath(wandb_dir),
             "extra_json": encode_json(extra or {}),
         }
-        return self._insert(db, "runs", "run", values)
+        return self._insert(db, "runs", "run", values, run_id)
 
     def create_run(self, config: dict, sweep_id: str | None = None, name: str | None = None,
                    state: str = "running", pid: int | None = None,
-                   wandb_dir: str | None = None, extra: dict | None = None) -> str:
-        """Record a run and return its id (8 characters, also usable as the W&B run id).
+                   wandb_dir: str | None = None, extra: dict | None = None,
+                   run_id: str | None = None) -> str:
+        """Record a run and return its id (8 characters, also usable as the W&B run id);
+        `run_id` reuses a given id (e.g. the one a W&B agent assigned).
 
         A "running" run gets started_at/heartbeat_at = now and ``pid`` defaults to this
         process. ``seq`` is the next number in its sweep (or among sweep-less runs).
         """
         with self._write() as db:
-            return self._new_run(db, config, sweep_id, name, state, pid, wandb_dir, extra)
+            return self._new_run(db, config, sweep_id, name, state, pid, wandb_dir, extra, run_id)
 
     def claim_run(self, sweep_id: str,
                   propose: Callable[[list[dict]], dict | None]) -> dict | None:

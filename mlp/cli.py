@@ -1,0 +1,212 @@
+"""Command-line parsing: the train.py flag table and the `mlp` subcommands.
+
+Bad input never shows a traceback: argparse errors and UsageError both print one line,
+`error: ...`, and exit with code 2.
+"""
+import argparse
+import math
+import re
+import sys
+
+from . import activations, initializers, losses, optimizers
+from .errors import UsageError
+
+DATASETS = ("mnist", "fashion_mnist")
+SPLITS = ("standard", "80-10-10")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+# The best validation configuration measured so far (see README, "Defaults").
+DEFAULTS = {
+    "wandb_project": "mlp-sweeps",
+    "wandb_entity": None,
+    "dataset": "fashion_mnist",
+    "epochs": 10,
+    "batch_size": 32,
+    "loss": "cross_entropy",
+    "optimizer": "nadam",
+    "learning_rate": 1e-3,
+    "momentum": 0.9,
+    "beta": 0.9,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "epsilon": 1e-8,
+    "weight_decay": 0.0005,
+    "weight_init": "xavier",
+    "num_layers": 3,
+    "hidden_size": 128,
+    "activation": "relu",
+    "seed": 0,
+    "dropout": 0.0,
+    "batch_norm": False,
+    "hidden_sizes": None,
+    "val_fraction": 0.1,
+    "split": "standard",
+    "data_dir": None,
+    "wandb_mode": "auto",
+    "store": None,
+    "save_model": None,
+    "summary_json": None,
+}
+
+
+# ---- value parsers (each raises ArgumentTypeError with a message that names the fix) ----------
+
+def _number(text, kind):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError("NaN is not allowed")
+    if kind is int:
+        if not value.is_integer():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        return int(value)
+    return value
+
+
+def bounded(kind, low=None, high=None, low_open=False, high_open=False):
+    """A parser for int/float values in a range, e.g. bounded(float, 0, low_open=True) for > 0."""
+    def parse(text):
+        value = _number(text, kind)
+        if (low is not None and (value <= low if low_open else value < low)) or \
+           (high is not None and (value >= high if high_open else value > high)):
+            lo = "" if low is None else f"{'>' if low_open else '≥'} {low}"
+            hi = "" if high is None else f"{'<' if high_open else '≤'} {high}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range; it must be {' and '.join(filter(None, [lo, hi]))}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def boolean(text):
+    """W&B agents pass booleans as --flag=True / --flag=False."""
+    key = str(text).strip().lower()
+    if key in ("true", "1", "yes", "on"):
+        return True
+    if key in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; use True or False")
+
+
+def int_list(text):
+    """'[128, 64]' (W&B's form), '128,64' or '128 64' -> [128, 64]."""
+    parts = [p for p in re.split(r"[\s,]+", str(text).strip().strip("[]()")) if p]
+    if not parts:
+        raise argparse.ArgumentTypeError("give at least one layer width, e.g. [128, 64]")
+    sizes = [_number(p, int) for p in parts]
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be ≥ 1; got {sizes}")
+    return sizes
+
+
+def choice(registry_lookup, choices):
+    """Case-insensitive choice through a registry's canonical_name (e.g. 'ReLU' -> 'relu')."""
+    def parse(text):
+        try:
+            return registry_lookup(text)
+        except UsageError:
+            raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(choices)})") from None
+    parse.__name__ = "choice"
+    return parse
+
+
+def plain_choice(choices):
+    return choice(lambda t: _lookup(t, choices), choices)
+
+
+def _lookup(text, choices):
+    key = str(text).strip().lower().replace("-", "_")
+    for c in choices:
+        if key == c.lower().replace("-", "_"):
+            return c
+    raise UsageError(text)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def train_parser(prog="train.py"):
+    p = Parser(prog=prog, description="Train a NumPy MLP on Fashion-MNIST or MNIST, logging to W&B and the local store.",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = DEFAULTS
+    positive_float = bounded(float, 0, low_open=True)
+    unit = bounded(float, 0, 1, high_open=True)
+    a = p.add_argument
+    a("-wp", "--wandb_project", default=d["wandb_project"], help="W&B project")
+    a("-we", "--wandb_entity", default=d["wandb_entity"], help="W&B entity (user or team)")
+    a("-d", "--dataset", type=plain_choice(DATASETS), default=d["dataset"], help=f"one of {DATASETS}")
+    a("-e", "--epochs", type=bounded(int, 0), default=d["epochs"])
+    a("-b", "--batch_size", type=bounded(int, 1), default=d["batch_size"])
+    a("-l", "--loss", type=choice(losses.canonical_name, list(losses.CLASSIFICATION)), default=d["loss"],
+      help="mean_squared_error or cross_entropy")
+    a("-o", "--optimizer", type=choice(optimizers.canonical_name, list(optimizers.OPTIMIZERS)),
+      default=d["optimizer"], help=f"one of {list(optimizers.OPTIMIZERS)}")
+    a("-lr", "--learning_rate", type=positive_float, default=d["learning_rate"])
+    a("-m", "--momentum", type=unit, default=d["momentum"], help="momentum and nag")
+    a("-beta", "--beta", type=unit, default=d["beta"], help="rmsprop")
+    a("-beta1", "--beta1", type=unit, default=d["beta1"], help="adam, nadam, eve")
+    a("-beta2", "--beta2", type=unit, default=d["beta2"], help="adam, nadam, eve")
+    a("-eps", "--epsilon", type=positive_float, default=d["epsilon"])
+    a("-w_d", "--weight_decay", type=bounded(float, 0), default=d["weight_decay"], help="L2: adds (λ/2)·ΣW² to the loss")
+    a("-w_i", "--weight_init", type=choice(initializers.canonical_name, list(initializers.INITIALIZERS)),
+      default=d["weight_init"], help=f"one of {list(initializers.INITIALIZERS)} (case-insensitive)")
+    a("-nhl", "--num_layers", type=bounded(int, 0), default=d["num_layers"], help="hidden layers")
+    a("-sz", "--hidden_size", type=bounded(int, 1), default=d["hidden_size"], help="width of every hidden layer")
+    a("-a", "--activation", type=choice(activations.canonical_name, list(activations.ACTIVATIONS)),
+      default=d["activation"], help=f"one of {list(activations.ACTIVATIONS)} (case-insensitive)")
+    a("--seed", type=int, default=d["seed"], help="seed of initialisation, shuffling and dropout")
+    a("--dropout", type=unit, default=d["dropout"], help="dropout after every hidden layer")
+    a("--batch_norm", type=boolean, nargs="?", const=True, default=d["batch_norm"], help="batch norm in hidden layers")
+    a("--hidden_sizes", type=int_list, default=d["hidden_sizes"],
+      help="per-layer widths such as [256, 128]; overrides --num_layers/--hidden_size")
+    a("--val_fraction", type=bounded(float, 0, 1, low_open=True, high_open=True), default=d["val_fraction"],
+      help="stratified validation share of the training set (standard split)")
+    a("--split", type=plain_choice(SPLITS), default=d["split"],
+      help="standard: official test set; 80-10-10: stratified over all 70,000 images")
+    a("--data_dir", default=d["data_dir"], help="directory with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
+    a("--wandb_mode", type=plain_choice(WANDB_MODES), default=d["wandb_mode"],
+      help="auto = online only when W&B credentials exist, else offline; never prompts")
+    a("--store", default=d["store"], help="SQLite run store (else MLP_STORE, else ./mlp-runs.sqlite)")
+    a("--save_model", default=d["save_model"], help="write the trained model to this .npz")
+    a("--summary_json", default=d["summary_json"], help="write final metrics and config to this JSON file")
+    return p
+
+
+def parse_train_args(argv, prog="train.py"):
+    """argv -> flat config dict with canonical names. `hidden_sizes`, when given, sets
+    num_layers; otherwise it stays None and the widths are num_layers × hidden_size."""
+    config = vars(train_parser(prog).parse_args(argv))
+    if config["hidden_sizes"] is not None:
+        config["num_layers"] = len(config["hidden_sizes"])
+    return config
+
+
+def run_main(fn, argv):
+    """Run a command body; bad input becomes one line on stderr and exit code 2."""
+    try:
+        return fn(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def train_main(argv=None, prog="train.py"):
+    from .experiment import run_from_argv
+    return run_main(lambda a: run_from_argv(a, prog), sys.argv[1:] if argv is None else argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = {"train": lambda rest: train_main(rest, prog="mlp train")}
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: mlp {" + ",".join(commands) + "} ...\n\n"
+              "  train   train one network (the same flags as train.py)\n", file=sys.stderr if not argv else sys.stdout)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in commands:
+        print(f"error: unknown command {command!r}; choose one of: {', '.join(commands)}", file=sys.stderr)
+        return 2
+    return commands[command](rest)

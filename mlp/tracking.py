@@ -1,0 +1,128 @@
+"""Where a run's rows go: Weights & Biases (online, offline or disabled) and the local store.
+
+Both trackers have the same small interface — start, log_samples, log, finish — so the
+experiment code fans out to them without knowing which is which.
+"""
+import netrc
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .errors import UsageError
+
+
+# ---- W&B ----------------------------------------------------------------------------------
+
+def wandb_credentials_exist():
+    """True when W&B can log in without asking: WANDB_API_KEY, or a netrc entry for the host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_wandb_mode(flag):
+    """--wandb_mode auto|online|offline|disabled -> the mode for wandb.init; never prompts.
+
+    auto: WANDB_MODE from the environment if set (agents set it), else online only when
+    credentials exist, else offline.
+    """
+    if flag == "auto":
+        env = os.environ.get("WANDB_MODE", "").lower()
+        if env in ("online", "offline", "disabled"):
+            flag = env
+        elif env == "dryrun":
+            flag = "offline"
+        else:
+            return "online" if wandb_credentials_exist() else "offline"
+    if flag == "online" and not wandb_credentials_exist():
+        raise UsageError("--wandb_mode online needs W&B credentials: run `wandb login` or set WANDB_API_KEY, "
+                         "or use --wandb_mode offline (sync later with `wandb sync`)")
+    return flag
+
+
+class WandbTracker:
+    def __init__(self, mode, project, entity=None):
+        self.mode, self.project, self.entity = mode, project, entity
+        self.run = None
+
+    def start(self, config, name, run_id=None):
+        """Start the W&B run and return the effective config (a sweep may override values)."""
+        import wandb
+        self.wandb = wandb
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            self.run = wandb.init(project=self.project, entity=self.entity, config=config, mode=self.mode,
+                                  id=run_id, reinit="finish_previous")
+        except Exception as e:  # wandb raises many types (CommError, UsageError, ...) when it cannot start
+            raise UsageError(f"W&B could not start a {self.mode} run ({type(e).__name__}: {e}); "
+                             f"try --wandb_mode offline") from None
+        effective = dict(wandb.config)
+        self.rename(name)
+        return effective
+
+    def rename(self, name):
+        if self.run is not None and self.mode != "disabled":
+            self.run.name = name
+
+    @property
+    def offline_dir(self):
+        """The offline run directory (what `wandb sync` takes), or None."""
+        if self.run is None or self.mode != "offline":
+            return None
+        return str(Path(self.run.dir).parent)
+
+    def log_samples(self, images, labels, class_names):
+        self.wandb.log({"samples": [self.wandb.Image(img.reshape(28, 28), caption=class_names[c])
+                                    for img, c in zip(images, labels)]}, commit=False)
+
+    def log(self, row):
+        self.wandb.log(row)
+
+    def finish(self, state, summary=None, confusion=None, exit_code=0):
+        if self.run is None:
+            return
+        if confusion is not None:
+            y_true, y_pred, class_names = confusion
+            self.wandb.log({"confusion_matrix": self.wandb.plot.confusion_matrix(
+                y_true=np.asarray(y_true).tolist(), preds=np.asarray(y_pred).tolist(), class_names=list(class_names))})
+        for key, value in (summary or {}).items():
+            if key != "confusion_matrix":
+                self.run.summary[key] = value
+        self.run.summary["state"] = state
+        self.wandb.finish(exit_code=exit_code)
+        self.run = None
+
+
+# ---- local store ----------------------------------------------------------------------------
+
+class StoreTracker:
+    """Writes the run to the SQLite store. Under `mlp agent` the run row already exists
+    (`existing`); otherwise a row is created under the same id as the W&B run."""
+
+    def __init__(self, store, run_id, existing=False):
+        self.store, self.run_id, self.existing = store, run_id, existing
+
+    def start(self, config, name, wandb_dir=None):
+        if self.existing:
+            self.store.update_run(self.run_id, config=config, name=name)
+            self.store.start_run(self.run_id, pid=os.getpid(), wandb_dir=wandb_dir)
+        else:
+            self.store.create_run(config, name=name, state="running", pid=os.getpid(),
+                                  wandb_dir=wandb_dir, run_id=self.run_id)
+            self.existing = True
+        return self.run_id
+
+    def log(self, row):
+        self.store.log_history(self.run_id, row)
+
+    def finish(self, state, summary=None, exit_code=0, error=None, model_path=None):
+        self.store.finish_run(self.run_id, state, summary=summary, exit_code=exit_code, error=error,
+                              model_path=model_path)
+

@@ -6,7 +6,10 @@ Bad input never shows a traceback: argparse errors and UsageError both print one
 import argparse
 import math
 import re
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 from . import activations, initializers, losses, optimizers
 from .errors import UsageError
@@ -30,10 +33,10 @@ DEFAULTS = {
     "beta1": 0.9,
     "beta2": 0.999,
     "epsilon": 1e-8,
-    "weight_decay": 0.0005,
+    "weight_decay": 0.0,
     "weight_init": "xavier",
     "num_layers": 3,
-    "hidden_size": 128,
+    "hidden_size": 256,
     "activation": "relu",
     "seed": 0,
     "dropout": 0.0,
@@ -198,15 +201,162 @@ def train_main(argv=None, prog="train.py"):
     return run_main(lambda a: run_from_argv(a, prog), sys.argv[1:] if argv is None else argv)
 
 
+def _store_arg(p):
+    p.add_argument("--store", default=None, help="SQLite store (else MLP_STORE, else ./mlp-runs.sqlite)")
+
+
+def _positive(text):
+    return bounded(int, 1)(text)
+
+
+def command_parsers():
+    parsers = {}
+    p = parsers["sweep"] = Parser(prog="mlp sweep", description="Validate a W&B sweep YAML, create a local sweep and print its id; "
+                                  "with --count also run it (offline, W&B's own search engine).")
+    p.add_argument("file", help="sweep YAML (the same file `wandb sweep` takes)")
+    p.add_argument("--name", help="sweep name (default: the YAML's name or file name)")
+    p.add_argument("--seed", type=int, help="seed of the search (random and bayes are reproducible under it)")
+    p.add_argument("--count", type=_positive, help="run this many runs now")
+    p.add_argument("--jobs", type=_positive, default=1, help="agents in parallel (with --count)")
+    _store_arg(p)
+    p = parsers["agent"] = Parser(prog="mlp agent", description="Join a local sweep and run its runs.")
+    p.add_argument("sweep_id")
+    p.add_argument("--count", type=_positive, help="stop after this many runs (default: until the search is over)")
+    p.add_argument("--jobs", type=_positive, default=1, help=argparse.SUPPRESS)  # BLAS threads = cores / jobs
+    _store_arg(p)
+    p = parsers["sweeps"] = Parser(prog="mlp sweeps", description="List the local sweeps.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _store_arg(p)
+    p = parsers["runs"] = Parser(prog="mlp runs", description="List the runs of a sweep.")
+    p.add_argument("sweep_id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _store_arg(p)
+    p = parsers["sync"] = Parser(prog="mlp sync", description="Upload a sweep's offline W&B runs with `wandb sync`.")
+    p.add_argument("sweep_id")
+    p.add_argument("--dry_run", action="store_true", help="print the wandb sync command instead of running it")
+    _store_arg(p)
+    return parsers
+
+
+def _open_store(path, create=False):
+    from .store import Store, default_store_path
+    return Store(path or default_store_path(), create=create)
+
+
+def cmd_sweep(args):
+    from .sweep import Agent, create_sweep, run_parallel_agents
+    store = _open_store(args.store, create=True)
+    sweep_id = create_sweep(store, args.file, name=args.name, seed=args.seed)
+    print(sweep_id, flush=True)
+    print(f"created sweep {sweep_id} in {store.path}; run it with `mlp agent {sweep_id}`", file=sys.stderr, flush=True)
+    if not args.count:
+        return 0
+    if args.jobs == 1:
+        return Agent(store, sweep_id, count=args.count).run()
+    return run_parallel_agents(store.path, sweep_id, args.count, args.jobs)
+
+
+def cmd_agent(args):
+    from .sweep import Agent
+    return Agent(_open_store(args.store), args.sweep_id, count=args.count, jobs=args.jobs).run()
+
+
+def _best(runs, metric="val_accuracy"):
+    values = [r["summary"].get(metric) for r in runs if isinstance(r["summary"].get(metric), (int, float))]
+    values = [v for v in values if v == v]
+    return max(values) if values else None
+
+
+def _table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *rows])
+
+
+def _fmt(value, spec=".4f"):
+    return format(value, spec) if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def cmd_sweeps(args):
+    from .sweep import dump_json
+    store = _open_store(args.store)
+    sweeps = store.list_sweeps()
+    for s in sweeps:
+        s["best_val_accuracy"] = _best(store.list_runs(s["id"]))
+    if args.json:
+        print(dump_json([{k: s[k] for k in ("id", "name", "state", "seed", "created_at", "run_counts", "best_val_accuracy")}
+                         | {"config": s["config"], "summary": {"best_val_accuracy": s["best_val_accuracy"],
+                                                                "runs": s["n_runs"]}} for s in sweeps]))
+        return 0
+    rows = [(s["id"], s["name"] or "", s["config"].get("method", ""), s["state"], s["n_runs"],
+             " ".join(f"{k}:{v}" for k, v in s["run_counts"].items() if v), _fmt(s["best_val_accuracy"])) for s in sweeps]
+    print(_table(("ID", "NAME", "METHOD", "STATE", "RUNS", "STATES", "BEST VAL_ACC"), rows) if rows else "no sweeps yet")
+    return 0
+
+
+def cmd_runs(args):
+    from .sweep import dump_json
+    store = _open_store(args.store)
+    sweep = store.get_sweep(args.sweep_id)
+    runs = store.list_runs(args.sweep_id)
+    if args.json:
+        print(dump_json([{k: r[k] for k in ("id", "seq", "name", "state", "config", "summary", "exit_code", "error",
+                                            "created_at", "started_at", "finished_at", "wandb_dir", "model_path")}
+                         | {"sweep_params": r["extra"].get("sweep_params", {}), "stopped_by": r["extra"].get("stopped_by")}
+                         for r in runs]))
+        return 0
+    keys = list(sweep["config"].get("parameters", {}))
+    rows = []
+    for r in runs:
+        duration = (r["finished_at"] or time.time()) - r["started_at"] if r["started_at"] else None
+        params = r["extra"].get("sweep_params", {})
+        state = r["state"] + ("*" if r["extra"].get("stopped_by") else "")
+        rows.append((r["id"], state, *[_fmt(params.get(k), "g") for k in keys],
+                     _fmt(r["summary"].get("val_accuracy")), _fmt(duration, ".0f")))
+    print(_table(("ID", "STATE", *keys, "VAL_ACC", "SECONDS"), rows) if rows else f"sweep {args.sweep_id} has no runs yet")
+    if any(r["extra"].get("stopped_by") for r in runs):
+        print("* stopped early by hyperband")
+    return 0
+
+
+def cmd_sync(args):
+    from .tracking import wandb_credentials_exist
+    store = _open_store(args.store)
+    store.get_sweep(args.sweep_id)
+    dirs = [r["wandb_dir"] for r in store.list_runs(args.sweep_id) if r["wandb_dir"] and Path(r["wandb_dir"]).is_dir()]
+    if not dirs:
+        raise UsageError(f"sweep {args.sweep_id} has no offline W&B run directories to sync")
+    argv = [sys.executable, "-m", "wandb", "sync", *dirs]
+    if args.dry_run:
+        print(" ".join(argv))
+        return 0
+    if not wandb_credentials_exist():
+        raise UsageError("wandb sync needs W&B credentials: run `wandb login` (or set WANDB_API_KEY) first")
+    return subprocess.run(argv).returncode
+
+
+COMMANDS = {
+    "train": ("train one network (the same flags as train.py)", None),
+    "sweep": ("create a local sweep from a W&B sweep YAML (and run it with --count)", cmd_sweep),
+    "agent": ("run the runs of a local sweep", cmd_agent),
+    "sweeps": ("list local sweeps", cmd_sweeps),
+    "runs": ("list the runs of a sweep", cmd_runs),
+    "sync": ("upload a sweep's offline runs to W&B", cmd_sync),
+}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    commands = {"train": lambda rest: train_main(rest, prog="mlp train")}
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: mlp {" + ",".join(commands) + "} ...\n\n"
-              "  train   train one network (the same flags as train.py)\n", file=sys.stderr if not argv else sys.stdout)
+        lines = ["usage: mlp COMMAND [options]   (mlp COMMAND --help for its options)", ""]
+        lines += [f"  {name:<7} {text}" for name, (text, _) in COMMANDS.items()]
+        print("\n".join(lines), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command not in commands:
-        print(f"error: unknown command {command!r}; choose one of: {', '.join(commands)}", file=sys.stderr)
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    return commands[command](rest)
+    if command == "train":
+        return train_main(rest, prog="mlp train")
+    parser = command_parsers()[command]
+    handler = COMMANDS[command][1]
+    return run_main(lambda a: handler(parser.parse_args(a)), rest)

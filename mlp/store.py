@@ -423,9 +423,13 @@ class Store:
 
     @contextlib.contextmanager
     def _read(self):
-        """A consistent snapshot for multi-statement reads."""
+        """A consistent snapshot for multi-statement reads. Inside a write transaction of this
+        thread (e.g. a claim_run proposer reading histories) it simply joins that transaction."""
         with self._lock:
             db = self._db()
+            if db.in_transaction:
+                yield db
+                return
             db.execute("BEGIN")
             try:
                 yield db
@@ -603,7 +607,10 @@ class Store:
             config = propose([_run_dict(r) for r in rows])
             if config is None:
                 return None
-            run_id = self._new_run(db, config, sweep_id, None, "pending", os.getpid(), None, None)
+            # the proposal is kept verbatim in extra: `config` is later replaced by the run's
+            # full effective config, but the search engine must see exactly what it proposed
+            run_id = self._new_run(db, config, sweep_id, None, "pending", os.getpid(), None,
+                                   {"sweep_params": config})
             row = db.execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
         return _run_dict(row)
 

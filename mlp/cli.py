@@ -244,9 +244,10 @@ def _open_store(path, create=False):
 
 
 def cmd_sweep(args):
-    from .sweep import Agent, create_sweep, run_parallel_agents
+    from .sweep import Agent, create_sweep, prepare_sweep, run_parallel_agents
+    prepared = prepare_sweep(args.file)  # a bad file leaves no store behind
     store = _open_store(args.store, create=True)
-    sweep_id = create_sweep(store, args.file, name=args.name, seed=args.seed)
+    sweep_id = create_sweep(store, args.file, prepared, name=args.name, seed=args.seed)
     print(sweep_id, flush=True)
     print(f"created sweep {sweep_id} in {store.path}; run it with `mlp agent {sweep_id}`", file=sys.stderr, flush=True)
     if not args.count:

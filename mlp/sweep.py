@@ -177,12 +177,18 @@ def runs_to_stop(config, runs, histories):
 
 # ---- creating sweeps and running agents ------------------------------------------------------------
 
-def create_sweep(store, path, name=None, seed=None, workdir=None):
+def prepare_sweep(path, workdir=None):
+    """Validate a sweep file for this folder before anything is written: (config, text, workdir)."""
     config, text = load_sweep_file(path)
     workdir = Path(workdir or os.getcwd()).resolve()
     program = config.get("program", "train.py")
     if not (workdir / program).is_file():
         raise UsageError(f"program {program!r} of {path} is not in {workdir}; run `mlp sweep` from the folder that holds it")
+    return config, text, workdir
+
+
+def create_sweep(store, path, prepared, name=None, seed=None):
+    config, text, workdir = prepared
     seed = int(seed) if seed is not None else random.SystemRandom().randrange(2 ** 31)
     return store.create_sweep(config, text, name=name or config.get("name") or Path(path).stem, seed=seed,
                               extra={"workdir": str(workdir), "file": str(Path(path).resolve())})

@@ -1,0 +1,232 @@
+"""Sweeps: YAML validity, W&B-agent argv compatibility, and offline sweeps end to end."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlp import UsageError
+from mlp.cli import parse_train_args
+from mlp.store import Store
+from mlp.sweep import _engine, build_command, load_sweep_file, propose
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+
+def mlp(tmp_path, *args, timeout=300):
+    """Run `mlp ...` from the repo root (where train.py is) with W&B files kept in tmp_path."""
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true", "MLP_STORE": str(tmp_path / "s.sqlite")}
+    for key in ("MLP_RUN_ID", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
+        env.pop(key, None)
+    return subprocess.run([sys.executable, "-m", "mlp", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_sweep(tmp_path, name, **overrides):
+    config = yaml.safe_load((ROOT / "sweeps" / "smoke.yaml").read_text())
+    config.update(overrides)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def sweep_id_of(proc):
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc.stdout.splitlines()[0].strip()
+
+
+# ---- the YAML files ----------------------------------------------------------------------------
+
+def test_every_sweep_file_is_valid_for_wandb():
+    assert {p.name for p in SWEEP_FILES} >= {"fashion.yaml", "fashion_random.yaml", "fashion_grid.yaml",
+                                             "ce_vs_mse.yaml", "smoke.yaml"}
+    for path in SWEEP_FILES:
+        config, _ = load_sweep_file(path)
+        assert _engine().schema_violations_from_proposed_config(config) == [], path
+        assert config["program"] == "train.py" and "${args}" in config["command"]
+        assert config["metric"] == {"name": "val_accuracy", "goal": "maximize"}
+
+
+def test_fashion_sweep_covers_the_assignment_space():
+    p = load_sweep_file(ROOT / "sweeps" / "fashion.yaml")[0]["parameters"]
+    assert p["epochs"]["values"] == [5, 10] and p["num_layers"]["values"] == [3, 4, 5]
+    assert p["hidden_size"]["values"] == [32, 64, 128] and p["weight_decay"]["values"] == [0, 0.0005, 0.5]
+    assert p["learning_rate"]["min"] == 1e-4 and p["learning_rate"]["max"] == 1e-3
+    assert set(p["optimizer"]["values"]) == {"sgd", "momentum", "nag", "rmsprop", "adam", "nadam"}
+    assert p["batch_size"]["values"] == [16, 32, 64] and p["weight_init"]["values"] == ["random", "Xavier"]
+    assert p["activation"]["values"] == ["sigmoid", "tanh", "ReLU"]
+
+
+def _examples(spec):
+    if "values" in spec:
+        return spec["values"]
+    if "value" in spec:
+        return [spec["value"]]
+    return [spec["min"], spec["max"], (spec["min"] * spec["max"]) ** 0.5]
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
+def test_wandb_agent_argv_parses_to_the_intended_values(path):
+    """For every parameter value, the argv wandb's own builder makes parses back in train.py."""
+    config, _ = load_sweep_file(path)
+    for name, spec in config["parameters"].items():
+        for value in _examples(spec):
+            argv = build_command(config["command"], {name: value}, "train.py")
+            assert argv[:3] == ["/usr/bin/env", sys.executable, "train.py"]
+            parsed = parse_train_args(argv[3:])[name]
+            if isinstance(value, str) and name != "data_dir":
+                assert parsed == value.lower(), (name, value)
+            else:
+                assert parsed == value, (name, value)
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("method: grid\nparameters: {epochs: {values: [1]}\n", "not valid YAML at line"),
+    ("method: random\nbogus_key: 1\nparameters: {epochs: {values: [1]}}\n", "unknown top-level key"),
+    ("method: random\nparameters: {colour: {values: [red]}}\n", "'colour' is not a train.py flag"),
+    ("method: grid\nparameters: {learning_rate: {min: 0.001, max: 0.1}}\n", "grid search needs `values`"),
+    ("method: random\nmetric: {name: test_accuracy, goal: maximize}\nparameters: {epochs: {values: [1]}}\n",
+     "selecting on the test set"),
+    ("method: random\nparameters: {activation: {values: [relu, swish]}}\n", "'swish' of 'activation' is rejected"),
+    ("method: bayes\nparameters: {epochs: {values: [1, 2]}}\n", "need `metric"),
+])
+def test_bad_sweep_files_are_rejected(tmp_path, text, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=fragment.replace("[", r"\[").replace("`", ".")):
+        load_sweep_file(path)
+
+
+def test_bad_sweep_file_via_cli_exits_2_and_creates_nothing(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("method: grid\nparameters: {learning_rate: {min: 0.001, max: 0.1}}\n")
+    p = mlp(tmp_path, "sweep", str(path), "--store", str(tmp_path / "s.sqlite"))
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+# ---- the search --------------------------------------------------------------------------------
+
+def _fake_runs(config, seed, n, metric=lambda i: 0.5):
+    """n finished runs proposed in sequence, each with a 2-epoch history."""
+    runs, histories = [], {}
+    for i in range(n):
+        params = propose(config, runs, seed, lambda rid: histories[rid])
+        rid = f"run{i}"
+        histories[rid] = [{"epoch": 1, "val_accuracy": metric(i) - 0.1}, {"epoch": 2, "val_accuracy": metric(i)}]
+        runs.append({"id": rid, "state": "finished", "summary": {"val_accuracy": metric(i)},
+                     "extra": {"sweep_params": params}})
+    return [r["extra"]["sweep_params"] for r in runs]
+
+
+@pytest.mark.parametrize("method", ["random", "bayes"])
+def test_same_seed_same_configs(method):
+    config = load_sweep_file(ROOT / "sweeps" / "fashion.yaml")[0]
+    config = {**config, "method": method}
+    metric = lambda i: 0.5 + 0.03 * (i % 5)  # noqa: E731
+    a = _fake_runs(config, seed=11, n=6, metric=metric)
+    b = _fake_runs(config, seed=11, n=6, metric=metric)
+    c = _fake_runs(config, seed=12, n=6, metric=metric)
+    assert a == b
+    assert a != c
+    assert len({json.dumps(p, sort_keys=True) for p in a}) == 6
+
+
+def test_run_cap_ends_the_search():
+    config = {**load_sweep_file(ROOT / "sweeps" / "smoke.yaml")[0], "run_cap": 3}
+    assert len(_fake_runs(config, seed=0, n=3)) == 3
+    runs = [{"id": f"r{i}", "state": "finished", "summary": {}, "extra": {"sweep_params": {}}} for i in range(3)]
+    assert propose(config, runs, 0, lambda rid: []) is None
+
+
+# ---- offline sweeps end to end -------------------------------------------------------------------
+
+def test_six_run_offline_sweep_end_to_end(tmp_path):
+    sweep_id = sweep_id_of(mlp(tmp_path, "sweep", "sweeps/smoke.yaml", "--seed", "3", "--count", "6"))
+    store = Store(tmp_path / "s.sqlite", create=False)
+    runs = store.list_runs(sweep_id)
+    assert [r["state"] for r in runs] == ["finished"] * 6
+    for r in runs:
+        assert [h["epoch"] for h in store.history(r["id"])] == [1, 2]
+        assert 0.1 < r["summary"]["val_accuracy"] <= 1 and 0.1 < r["summary"]["test_accuracy"] <= 1
+        assert r["exit_code"] == 0 and r["config"]["epochs"] == 2
+        assert Path(r["wandb_dir"]).name.endswith(r["id"]) and list(Path(r["wandb_dir"]).glob("*.wandb"))
+        # the run's full config agrees with what the search proposed (data_dir is plumbing, not config)
+        for key, value in r["extra"]["sweep_params"].items():
+            if key == "data_dir":
+                continue
+            assert r["config"][key] == (value.lower() if isinstance(value, str) and key != "data_dir" else value)
+    listed = json.loads(mlp(tmp_path, "runs", sweep_id, "--json").stdout)
+    assert [r["id"] for r in listed] == [r["id"] for r in runs]
+    assert all({"id", "state", "config", "summary"} <= set(r) for r in listed)
+    sweeps = json.loads(mlp(tmp_path, "sweeps", "--json").stdout)
+    assert sweeps[0]["id"] == sweep_id and sweeps[0]["run_counts"]["finished"] == 6
+    assert sweeps[0]["summary"]["best_val_accuracy"] == max(r["summary"]["val_accuracy"] for r in runs)
+    table = mlp(tmp_path, "runs", sweep_id).stdout
+    assert table.splitlines()[0].split()[:2] == ["ID", "STATE"] and len(table.splitlines()) == 7
+    sync = mlp(tmp_path, "sync", sweep_id, "--dry_run")
+    assert sync.returncode == 0 and sync.stdout.count("offline-run-") == 6 and " -m wandb sync " in sync.stdout
+
+
+GRID = {"method": "grid", "parameters": {"data_dir": {"value": "tests/data"}, "epochs": {"value": 1},
+                                         "batch_size": {"value": 128}, "num_layers": {"value": 1},
+                                         "hidden_size": {"values": [8, 16]},
+                                         "activation": {"values": ["tanh", "ReLU", "sigmoid"]}}}
+
+
+def test_grid_is_exhausted_and_the_sweep_finishes(tmp_path):
+    path = write_sweep(tmp_path, "grid", **{**GRID, "parameters": {**GRID["parameters"], "activation": {"values": ["tanh", "ReLU"]}}})
+    p = mlp(tmp_path, "sweep", str(path), "--count", "10")
+    sweep_id = sweep_id_of(p)
+    assert "exhausted" in p.stdout
+    store = Store(tmp_path / "s.sqlite", create=False)
+    points = sorted((r["extra"]["sweep_params"]["hidden_size"], r["extra"]["sweep_params"]["activation"])
+                    for r in store.list_runs(sweep_id))
+    assert points == [(8, "ReLU"), (8, "tanh"), (16, "ReLU"), (16, "tanh")]
+    assert store.get_sweep(sweep_id)["state"] == "finished"
+    again = mlp(tmp_path, "agent", sweep_id)
+    assert again.returncode == 0 and "finished; nothing to do" in again.stdout
+
+
+def test_two_parallel_agents_never_duplicate(tmp_path):
+    path = write_sweep(tmp_path, "grid6", **GRID)
+    sweep_id = sweep_id_of(mlp(tmp_path, "sweep", str(path), "--count", "8", "--jobs", "2", timeout=600))
+    runs = Store(tmp_path / "s.sqlite", create=False).list_runs(sweep_id)
+    points = [json.dumps(r["extra"]["sweep_params"], sort_keys=True) for r in runs]
+    assert len(points) == 6 and len(set(points)) == 6  # every grid point exactly once
+    assert all(r["state"] == "finished" for r in runs)
+
+
+def test_hyperband_stops_a_deliberately_bad_run(tmp_path):
+    config = {**GRID, "method": "grid", "metric": {"name": "val_accuracy", "goal": "maximize"},
+              "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2},
+              "parameters": {"data_dir": {"value": "tests/data"}, "epochs": {"value": 300}, "optimizer": {"value": "sgd"},
+                             "batch_size": {"value": 32}, "learning_rate": {"values": [0.1, 0.05, 1e-7]}}}
+    path = tmp_path / "hb.yaml"
+    path.write_text(yaml.safe_dump({**config, "program": "train.py"}))
+    sweep_id = sweep_id_of(mlp(tmp_path, "sweep", str(path)))
+    store = Store(tmp_path / "s.sqlite", create=False)
+    cfg = store.get_sweep(sweep_id)["config"]
+    # two good runs already finished (as if trained earlier), with high accuracy at epoch 1 and 2
+    for accuracy in (0.80, 0.78):
+        run = store.claim_run(sweep_id, lambda runs: propose(cfg, runs, 0, store.history))
+        for epoch in (1, 2):
+            store.log_history(run["id"], {"epoch": epoch, "val_accuracy": accuracy})
+        store.finish_run(run["id"], "finished", summary={"val_accuracy": accuracy})
+    p = mlp(tmp_path, "agent", sweep_id, "--count", "1")
+    assert p.returncode == 0, p.stderr + p.stdout
+    bad = store.list_runs(sweep_id)[-1]
+    assert bad["extra"]["sweep_params"]["learning_rate"] == 1e-7
+    assert bad["state"] == "killed" and bad["extra"]["stopped_by"] == "hyperband", bad
+    assert 1 <= len(store.history(bad["id"])) < 300
+    assert "stopped by hyperband" in p.stdout
+
+
+def test_unknown_sweep_id_is_a_usage_error(tmp_path):
+    mlp(tmp_path, "sweep", "sweeps/smoke.yaml")
+    p = mlp(tmp_path, "agent", "nosuchid")
+    assert p.returncode == 2 and "unknown sweep id 'nosuchid'" in p.stderr and "mlp sweeps" in p.stderr

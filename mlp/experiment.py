@@ -150,8 +150,9 @@ def run(config, out=sys.stdout):
         summary.update(test_loss=test_loss, test_accuracy=test_accuracy,
                        confusion_matrix=confusion_matrix(data.y_test, pred, len(data.class_names)).tolist())
         confusion = (data.y_test, pred, data.class_names)
-        if config["save_model"]:
-            model_path = str(Path(config["save_model"]).resolve())
+        target = config["save_model"] or (os.environ.get("MLP_MODEL_DIR") and Path(os.environ["MLP_MODEL_DIR"]) / f"{run_id}.npz")
+        if target:  # MLP_MODEL_DIR: set by `mlp agent`, so a report can load a sweep's best model
+            model_path = str(Path(target).resolve())
             net.save(model_path, extra={"config": hyperparameters(config), "run_id": run_id})
     summary["state"] = state
     _finish(wandb, store_run, state, summary, error, confusion, model_path)

@@ -204,6 +204,7 @@ class Agent:
         self.config, self.seed = sweep["config"], sweep["seed"]
         self.workdir = Path(sweep["extra"].get("workdir") or os.getcwd())
         self.logs = Path(store.path).resolve().parent / "mlp-logs" / sweep_id
+        self.models = Path(store.path).resolve().parent / "mlp-models" / sweep_id
         self.child = None
 
     def histories(self, run_id):
@@ -259,6 +260,7 @@ class Agent:
             "MLP_RUN_ID": run_id, "MLP_STORE": str(Path(self.store.path).resolve()),
             "WANDB_RUN_ID": run_id, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
             "WANDB_SWEEP_PARAM_PATH": str(param_file),
+            "MLP_MODEL_DIR": str(self.models),
         })
         if self.jobs > 1:  # parallel agents on a small machine: one BLAS thread pool each, no oversubscription
             threads = str(max(1, (os.cpu_count() or 1) // self.jobs))

@@ -155,6 +155,7 @@ def test_six_run_offline_sweep_end_to_end(tmp_path):
         assert 0.1 < r["summary"]["val_accuracy"] <= 1 and 0.1 < r["summary"]["test_accuracy"] <= 1
         assert r["exit_code"] == 0 and r["config"]["epochs"] == 2
         assert Path(r["wandb_dir"]).name.endswith(r["id"]) and list(Path(r["wandb_dir"]).glob("*.wandb"))
+        assert r["model_path"] == str(tmp_path / "mlp-models" / sweep_id / f"{r['id']}.npz") and Path(r["model_path"]).is_file()
         # the run's full config agrees with what the search proposed (data_dir is plumbing, not config)
         for key, value in r["extra"]["sweep_params"].items():
             if key == "data_dir":

@@ -141,18 +141,18 @@ def train_parser(prog="train.py"):
     a("-wp", "--wandb_project", default=d["wandb_project"], help="W&B project")
     a("-we", "--wandb_entity", default=d["wandb_entity"], help="W&B entity (user or team)")
     a("-d", "--dataset", type=plain_choice(DATASETS), default=d["dataset"], help=f"one of {DATASETS}")
-    a("-e", "--epochs", type=bounded(int, 0), default=d["epochs"])
-    a("-b", "--batch_size", type=bounded(int, 1), default=d["batch_size"])
+    a("-e", "--epochs", type=bounded(int, 0), default=d["epochs"], help="passes over the training set")
+    a("-b", "--batch_size", type=bounded(int, 1), default=d["batch_size"], help="mini-batch size")
     a("-l", "--loss", type=choice(losses.canonical_name, list(losses.CLASSIFICATION)), default=d["loss"],
       help="mean_squared_error or cross_entropy")
     a("-o", "--optimizer", type=choice(optimizers.canonical_name, list(optimizers.OPTIMIZERS)),
       default=d["optimizer"], help=f"one of {list(optimizers.OPTIMIZERS)}")
-    a("-lr", "--learning_rate", type=positive_float, default=d["learning_rate"])
+    a("-lr", "--learning_rate", type=positive_float, default=d["learning_rate"], help="step size, > 0")
     a("-m", "--momentum", type=unit, default=d["momentum"], help="momentum and nag")
     a("-beta", "--beta", type=unit, default=d["beta"], help="rmsprop")
     a("-beta1", "--beta1", type=unit, default=d["beta1"], help="adam, nadam, eve")
     a("-beta2", "--beta2", type=unit, default=d["beta2"], help="adam, nadam, eve")
-    a("-eps", "--epsilon", type=positive_float, default=d["epsilon"])
+    a("-eps", "--epsilon", type=positive_float, default=d["epsilon"], help="rmsprop, adam, nadam, eve")
     a("-w_d", "--weight_decay", type=bounded(float, 0), default=d["weight_decay"], help="L2: adds (λ/2)·ΣW² to the loss")
     a("-w_i", "--weight_init", type=choice(initializers.canonical_name, list(initializers.INITIALIZERS)),
       default=d["weight_init"], help=f"one of {list(initializers.INITIALIZERS)} (case-insensitive)")

@@ -744,8 +744,11 @@ class Store:
         for row in rows:
             run = _run_dict(row)
             reason = None
-            if run["pid"] is not None and run["host"] == self._host and not _pid_alive(run["pid"]):
-                reason = f"process {run['pid']} on {run['host']} is gone"
+            if run["pid"] is not None and run["host"] == self._host:
+                # on this host the process table is the truth: a live process is never an orphan,
+                # however long its epoch (the heartbeat only speaks for runs on other hosts)
+                if not _pid_alive(run["pid"]):
+                    reason = f"process {run['pid']} on {run['host']} is gone"
             else:
                 seen = run["heartbeat_at"] or run["started_at"] or run["created_at"]
                 if now - seen > stale_after:
@@ -758,9 +761,9 @@ class Store:
     def find_orphans(self, stale_after: float,
                      states: tuple[str, ...] = ("running",)) -> list[dict]:
         """Runs in ``states`` (default: running) that nobody is working on any more: the
-        recorded pid is dead (checked only when the run's host is this host), or the last sign
-        of life (heartbeat_at, else started_at, else created_at) is older than ``stale_after``
-        seconds. Each dict carries an extra ``orphan_reason`` string. Nothing is changed."""
+        recorded pid is dead (checked when the run's host is this host, and then decisive), or,
+        for runs of other hosts, the last sign of life (heartbeat_at, else started_at, else
+        created_at) is older than ``stale_after`` seconds. Each dict carries an extra ``orphan_reason`` string. Nothing is changed."""
         with self._read() as db:
             return self._orphans(db, stale_after, tuple(states))
 

@@ -27,7 +27,7 @@ ENGINE_STATE = {"pending": "pending", "running": "running", "finished": "finishe
                 "diverged": "failed", "killed": "killed", "crashed": "crashed"}
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 10.0
-STALE_SECONDS = 120.0        # a running run silent this long, its process gone or unknown, is crashed
+STALE_SECONDS = 600.0        # a run of another host silent this long is crashed (same host: its pid decides)
 CRASH_LOOP = 3               # this many runs in a row failing before any epoch stops the agent
 
 
@@ -84,9 +84,10 @@ def validate_sweep_config(config, source="sweep config"):
     for name, spec in params.items():
         if name not in known:
             raise UsageError(f"{source}: parameter {name!r} is not a train.py flag; see `python train.py --help`")
-        if config["method"] == "grid" and "values" not in spec and "value" not in spec:
-            raise UsageError(f"{source}: grid search needs `values` (or `value`) for {name!r}, "
-                             f"not a continuous distribution; use method random or bayes")
+        discrete = "values" in spec or "value" in spec or spec.get("distribution") in ("int_uniform", "q_uniform")
+        if config["method"] == "grid" and not discrete:
+            raise UsageError(f"{source}: grid search needs `values` (or `value`, int_uniform, q_uniform) for "
+                             f"{name!r}, not a continuous distribution; use method random or bayes")
         for value in spec.get("values", [spec["value"]] if "value" in spec else []):
             _check_value(name, value, source)
     if "run_cap" in config and int(config["run_cap"]) < 1:
@@ -213,7 +214,8 @@ class Agent:
     def run(self):
         """Returns the exit code: 0 when done (count reached or search over), 1 on a crash loop,
         130 on Ctrl-C."""
-        self.store.reap_orphans(STALE_SECONDS)
+        for run in self.store.reap_orphans(STALE_SECONDS, states=("pending", "running")):
+            self.out(f"run {run['id']} was orphaned ({run.get('orphan_reason', 'its process is gone')}): recorded as crashed")
         state = self.store.get_sweep(self.sweep_id)["state"]
         if state in ("finished", "cancelled"):
             self.out(f"sweep {self.sweep_id} is {state}; nothing to do")

@@ -513,15 +513,17 @@ def test_find_orphans(store):
     alive_pid = os.getpid()
 
     dead = store.create_run({"case": "dead pid"}, pid=dead_pid)
-    stale = store.create_run({"case": "stale heartbeat"}, pid=alive_pid)
-    store.update_run(stale, heartbeat_at=time.time() - 3600)
+    stale = store.create_run({"case": "stale heartbeat on another host"}, pid=dead_pid)
+    store.update_run(stale, host="some-other-machine", heartbeat_at=time.time() - 3600)
+    slow = store.create_run({"case": "live pid here, old heartbeat (a long epoch)"}, pid=alive_pid)
+    store.update_run(slow, heartbeat_at=time.time() - 3600)
     fresh = store.create_run({"case": "live and fresh"}, pid=alive_pid)
     store.heartbeat(fresh)
     elsewhere = store.create_run({"case": "dead pid number but other host"}, pid=dead_pid)
     store.update_run(elsewhere, host="some-other-machine")
     done = store.create_run({"case": "finished"}, pid=dead_pid)
     store.finish_run(done, "finished")
-    queued = store.create_run({"case": "pending"}, state="pending")
+    queued = store.create_run({"case": "pending"}, state="pending", pid=dead_pid)
 
     orphans = store.find_orphans(stale_after=600)
     assert [o["id"] for o in orphans] == [dead, stale]
@@ -529,8 +531,8 @@ def test_find_orphans(store):
     assert "heartbeat" in orphans[1]["orphan_reason"]
     assert store.get_run(dead)["state"] == "running"          # finding changes nothing
 
-    assert [o["id"] for o in store.find_orphans(stale_after=0.0)] == \
-        [dead, stale, fresh, elsewhere]
+    # with no patience at all, every other-host run is stale, but live local processes never are
+    assert [o["id"] for o in store.find_orphans(stale_after=0.0)] == [dead, stale, elsewhere]
     assert queued not in [o["id"] for o in store.find_orphans(0.0)]
     assert queued in [o["id"] for o in store.find_orphans(0.0, states=("pending", "running"))]
 
@@ -539,7 +541,7 @@ def test_find_orphans(store):
     assert store.get_run(dead)["state"] == "crashed"
     assert store.get_run(dead)["error"].startswith("orphaned: process")
     assert store.get_run(dead)["finished_at"] is not None
-    assert store.get_run(fresh)["state"] == "running"
+    assert store.get_run(fresh)["state"] == "running" and store.get_run(slow)["state"] == "running"
     assert store.find_orphans(stale_after=600) == []
 
 

@@ -125,7 +125,7 @@ def run(config, out=sys.stdout):
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     started = time.perf_counter()
-    history, error, confusion, model_path = [], None, None, None
+    history, error = [], None
     try:
         history = fit(net, optimizer, data.x_train, data.y_train, data.x_val, data.y_val,
                       epochs=config["epochs"], batch_size=config["batch_size"], seed=config["seed"],
@@ -143,7 +143,18 @@ def run(config, out=sys.stdout):
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
-    # 4. test, save, report
+    # 4. test, save, report — short, and not to be cut in half: a late SIGINT (a hyperband stop
+    # racing the last epoch, a second Ctrl-C) must not leave the run half-recorded
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+    try:
+        return _finalize(config, data, net, wandb, store_run, run_id, state, error, history, started, out)
+    finally:
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
+
+
+def _finalize(config, data, net, wandb, store_run, run_id, state, error, history, started, out):
+    confusion = model_path = None
     summary = _summary(config, history, started)
     if state == "finished":
         test_loss, test_accuracy, pred = net.evaluate(data.x_test, data.y_test)

@@ -198,8 +198,11 @@ def create_sweep(store, path, prepared, name=None, seed=None):
 class Agent:
     """Claims runs of one sweep from the store and trains them one after another."""
 
-    def __init__(self, store, sweep_id, count=None, jobs=1, out=None):
+    def __init__(self, store, sweep_id, count=None, jobs=1, out=None, proposer=None):
+        """proposer(runs) -> next params or None: a custom search (e.g. `mlp rerun`'s fixed list of
+        configs); default: W&B's engine over the sweep's YAML."""
         self.store, self.sweep_id, self.count, self.jobs = store, sweep_id, count, jobs
+        self.proposer = proposer or (lambda runs: propose(self.config, runs, self.seed, self.histories))
         self.out = out or (lambda line: print(line, flush=True))
         sweep = store.get_sweep(sweep_id)
         self.config, self.seed = sweep["config"], sweep["seed"]
@@ -224,7 +227,7 @@ class Agent:
         done = failures_in_a_row = 0
         try:
             while self.count is None or done < self.count:
-                run = self.store.claim_run(self.sweep_id, lambda runs: propose(self.config, runs, self.seed, self.histories))
+                run = self.store.claim_run(self.sweep_id, self.proposer)
                 if run is None:
                     self._finish_sweep_if_over()
                     break
@@ -299,7 +302,7 @@ class Agent:
         metric = (self.config.get("metric") or {}).get("name", "val_accuracy")
         value = final["summary"].get(metric)
         shown = f"{metric} {value:.4f}" if isinstance(value, float) else ""
-        extra = " (stopped by hyperband)" if stopped_by else ""
+        extra = " (stopped by hyperband)" if final["extra"].get("stopped_by") else ""
         self.out(f"    {final['state']}{extra} {shown} in {time.monotonic() - started:.0f}s")
         return final
 
@@ -319,6 +322,9 @@ class Agent:
             if epochs == seen_epochs:
                 continue
             seen_epochs = epochs
+            planned = self.store.get_run(run_id)["config"].get("epochs")
+            if planned is not None and epochs >= planned:
+                continue  # training is over; the run is only testing and saving now
             runs = self.store.list_runs(self.sweep_id)
             if run_id in runs_to_stop(self.config, runs, self.histories):
                 self._interrupt_child()
@@ -348,10 +354,11 @@ class Agent:
             else:
                 self.store.finish_run(run_id, "crashed", exit_code=returncode,
                                       error=log_tail or f"exited with code {returncode}")
-        if stopped_by:
-            run = self.store.get_run(run_id)
+        run = self.store.get_run(run_id)
+        if stopped_by and run["state"] == "killed":  # the stop landed (a run may finish first)
             self.store.update_run(run_id, extra={**run["extra"], "stopped_by": stopped_by})
-        return self.store.get_run(run_id)
+            run = self.store.get_run(run_id)
+        return run
 
 
 def _last_line(path):

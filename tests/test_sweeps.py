@@ -212,10 +212,12 @@ def test_hyperband_stops_a_deliberately_bad_run(tmp_path):
     sweep_id = sweep_id_of(mlp(tmp_path, "sweep", str(path)))
     store = Store(tmp_path / "s.sqlite", create=False)
     cfg = store.get_sweep(sweep_id)["config"]
-    # two good runs already finished (as if trained earlier), with high accuracy at epoch 1 and 2
+    # two good runs already finished (as if trained earlier) with high accuracy at every epoch:
+    # hyperband judges a run at the largest band it has reached (1, 2, 4, 8, ...) against the runs
+    # that reached it too, so the good runs need full-length histories wherever the agent looks
     for accuracy in (0.80, 0.78):
         run = store.claim_run(sweep_id, lambda runs: propose(cfg, runs, 0, store.history))
-        for epoch in (1, 2):
+        for epoch in range(1, 301):
             store.log_history(run["id"], {"epoch": epoch, "val_accuracy": accuracy})
         store.finish_run(run["id"], "finished", summary={"val_accuracy": accuracy})
     p = mlp(tmp_path, "agent", sweep_id, "--count", "1")

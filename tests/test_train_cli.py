@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mlp import UsageError, load_model
-from mlp.cli import parse_train_args
+from mlp.cli import DEFAULTS, parse_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "tests" / "data"
@@ -120,7 +120,8 @@ def test_wandb_sweep_environment_overrides_config(tmp_path):
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["run_id"] == "agentrun"
     assert (s["config"]["learning_rate"], s["config"]["num_layers"], s["config"]["activation"]) == (0.002, 1, "tanh")
-    assert rows(tmp_path / "runs.sqlite", "SELECT name FROM runs") == [("hl_1_hs_128_bs_32_ac_tanh_o_nadam",)]
+    expected = f"hl_1_hs_{DEFAULTS['hidden_size']}_bs_{DEFAULTS['batch_size']}_ac_tanh_o_{DEFAULTS['optimizer']}"
+    assert rows(tmp_path / "runs.sqlite", "SELECT name FROM runs") == [(expected,)]
 
 
 def test_divergence_is_recorded_and_exits_3(tmp_path):

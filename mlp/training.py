@@ -4,6 +4,7 @@ Per-epoch rows use the fixed metric names: epoch, train_loss, train_accuracy, va
 val_accuracy. Losses are the data loss (without the L2 term) so train and validation compare;
 train_* are means over the epoch's mini-batches in training mode (no extra pass over the data).
 """
+import contextlib
 import math
 import sys
 import time
@@ -26,18 +27,22 @@ def batches(n, batch_size, rng):
 
 
 def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed=0,
-        on_epoch=None, patience=None, progress=None):
+        on_epoch=None, patience=None, progress=None, schedule=None, augment=None, averager=None,
+        on_step=None):
     """Train `net` in place and return the history (a list of per-epoch metric dicts).
 
     on_epoch(row) is called after every epoch (trackers log there; it may raise to stop).
     patience: stop when val_accuracy has not improved for this many epochs, and restore the
     weights of the best epoch. progress: None (auto: a bar on a terminal, else one line per
-    epoch), False (silent), or True.
+    epoch), False (silent), or True. schedule(step) sets the learning rate before every step;
+    augment(batch, rng) transforms each training batch; an averager (mlp.averaging) keeps EMA/SWA
+    weights, which are the ones validated, restored and left in the network at the end.
+    on_step(step) is called after every optimizer step.
     """
     rng = np.random.default_rng([seed, 1])  # a stream of its own: init and dropout use others
     x_train = np.asarray(x_train, dtype=net.dtype)
     n = len(x_train)
-    history, best = [], None
+    history, best, global_step = [], None, 0
     if progress is None:
         progress = True
     bar_factory = _progress_bar if progress and sys.stderr.isatty() else None
@@ -48,6 +53,10 @@ def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed
         bar = bar_factory(len(index_sets), epoch, epochs) if bar_factory else None
         for b, idx in enumerate(index_sets):
             xb, yb = x_train[idx], y_train[idx]
+            if augment is not None:
+                xb = augment(xb, rng)
+            if schedule is not None:
+                optimizer.learning_rate = schedule(global_step)
             step = net.train_pass(xb, yb)
             loss = step.data_loss + step.l2
             if not math.isfinite(loss):
@@ -55,6 +64,11 @@ def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed
                     bar.close()
                 raise Diverged(epoch, b + 1, loss)
             optimizer.step(net.params, step.grads, loss=loss)
+            if averager is not None:
+                averager.after_step(net)
+            if on_step is not None:
+                on_step(global_step)
+            global_step += 1
             loss_sum += step.data_loss * len(idx)
             if net.is_classifier:
                 correct += np.count_nonzero(step.outputs.argmax(axis=1) == yb)
@@ -62,10 +76,15 @@ def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed
                 bar.update(1)
         if bar:
             bar.close()
-        if len(x_val):
-            val_loss, val_accuracy, _ = net.evaluate(x_val, y_val)
-        else:  # no validation set (e.g. inside a scikit-learn cross-validation)
-            val_loss = val_accuracy = float("nan")
+        if averager is not None:
+            averager.after_epoch(net, epoch, epochs)
+        with _averaged_weights(net, averager):
+            if len(x_val):
+                val_loss, val_accuracy, _ = net.evaluate(x_val, y_val)
+            else:  # no validation set (e.g. inside a scikit-learn cross-validation)
+                val_loss = val_accuracy = float("nan")
+            if patience and (best is None or val_accuracy > best[0]):
+                best = (val_accuracy, epoch, {k: v.copy() for k, v in net.state_arrays().items()})
         row = {
             "epoch": epoch,
             "train_loss": loss_sum / n,
@@ -81,14 +100,28 @@ def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed
             print(format_row(row, epochs), file=sys.stderr, flush=True)
         if on_epoch:
             on_epoch(row)
-        if patience:
-            if best is None or row["val_accuracy"] > best[0]:
-                best = (row["val_accuracy"], epoch, {k: v.copy() for k, v in net.state_arrays().items()})
-            elif epoch - best[1] >= patience:
-                break
-    if patience and best is not None and best[1] != history[-1]["epoch"]:
-        net.load_state(best[2])
+        if patience and epoch - best[1] >= patience:
+            break
+    if patience and best is not None:
+        net.load_state(best[2])       # the best epoch's (averaged) weights
+    elif averager is not None and averager.state(net.dtype) is not None:
+        net.load_state(averager.state(net.dtype))
     return history
+
+
+@contextlib.contextmanager
+def _averaged_weights(net, averager):
+    """Evaluate with the averaged weights, then put the training weights back."""
+    state = averager.state(net.dtype) if averager is not None else None
+    if state is None:
+        yield
+        return
+    training = {k: v.copy() for k, v in net.state_arrays().items()}
+    net.load_state(state)
+    try:
+        yield
+    finally:
+        net.load_state(training)
 
 
 def format_row(row, epochs):

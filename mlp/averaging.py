@@ -1,0 +1,69 @@
+"""Weight averaging: an exponential moving average (EMA) of the parameters, or stochastic weight
+averaging (SWA, Izmailov et al. 2018: the plain mean of the weights at the end of each epoch over
+the last part of training). Evaluation and the saved model use the averaged weights.
+
+Batch-norm running statistics are averaged like the weights (they are arrays of the same kind);
+that keeps a BN network consistent with its averaged weights without an extra pass.
+"""
+import numpy as np
+
+
+class EMA:
+    """avg ← decay·avg + (1 − decay)·w after every optimizer step."""
+
+    def __init__(self, net, decay=0.999):
+        self.decay = float(decay)
+        self.average = {k: v.copy() for k, v in net.state_arrays().items()}
+
+    def after_step(self, net):
+        d = self.decay
+        for key, value in net.state_arrays().items():
+            avg = self.average[key]
+            avg *= d
+            avg += (1.0 - d) * value
+
+    def after_epoch(self, net, epoch, epochs):
+        pass
+
+    def state(self, dtype):
+        return {k: v.astype(dtype, copy=False) for k, v in self.average.items()}
+
+
+class SWA:
+    """Mean of the weights at the end of each epoch from `start_fraction` of training on."""
+
+    def __init__(self, net, start_fraction=0.75):
+        self.start_fraction = float(start_fraction)
+        self.average, self.count = None, 0
+
+    def after_step(self, net):
+        pass
+
+    def after_epoch(self, net, epoch, epochs):
+        if epoch <= self.start_fraction * epochs and epoch != epochs:
+            return
+        state = net.state_arrays()
+        if self.average is None:
+            self.average = {k: v.astype(np.float64) for k, v in state.items()}
+        else:
+            for key, value in state.items():
+                self.average[key] += value
+        self.count += 1
+
+    def state(self, dtype):
+        """The mean so far in the network's dtype (None before the first snapshot)."""
+        if self.average is None:
+            return None
+        return {k: (v / self.count).astype(dtype) for k, v in self.average.items()}
+
+
+AVERAGING = {"none": None, "ema": EMA, "swa": SWA}
+
+
+def build(name, net):
+    from .errors import UsageError
+    key = str(name).strip().lower()
+    if key not in AVERAGING:
+        raise UsageError(f"unknown weight averaging {name!r}; choose one of: {', '.join(AVERAGING)}")
+    cls = AVERAGING[key]
+    return cls(net) if cls else None

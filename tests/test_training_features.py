@@ -1,0 +1,149 @@
+"""Issue-7 training features: schedules, augmentation, weight averaging, early stopping."""
+import math
+
+import numpy as np
+import pytest
+
+from mlp import MLP, UsageError, optimizers
+from mlp import augment, averaging, schedules
+from mlp.training import fit
+
+
+# ---- schedules ---------------------------------------------------------------------------------
+
+def test_constant_and_warmup():
+    lr = schedules.build("constant", 0.1, total_steps=100, steps_per_epoch=10, warmup_steps=10)
+    assert [lr(s) for s in (0, 4, 9, 10, 99)] == pytest.approx([0.01, 0.05, 0.1, 0.1, 0.1])
+
+
+def test_step_decay_at_thirds_of_the_run():
+    lr = schedules.build("step", 1.0, total_steps=300, steps_per_epoch=10)  # 30 epochs: decays at 10, 20
+    assert [lr(s) for s in (0, 99, 100, 199, 200, 299)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_cosine_ends_at_zero_and_halves_midway():
+    lr = schedules.build("cosine", 0.2, total_steps=101, steps_per_epoch=10)
+    assert lr(0) == pytest.approx(0.2) and lr(50) == pytest.approx(0.1) and lr(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_onecycle_matches_torch_shape():
+    total = 1000
+    lr = schedules.build("onecycle", 1.0, total_steps=total, steps_per_epoch=100)
+    values = [lr(s) for s in range(total)]
+    assert values[0] == pytest.approx(1 / 25)
+    assert max(values) == pytest.approx(1.0) and int(np.argmax(values)) == 299
+    assert values[-1] == pytest.approx(1 / 25 / 1e4)
+    torch = pytest.importorskip("torch", reason="torch (dev extra) compares the schedule with OneCycleLR")
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=total, cycle_momentum=False)
+    theirs = []
+    for _ in range(total):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    np.testing.assert_allclose(values, theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_unknown_schedule():
+    with pytest.raises(UsageError, match="onecycle"):
+        schedules.build("triangular", 0.1, 10, 1)
+
+
+# ---- augmentation --------------------------------------------------------------------------------
+
+def centred_images(n, rng):
+    """Random images whose ink stays 3+ pixels from every edge, so a ±2 shift loses nothing."""
+    images = np.zeros((n, 28, 28), dtype=np.float32)
+    images[:, 3:25, 3:25] = rng.random((n, 22, 22), dtype=np.float32)
+    return images.reshape(n, 784)
+
+
+def test_shift_preserves_pixel_mass_and_moves_content():
+    rng = np.random.default_rng(0)
+    batch = centred_images(64, rng)
+    labels = np.arange(64) % 10
+    shifted = augment.random_shift(batch, 2, np.random.default_rng(1))
+    assert shifted.shape == batch.shape and shifted.dtype == batch.dtype
+    np.testing.assert_allclose(shifted.sum(axis=1), batch.sum(axis=1), rtol=1e-6)   # mass preserved
+    assert not np.array_equal(shifted, batch)
+    # every image is an exact translate of its original by some (dy, dx) in [-2, 2]²
+    for original, moved in zip(batch.reshape(-1, 28, 28), shifted.reshape(-1, 28, 28)):
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if np.array_equal(np.roll(original, (dy, dx), axis=(0, 1)), moved)]
+        assert len(matches) == 1
+    assert np.array_equal(labels, np.arange(64) % 10)   # labels are never touched
+
+
+def test_flip_mirrors_about_half():
+    batch = centred_images(400, np.random.default_rng(2))
+    flipped = augment.random_flip(batch, np.random.default_rng(3))
+    imgs, out = batch.reshape(-1, 28, 28), flipped.reshape(-1, 28, 28)
+    mirrored = np.array([np.array_equal(o, i[:, ::-1]) for i, o in zip(imgs, out)])
+    same = np.array([np.array_equal(o, i) for i, o in zip(imgs, out)])
+    assert (mirrored | same).all() and 150 < mirrored.sum() < 250
+
+
+# ---- early stopping, averaging, schedules inside fit -------------------------------------------------
+
+def toy_data(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 20)).astype(np.float32)
+    y = (X[:, :3].sum(axis=1) > 0).astype(int) + 2 * (X[:, 3] > 0)
+    return X[:400], y[:400], X[400:], y[400:]
+
+
+def test_early_stopping_restores_the_best_epoch():
+    Xt, yt, Xv, yv = toy_data()
+    net = MLP([20, 64, 4], seed=0)
+    # a learning rate high enough that validation accuracy wanders after its peak
+    history = fit(net, optimizers.get("sgd", learning_rate=0.8), Xt, yt, Xv, yv, epochs=40, batch_size=16,
+                  patience=3, progress=False)
+    best = max(history, key=lambda r: r["val_accuracy"])
+    assert len(history) == best["epoch"] + 3 or len(history) == 40
+    _, accuracy, _ = net.evaluate(Xv, yv)
+    assert accuracy == pytest.approx(best["val_accuracy"])
+
+
+def test_schedule_drives_the_optimizer():
+    Xt, yt, Xv, yv = toy_data()
+    net = MLP([20, 8, 4], seed=0)
+    opt = optimizers.get("sgd", learning_rate=0.1)
+    seen = []
+    fit(net, opt, Xt, yt, Xv, yv, epochs=2, batch_size=100, progress=False,
+        schedule=schedules.build("cosine", 0.1, total_steps=8, steps_per_epoch=4),
+        on_step=lambda step: seen.append(opt.learning_rate))
+    assert seen == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * s / 7)) for s in range(8)])
+
+
+@pytest.mark.parametrize("kind", ["ema", "swa"])
+def test_averaged_weights_are_what_is_evaluated(kind):
+    Xt, yt, Xv, yv = toy_data()
+    net = MLP([20, 16, 4], seed=0)
+    averager = averaging.build(kind, net)
+    fit(net, optimizers.get("adam", learning_rate=1e-2), Xt, yt, Xv, yv, epochs=4, batch_size=50,
+        progress=False, averager=averager)
+    expected = averager.state(net.dtype)
+    for key, value in net.state_arrays().items():
+        np.testing.assert_array_equal(value, expected[key])
+
+
+def test_swa_is_the_mean_of_end_of_epoch_weights():
+    net = MLP([3, 2], seed=0)
+    swa = averaging.SWA(net, start_fraction=0.5)
+    snapshots = []
+    for epoch in range(1, 5):
+        net.params[0][...] = epoch
+        swa.after_epoch(net, epoch, 4)
+        if epoch > 2:
+            snapshots.append(epoch)
+    assert swa.count == 2 and np.all(swa.state(np.float32)["param_0"] == np.mean(snapshots))
+
+
+def test_ema_update_rule():
+    net = MLP([3, 2], seed=0)
+    ema = averaging.EMA(net, decay=0.9)
+    start = net.params[0].copy()
+    net.params[0][...] = start + 1.0
+    ema.after_step(net)
+    np.testing.assert_allclose(ema.average["param_0"], start + 0.1, rtol=1e-6)

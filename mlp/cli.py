@@ -235,6 +235,23 @@ def command_parsers():
     p.add_argument("sweep_id")
     p.add_argument("--dry_run", action="store_true", help="print the wandb sync command instead of running it")
     _store_arg(p)
+    p = parsers["report"] = Parser(prog="mlp report", description="Write a sweep's report (index.html, report.md and "
+                                   "one PNG per figure) from the local store, offline.")
+    p.add_argument("sweep_id")
+    p.add_argument("--out", help="output folder (default: reports/SWEEP_ID)")
+    p.add_argument("--compare", metavar="SWEEP_ID", help="the cross-entropy vs squared-error sweep (default: found "
+                   "in the store: a sweep whose loss values are cross_entropy and mean_squared_error)")
+    p.add_argument("--data_dir", help="folder with the IDX files (default: the sweep's, else MLP_DATA_DIR, cache, "
+                   "Debian, download)")
+    _store_arg(p)
+    p = parsers["rerun"] = Parser(prog="mlp rerun", description="Rerun a sweep's top-K validation configurations on "
+                                  "another dataset as a linked sweep (its report then shows both).")
+    p.add_argument("sweep_id")
+    p.add_argument("--top", type=_positive, default=3, help="how many of the best configurations (default: 3)")
+    p.add_argument("--dataset", type=plain_choice(DATASETS), default="mnist", help=f"one of {DATASETS} (default: mnist)")
+    p.add_argument("--epochs", type=_positive, help="epochs per run (default: each config's own)")
+    p.add_argument("--data_dir", help="folder with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
+    _store_arg(p)
     return parsers
 
 
@@ -335,6 +352,20 @@ def cmd_sync(args):
     return subprocess.run(argv).returncode
 
 
+def cmd_report(args):
+    from .report import make_report
+    result = make_report(_open_store(args.store), args.sweep_id, out=args.out, compare=args.compare,
+                         data_dir=args.data_dir)
+    print(result["html"], flush=True)
+    return 0
+
+
+def cmd_rerun(args):
+    from .report import rerun
+    return rerun(_open_store(args.store), args.sweep_id, top=args.top, dataset=args.dataset, epochs=args.epochs,
+                 data_dir=args.data_dir)["exit_code"]
+
+
 COMMANDS = {
     "train": ("train one network (the same flags as train.py)", None),
     "sweep": ("create a local sweep from a W&B sweep YAML (and run it with --count)", cmd_sweep),
@@ -342,6 +373,8 @@ COMMANDS = {
     "sweeps": ("list local sweeps", cmd_sweeps),
     "runs": ("list the runs of a sweep", cmd_runs),
     "sync": ("upload a sweep's offline runs to W&B", cmd_sync),
+    "report": ("write a sweep's report: HTML, Markdown and figures, offline", cmd_report),
+    "rerun": ("rerun a sweep's best configurations on another dataset", cmd_rerun),
 }
 
 

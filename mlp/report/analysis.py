@@ -1,0 +1,478 @@
+"""What the report says about a sweep: pure functions on plain data (store run dicts, lists,
+arrays), so each finding can be tested without a store, a dataset or a figure.
+
+A run here is a store run dict: ``state``, ``summary`` (val_accuracy, test_accuracy, ...),
+``extra["sweep_params"]`` (what the sweep proposed) and ``extra.get("stopped_by")``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "metric_of", "params_of", "searched_parameters", "is_log_scaled", "is_full_run",
+    "was_stopped", "ranked", "fmt_value", "describe", "level", "group_table", "confusion_analysis",
+    "find_comparison", "pair_runs", "pair_summary", "failure_analysis", "observations",
+    "rerun_rows",
+]
+
+
+# ---- runs and parameters ------------------------------------------------------------------------
+
+def metric_of(run: Mapping, metric: str = "val_accuracy") -> float | None:
+    """The run's final metric as a finite float, else None (failed, diverged, never logged)."""
+    value = (run.get("summary") or {}).get(metric)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def params_of(run: Mapping, names: Sequence[str] | None = None) -> dict:
+    """The parameters the sweep proposed for this run (as written in the YAML, e.g. "ReLU");
+    runs created outside an agent fall back to their effective config."""
+    params = (run.get("extra") or {}).get("sweep_params")
+    if params is None:
+        params = run.get("config") or {}
+    if names is None:
+        return dict(params)
+    return {k: params.get(k, (run.get("config") or {}).get(k)) for k in names}
+
+
+def searched_parameters(sweep_config: Mapping) -> list[str]:
+    """Parameters the sweep actually searches: a distribution, or more than one value."""
+    out = []
+    for name, spec in (sweep_config.get("parameters") or {}).items():
+        if not isinstance(spec, Mapping):
+            continue
+        if "values" in spec:
+            if len(spec["values"]) > 1:
+                out.append(name)
+        elif "value" not in spec:
+            out.append(name)
+    return out
+
+
+def is_log_scaled(spec: Mapping) -> bool:
+    """True for W&B's log distributions (log_uniform, log_uniform_values, q_log_uniform...)."""
+    return "log" in str((spec or {}).get("distribution", ""))
+
+
+def is_full_run(run: Mapping) -> bool:
+    """Trained for all its epochs: finished (a run hyperband stopped in time is killed; one
+    that finished before the stop landed is a complete run)."""
+    if run.get("state") != "finished":
+        return False
+    ran, planned = (run.get("summary") or {}).get("epochs_run"), (run.get("config") or {}).get("epochs")
+    return ran is None or planned is None or ran >= planned
+
+
+def was_stopped(run: Mapping) -> bool:
+    """Stopped early by hyperband (or another early-termination rule) before its last epoch."""
+    return bool((run.get("extra") or {}).get("stopped_by")) and not is_full_run(run)
+
+
+def ranked(runs: Sequence[Mapping], metric: str = "val_accuracy", goal: str = "maximize",
+           full_only: bool = True) -> list[Mapping]:
+    """Runs with a finite metric, best first (ties: earlier run first)."""
+    pool = [r for r in runs if metric_of(r, metric) is not None and (is_full_run(r) or not full_only)]
+    sign = -1.0 if goal == "maximize" else 1.0
+    return sorted(pool, key=lambda r: (sign * metric_of(r, metric), r.get("seq") or 0))
+
+
+def fmt_value(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) < 1e-2 or abs(value) >= 1e4:
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
+    return str(value)
+
+
+def describe(params: Mapping, names: Sequence[str] | None = None) -> str:
+    """`optimizer=nadam, learning_rate=3.77e-04, ...` for the given (or all) parameters."""
+    keys = list(names) if names is not None else list(params)
+    return ", ".join(f"{k}={fmt_value(params.get(k))}" for k in keys if k in params)
+
+
+def level(value):
+    """A hashable group label for a parameter value."""
+    if isinstance(value, (list, tuple)):
+        return fmt_value(list(value))
+    return value
+
+
+def group_table(runs: Sequence[Mapping], parameter: str, metric: str = "val_accuracy",
+                order: Sequence | None = None) -> list[dict]:
+    """Mean / max / count of the metric per value of a parameter, over runs with the metric.
+    Rows follow `order` (e.g. the YAML's values) when given, else best mean first."""
+    groups: dict = {}
+    for r in runs:
+        value = metric_of(r, metric)
+        if value is None:
+            continue
+        groups.setdefault(level(params_of(r).get(parameter)), []).append(value)
+    rows = [{"level": k, "n": len(v), "mean": float(np.mean(v)), "max": float(np.max(v)),
+             "min": float(np.min(v))} for k, v in groups.items()]
+    if order is not None:
+        position = {level(v): i for i, v in enumerate(order)}
+        rows.sort(key=lambda row: position.get(row["level"], len(position)))
+    else:
+        rows.sort(key=lambda row: -row["mean"])
+    return rows
+
+
+# ---- the best model -------------------------------------------------------------------------------
+
+def confusion_analysis(cm, class_names: Sequence[str], top: int = 5) -> dict:
+    """Counts (rows = true class, columns = prediction) -> row-normalised matrix, the most
+    confused class pairs, per-class precision / recall / F1 and the overall accuracy."""
+    cm = np.asarray(cm, dtype=np.int64)
+    n = cm.shape[0]
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    diag = np.diag(cm).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normalised = np.where(support[:, None] > 0, cm / np.maximum(support[:, None], 1), 0.0)
+        precision = np.where(predicted > 0, diag / np.maximum(predicted, 1), 0.0)
+        recall = np.where(support > 0, diag / np.maximum(support, 1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    per_class = [{"class": class_names[c], "index": c, "precision": float(precision[c]),
+                  "recall": float(recall[c]), "f1": float(f1[c]), "support": int(support[c])}
+                 for c in range(n)]
+    directed = [{"true": class_names[i], "pred": class_names[j], "true_index": i, "pred_index": j,
+                 "count": int(cm[i, j]), "rate": float(normalised[i, j])}
+                for i in range(n) for j in range(n) if i != j and cm[i, j] > 0]
+    directed.sort(key=lambda d: (-d["count"], d["true_index"], d["pred_index"]))
+    pairs = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            total = int(cm[i, j] + cm[j, i])
+            if total:
+                pairs.append({"a": class_names[i], "b": class_names[j], "a_index": i, "b_index": j,
+                              "total": total, "a_as_b": int(cm[i, j]), "b_as_a": int(cm[j, i])})
+    pairs.sort(key=lambda p: (-p["total"], p["a_index"], p["b_index"]))
+    total = int(cm.sum())
+    return {"counts": cm, "normalised": normalised, "per_class": per_class,
+            "confused": directed[:top], "pairs": pairs[:top],
+            "accuracy": float(diag.sum() / total) if total else math.nan,
+            "macro_f1": float(np.mean(f1)) if n else math.nan,
+            "errors": total - int(diag.sum()), "total": total}
+
+
+# ---- cross-entropy vs squared error ---------------------------------------------------------------
+
+LOSS_LEVELS = ("cross_entropy", "mean_squared_error")
+
+
+def _loss_name(value) -> str:
+    key = str(value).strip().lower()
+    return {"ce": "cross_entropy", "mse": "mean_squared_error"}.get(key, key)
+
+
+def varies_loss(sweep_config: Mapping) -> bool:
+    """A sweep that searches the loss over both cross-entropy and squared error."""
+    spec = (sweep_config.get("parameters") or {}).get("loss") or {}
+    values = {_loss_name(v) for v in spec.get("values") or []}
+    return set(LOSS_LEVELS) <= values
+
+
+def find_comparison(sweeps: Sequence[Mapping], sweep_id: str) -> Mapping | None:
+    """The CE-vs-MSE sweep to report next to `sweep_id`: the sweep itself when it searches the
+    loss over both values, else the newest other such sweep with finished runs (else newest)."""
+    candidates = [s for s in sweeps if varies_loss(s.get("config") or {})]
+    for s in candidates:
+        if s["id"] == sweep_id:
+            return s
+    others = [s for s in candidates if s["id"] != sweep_id]
+    with_runs = [s for s in others if (s.get("run_counts") or {}).get("finished")]
+    pool = with_runs or others
+    return pool[-1] if pool else None
+
+
+def pair_runs(runs: Sequence[Mapping], metric: str = "val_accuracy", key: str = "loss") -> list[dict]:
+    """Pairs of runs identical in every sweep parameter except `key` (the loss):
+    [{"params": shared params, "cross_entropy": run, "mean_squared_error": run}], in creation
+    order of the shared configuration. A configuration run twice with the same loss keeps the
+    later run. Both runs of a pair are present; either may lack the metric (diverged)."""
+    groups: dict = {}
+    for r in runs:
+        params = params_of(r)
+        if key not in params:
+            continue
+        shared = {k: v for k, v in params.items() if k != key}
+        ident = tuple(sorted((k, repr(level(v))) for k, v in shared.items()))
+        slot = groups.setdefault(ident, {"params": shared})
+        slot[_loss_name(params[key])] = r
+    return [g for g in groups.values() if all(lv in g for lv in LOSS_LEVELS)]
+
+
+def pair_summary(pairs: Sequence[Mapping], metric: str = "val_accuracy") -> dict:
+    """Paired differences cross-entropy − squared error of `metric` over pairs where both runs
+    have it: n, mean, std, min, max, wins (CE better), and each loss's mean."""
+    a, b = LOSS_LEVELS
+    diffs, ce, mse = [], [], []
+    for p in pairs:
+        x, y = metric_of(p[a], metric), metric_of(p[b], metric)
+        if x is None or y is None:
+            continue
+        diffs.append(x - y)
+        ce.append(x)
+        mse.append(y)
+    if not diffs:
+        return {"metric": metric, "n": 0, "incomplete": len(pairs)}
+    d = np.array(diffs)
+    return {"metric": metric, "n": len(d), "mean": float(d.mean()),
+            "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+            "min": float(d.min()), "max": float(d.max()), "wins": int((d > 0).sum()),
+            "ties": int((d == 0).sum()), "ce_mean": float(np.mean(ce)), "mse_mean": float(np.mean(mse)),
+            "incomplete": len(pairs) - len(d)}
+
+
+# ---- failures ---------------------------------------------------------------------------------------
+
+def _reason(error: str | None) -> str:
+    if not error:
+        return "no error recorded"
+    m = re.match(r"loss became (\S+)", error)
+    if m:
+        return f"loss became {m.group(1)}"
+    return re.sub(r"\d+(\.\d+)?", "N", error.split(";")[0]).strip()[:120]
+
+
+def _epoch_of(error: str | None) -> int | None:
+    m = re.search(r"at epoch (\d+)", error or "")
+    return int(m.group(1)) if m else None
+
+
+def _profile(subset: Sequence[Mapping], everyone: Sequence[Mapping], names: Sequence[str],
+             categorical: Sequence[str], top: int = 3) -> list[str]:
+    """Why these runs failed, as far as the parameters tell: the values (taken by ≥ 2 runs) whose
+    runs mostly ended in `subset` — highest failure rate first — and, for a numeric parameter,
+    a subset median at least twice or half the overall one."""
+    ids = {r["id"] for r in subset}
+    rates = []
+    for name in categorical:
+        counts = Counter(level(params_of(r).get(name)) for r in everyone)
+        fails = Counter(level(params_of(r).get(name)) for r in subset)
+        for value, k_all in counts.items():
+            k = fails.get(value, 0)
+            if k_all >= 2 and k / k_all >= 0.5 and k / k_all > len(subset) / len(everyone):
+                rates.append((k / k_all, k, name, value, k_all))
+    rates.sort(key=lambda t: (-t[0], -t[1], t[2]))
+    notes = [f"{name}={fmt_value(value)}: {k} of its {k_all} runs" for _, k, name, value, k_all in rates[:top]]
+    for name in names:
+        if name in categorical:
+            continue
+        sub = [params_of(r).get(name) for r in subset]
+        allv = [params_of(r).get(name) for r in everyone if r["id"] not in ids]
+        sub = [float(v) for v in sub if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        allv = [float(v) for v in allv if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if sub and allv:
+            ms, ma = float(np.median(sub)), float(np.median(allv))
+            if ma > 0 and ms > 0 and (ms / ma >= 2 or ms / ma <= 0.5):
+                notes.append(f"median {name} {fmt_value(ms)} vs {fmt_value(ma)} in the other runs")
+    return notes
+
+
+def failure_analysis(runs: Sequence[Mapping], n_classes: int, names: Sequence[str],
+                     categorical: Sequence[str], metric: str = "val_accuracy") -> dict:
+    """Diverged runs (with the reason and the parameter values they share), runs that trained
+    but stayed at chance level (metric ≤ 1/classes + 0.02), failed and crashed runs."""
+    n = len(runs)
+    states = Counter(r["state"] for r in runs)
+    diverged = [r for r in runs if r["state"] == "diverged"]
+    chance = 1.0 / n_classes + 0.02
+    stuck = [r for r in runs if r["state"] != "diverged" and metric_of(r, metric) is not None
+             and metric_of(r, metric) <= chance]
+    broken = [r for r in runs if r["state"] in ("failed", "crashed")]
+    return {
+        "n": n, "states": dict(states),
+        "stopped": sum(1 for r in runs if was_stopped(r)),
+        "diverged": {"runs": [r["id"] for r in diverged],
+                     "reasons": Counter(_reason(r.get("error")) for r in diverged).most_common(),
+                     "epochs": sorted(Counter(_epoch_of(r.get("error")) for r in diverged).items(),
+                                      key=lambda kv: (kv[0] is None, kv[0] or 0)),
+                     "profile": _profile(diverged, runs, names, categorical) if diverged else []},
+        "chance": {"runs": [r["id"] for r in stuck], "threshold": chance,
+                   "profile": _profile(stuck, runs, names, categorical) if stuck else []},
+        "broken": {"runs": [r["id"] for r in broken],
+                   "reasons": Counter(_reason(r.get("error")) for r in broken).most_common()},
+    }
+
+
+# ---- observations -----------------------------------------------------------------------------------
+
+def _strongest(params: Sequence[Mapping]) -> str:
+    ranked_rho = sorted((p for p in params if not math.isnan(p["spearman"])), key=lambda p: -abs(p["spearman"]))
+    if not ranked_rho:
+        return "undefined (constant columns)"
+    p = ranked_rho[0]
+    return f"{p['feature']} (Spearman ρ = {p['spearman']:+.2f})"
+
+
+def _share(k: int, n: int) -> str:
+    return f"{k} of {n} ({k / n:.0%})" if n else "0"
+
+
+def observations(runs: Sequence[Mapping], names: Sequence[str], categorical: Sequence[str],
+                 groups: Mapping[str, list[dict]], failures: Mapping, importance_rows: Sequence[Mapping],
+                 best: Mapping | None, best_eval: Mapping | None, ce: Mapping | None,
+                 recommended: Sequence[Mapping], rerun: Sequence[Mapping] = (),
+                 metric: str = "val_accuracy", dataset: str = "", goal: str = "maximize",
+                 learned_importance: Mapping | None = None) -> list[str]:
+    """Findings as sentences, every number computed from the data passed in."""
+    out = []
+    n = len(runs)
+    states = failures["states"]
+    parts = [f"{states[s]} {s}" for s in ("finished", "killed", "diverged", "failed", "crashed", "running", "pending")
+             if states.get(s)]
+    stopped = failures["stopped"]
+    with_metric = [r for r in runs if metric_of(r, metric) is not None]
+    out.append(f"The sweep has {n} runs ({', '.join(parts)}); {stopped} were stopped early by hyperband; "
+               f"{len(with_metric)} report {metric}.")
+    if best is not None:
+        line = (f"Best {metric}: {metric_of(best, metric):.4f} (run {best['id']}: "
+                f"{describe(params_of(best), names)})")
+        test = metric_of(best, "test_accuracy")
+        if test is not None:
+            line += f", test accuracy {test:.4f}"
+        out.append(line + ".")
+    if with_metric:
+        values = np.array([metric_of(r, metric) for r in with_metric])
+        top_q = np.quantile(values, 0.75)
+        best_value = values.max() if goal == "maximize" else values.min()
+        near = int((np.abs(values - best_value) <= 0.01).sum())
+        out.append(f"{metric} across runs: median {np.median(values):.4f}, upper quartile {top_q:.4f}; "
+                   f"{near} runs are within 0.01 of the best.")
+    for name in categorical:
+        rows = groups.get(name) or []
+        if len(rows) < 2:
+            continue
+        by_mean = sorted(rows, key=lambda r: -r["mean"])
+        listing = "; ".join(f"{fmt_value(r['level'])} {r['mean']:.4f} (n={r['n']})" for r in by_mean)
+        out.append(f"Mean {metric} by {name}: {listing}. Best on average: {fmt_value(by_mean[0]['level'])}; "
+                   f"worst: {fmt_value(by_mean[-1]['level'])} (a gap of {by_mean[0]['mean'] - by_mean[-1]['mean']:.4f}).")
+    div = failures["diverged"]
+    if div["runs"]:
+        reasons = ", ".join(f"{why} ({k})" for why, k in div["reasons"])
+        when = ", ".join(f"epoch {e} ({k})" for e, k in div["epochs"] if e is not None)
+        line = f"{_share(len(div['runs']), n)} runs diverged: {reasons}" + (f", in {when}" if when else "")
+        if div["profile"]:
+            line += ". Where they concentrate: " + "; ".join(div["profile"])
+        out.append(line + ".")
+    else:
+        out.append(f"No run diverged (0 of {n}).")
+    stuck = failures["chance"]
+    if stuck["runs"]:
+        line = (f"{_share(len(stuck['runs']), n)} runs trained without diverging but stayed at chance level "
+                f"({metric} ≤ {stuck['threshold']:.2f}, no better than guessing)")
+        if stuck["profile"]:
+            line += ". Where they concentrate: " + "; ".join(stuck["profile"])
+        out.append(line + ".")
+    broken = failures["broken"]
+    if broken["runs"]:
+        reasons = ", ".join(f"{why} ({k})" for why, k in broken["reasons"])
+        out.append(f"{_share(len(broken['runs']), n)} runs failed or crashed: {reasons}.")
+    if importance_rows:
+        from .importance import by_parameter
+        params = by_parameter(importance_rows)
+        top = params[0]
+        line = (f"Random-forest importance ranks {top['parameter']} first ({top['importance']:.2f} of the total"
+                + (f", strongest level {top['feature']}" if top["feature"] != top["parameter"] else "") + ")")
+        if len(params) > 1:
+            line += f", then {params[1]['parameter']} ({params[1]['importance']:.2f})"
+        line += f"; the strongest rank correlation is {_strongest(params)}"
+        out.append(line + ".")
+        for p in params:
+            if p["feature"] == p["parameter"] and not (math.isnan(p["pearson"]) or math.isnan(p["spearman"])) \
+                    and abs(p["spearman"]) - abs(p["pearson"]) >= 0.1:
+                out.append(f"{p['parameter']}: the rank correlation ρ = {p['spearman']:+.2f} is stronger than the "
+                           f"linear r = {p['pearson']:+.2f}: a monotone association that a straight line misses "
+                           f"(a log-like scale, or a few outlying runs).")
+    if learned_importance:
+        from .importance import by_parameter
+        params = by_parameter(learned_importance["rows"])
+        if params:
+            top = params[0]
+            out.append(f"Leaving out the {learned_importance['left_out']} chance-level runs "
+                       f"({learned_importance['n']} remain), random-forest importance ranks {top['parameter']} first "
+                       f"({top['importance']:.2f})" + (f", then {params[1]['parameter']} ({params[1]['importance']:.2f})"
+                                                      if len(params) > 1 else "")
+                       + f"; the strongest rank correlation is then {_strongest(params)}.")
+    if best_eval:
+        ca = best_eval["confusion"]
+        worst = min(ca["per_class"], key=lambda c: c["f1"])
+        pair = ca["pairs"][0] if ca["pairs"] else None
+        line = (f"The best model's test accuracy is {ca['accuracy']:.4f} (macro F1 {ca['macro_f1']:.4f}); its weakest "
+                f"class is {worst['class']} (F1 {worst['f1']:.3f})")
+        if pair:
+            line += (f"; the most confused pair is {pair['a']} ↔ {pair['b']} ({pair['total']} of {ca['errors']} "
+                     f"errors)")
+        out.append(line + ".")
+    if ce is not None:
+        s = ce.get("summary") or {}
+        if s.get("n"):
+            t = ce.get("test_summary") or {}
+            line = (f"Cross-entropy vs squared error over {s['n']} paired runs (sweep {ce['sweep']['id']}): "
+                    f"mean {s['metric']} {s['ce_mean']:.4f} vs {s['mse_mean']:.4f}, paired gap CE − MSE "
+                    f"{s['mean']:+.4f} ± {s['std']:.4f} (range {s['min']:+.4f} … {s['max']:+.4f}); cross-entropy "
+                    f"is better in {s['wins']} of {s['n']} pairs")
+            if t.get("n"):
+                line += f"; test accuracy gap {t['mean']:+.4f}"
+            out.append(line + ".")
+    if recommended:
+        target = "MNIST" if dataset != "mnist" else "another dataset"
+        items = [f"({i}) {describe(params_of(r), names)} — {metric} {metric_of(r, metric):.4f}"
+                 for i, r in enumerate(recommended, 1)]
+        out.append(f"Recommended for {target} (the {len(recommended)} best validation configurations here): "
+                   + "; ".join(items) + ".")
+    for row in rerun:
+        if row.get("target_test") is not None:
+            out.append(f"Rerun of {row['source_run']} on {row['target_dataset']}: test accuracy "
+                       f"{row['target_test']:.4f} (its {row['source_dataset']} test accuracy was "
+                       f"{fmt_value(row['source_test'])}).")
+    return out
+
+
+# ---- reruns on another dataset ---------------------------------------------------------------------
+
+def rerun_rows(source_runs: Mapping[str, Mapping], child: Mapping, child_runs: Sequence[Mapping],
+               names: Sequence[str], source_dataset: str = "fashion_mnist") -> list[dict]:
+    """One row per configuration of a rerun sweep: the source run's val/test next to the rerun's.
+
+    `child["extra"]["rerun"]` holds the source run ids and the configs proposed, in order;
+    each child run is matched to its config by its proposed parameters."""
+    info = (child.get("extra") or {}).get("rerun") or {}
+    configs = info.get("configs") or []
+    sources = info.get("source_runs") or []
+    target = info.get("dataset", "")
+    by_index: dict[int, Mapping] = {}
+    for r in child_runs:
+        proposed = (r.get("extra") or {}).get("sweep_params")
+        for i, c in enumerate(configs):
+            if proposed == c:
+                if i not in by_index or r["state"] == "finished":
+                    by_index[i] = r
+                break
+    rows = []
+    for i, source_id in enumerate(sources):
+        src = source_runs.get(source_id) or {}
+        run = by_index.get(i)
+        rows.append({"rank": i + 1, "source_run": source_id, "params": describe(params_of(src), names) if src else "",
+                     "source_dataset": source_dataset, "target_dataset": target,
+                     "source_val": metric_of(src, "val_accuracy") if src else None,
+                     "source_test": metric_of(src, "test_accuracy") if src else None,
+                     "run": run["id"] if run else None, "state": run["state"] if run else "not run",
+                     "epochs": (run.get("summary") or {}).get("epochs_run") if run else None,
+                     "target_val": metric_of(run, "val_accuracy") if run else None,
+                     "target_test": metric_of(run, "test_accuracy") if run else None})
+    return rows

@@ -1,0 +1,39 @@
+"""`mlp report ID`: collect, draw, write."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .collect import check_out_dir, collect
+from .figures import FIGURES, render_all
+from .page import build_blocks, write_html, write_markdown
+
+__all__ = ["make_report", "default_out"]
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def default_out(sweep_id: str) -> Path:
+    return Path("reports") / sweep_id
+
+
+def make_report(store, sweep_id: str, out=None, compare: str | None = None, data_dir: str | None = None,
+                log: Callable[[str], None] = _log) -> dict:
+    """Write the report of `sweep_id` into `out`; returns {"out", "html", "markdown", "figures", "data"}."""
+    store.get_sweep(sweep_id)                    # unknown id: a UsageError before anything is written
+    out = check_out_dir(out if out is not None else default_out(sweep_id), create=False)
+    data = collect(store, sweep_id, out, compare=compare, data_dir=data_dir, log=log)
+    check_out_dir(out)
+    for name in FIGURES:                         # a figure that no longer applies must not linger
+        stale = out / f"{name}.png"
+        if stale.exists():
+            stale.unlink()
+    figures = render_all(data, log)
+    blocks = build_blocks(data)
+    html_path = write_html(blocks, figures, out / "index.html")
+    md_path = write_markdown(blocks, figures, out / "report.md")
+    log(f"report of sweep {sweep_id}: {html_path} ({len(figures)} figures) and {md_path}")
+    return {"out": out, "html": html_path, "markdown": md_path, "figures": figures, "data": data}

@@ -1,0 +1,209 @@
+"""Everything a report shows, read once from the store (and the dataset) into one object.
+
+`collect` is the only place that talks to the store and loads data; figures, analysis and the
+page writers get a ready `ReportData`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import UsageError
+from . import analysis as A
+from .importance import importance
+
+__all__ = ["ReportData", "collect", "check_out_dir", "sweep_data_dir"]
+
+TOP_RUNS = 5          # learning curves of this many best runs
+RECOMMENDED = 3       # configurations recommended for MNIST
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class ReportData:
+    store_path: str
+    sweep: dict
+    runs: list
+    histories: dict
+    out: Path
+    metric: str = "val_accuracy"
+    goal: str = "maximize"
+    specs: dict = field(default_factory=dict)       # parameter name -> YAML spec
+    names: list = field(default_factory=list)       # searched parameters, YAML order
+    categorical: list = field(default_factory=list)  # searched parameters with a `values` list
+    log_params: set = field(default_factory=set)
+    dataset_name: str = "fashion_mnist"
+    class_names: list = field(default_factory=list)
+    dataset: Any = None                              # mlp.data.Dataset of the best run
+    best: dict | None = None
+    best_eval: dict | None = None                   # model predictions + confusion analysis
+    ranked: list = field(default_factory=list)       # full-length runs with the metric, best first
+    importance: list = field(default_factory=list)
+    importance_runs: int = 0
+    learned_importance: dict | None = None          # the same without chance-level runs
+    groups: dict = field(default_factory=dict)
+    failures: dict = field(default_factory=dict)
+    compare: dict | None = None
+    compare_note: str = ""
+    reruns: list = field(default_factory=list)       # [{"sweep": child sweep, "rows": [...]}]
+    observations: list = field(default_factory=list)
+    figures: dict = field(default_factory=dict)      # name -> PNG path (filled by the figures)
+
+    @property
+    def sweep_id(self) -> str:
+        return self.sweep["id"]
+
+    @property
+    def top(self) -> list:
+        return self.ranked[:TOP_RUNS]
+
+    @property
+    def recommended(self) -> list:
+        return self.ranked[:RECOMMENDED]
+
+
+def check_out_dir(out, create: bool = True) -> Path:
+    """Prove the output folder can be written, or raise a one-line UsageError. With
+    create=False nothing is made yet: the nearest existing ancestor must be a writable folder."""
+    out = Path(out)
+    if not create:
+        probe = out.absolute()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+            what = "is not a folder" if not probe.is_dir() else "is not writable"
+            raise UsageError(f"cannot write the report to {out}: {probe} {what}; pass --out with a writable folder")
+        return out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".mlp-report-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write the report to {out}: {e.strerror or e}; pass --out with a writable "
+                         f"folder") from None
+    return out
+
+
+def sweep_data_dir(sweep: dict, run: dict) -> str | None:
+    """The data_dir a run was trained with, if the sweep set one (relative to the sweep's folder)."""
+    value = (run.get("extra") or {}).get("sweep_params", {}).get("data_dir") or (run.get("config") or {}).get("data_dir")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        path = Path(sweep.get("extra", {}).get("workdir") or os.getcwd()) / path
+    return str(path)
+
+
+def _runs_and_histories(store, sweep_id):
+    runs = store.list_runs(sweep_id)
+    return runs, {r["id"]: store.history(r["id"]) for r in runs}
+
+
+def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str | None = None,
+            log: Callable[[str], None] = _log) -> ReportData:
+    from ..data import CLASS_NAMES, load_dataset
+    from ..experiment import confusion_matrix
+
+    sweep = store.get_sweep(sweep_id)
+    runs, histories = _runs_and_histories(store, sweep_id)
+    finished = [r for r in runs if r["state"] == "finished"]
+    if not finished:
+        raise UsageError(f"sweep {sweep_id} has no finished runs yet ({sweep['n_runs']} runs); run some with "
+                         f"`mlp agent {sweep_id} --count N` and report again")
+    # --- which sweep compares cross-entropy with squared error (checked before any slow step)
+    sweeps = store.list_sweeps()
+    if compare:
+        target = store.get_sweep(compare)
+        if not A.varies_loss(target["config"]):
+            raise UsageError(f"--compare {compare}: that sweep does not search loss over cross_entropy and "
+                             f"mean_squared_error (see sweeps/ce_vs_mse.yaml)")
+    else:
+        target = A.find_comparison(sweeps, sweep_id)
+
+    metric_spec = sweep["config"].get("metric") or {}
+    data = ReportData(store_path=store.path, sweep=sweep, runs=runs, histories=histories, out=Path(out),
+                      metric=metric_spec.get("name") or "val_accuracy",
+                      goal=metric_spec.get("goal") or "maximize")
+    data.specs = dict(sweep["config"].get("parameters") or {})
+    data.names = [n for n in A.searched_parameters(sweep["config"]) if n != "data_dir"]
+    data.categorical = [n for n in data.names if "values" in data.specs[n]]
+    data.log_params = {n for n in data.names if A.is_log_scaled(data.specs[n])}
+
+    data.ranked = A.ranked(runs, data.metric, data.goal, full_only=True) or \
+        A.ranked(runs, data.metric, data.goal, full_only=False)
+    if not data.ranked:
+        raise UsageError(f"sweep {sweep_id} has no run with a finite {data.metric}; nothing to report")
+    data.best = data.ranked[0]
+    best_config = data.best["config"]
+    data.dataset_name = best_config.get("dataset", "fashion_mnist")
+    data.class_names = list(CLASS_NAMES.get(data.dataset_name, [str(i) for i in range(10)]))
+
+    # --- data and the best model
+    where = data_dir or sweep_data_dir(sweep, data.best)
+    log(f"loading {data.dataset_name}" + (f" from {where}" if where else "") + " ...")
+    data.dataset = load_dataset(data.dataset_name, data_dir=where, split=best_config.get("split", "standard"),
+                                val_fraction=best_config.get("val_fraction", 0.1), progress=log)
+    data.class_names = list(data.dataset.class_names)
+    from .model import best_model_predictions
+    ev = best_model_predictions(store, sweep_id, data.best, data.dataset, log)
+    cm = confusion_matrix(data.dataset.y_test, ev["pred"], len(data.class_names))
+    ev["confusion"] = A.confusion_analysis(cm, data.class_names)
+    stored_cm = data.best["summary"].get("confusion_matrix")
+    ev["matches_store"] = stored_cm is not None and np.array_equal(np.asarray(stored_cm), cm)
+    data.best_eval = ev
+
+    # --- the search as a whole
+    log("computing parameter importance ...")
+    usable = [r for r in runs if A.metric_of(r, data.metric) is not None]
+    data.importance_runs = len(usable)
+    data.importance = importance([A.params_of(r, data.names) for r in usable],
+                                 [A.metric_of(r, data.metric) for r in usable], names=data.names, seed=0)
+    data.groups = {n: A.group_table(runs, n, data.metric, order=data.specs[n].get("values"))
+                   for n in data.categorical}
+    data.failures = A.failure_analysis(runs, len(data.class_names), data.names, data.categorical, data.metric)
+    stuck = set(data.failures["chance"]["runs"])
+    learned = [r for r in usable if r["id"] not in stuck]
+    if stuck and len(learned) >= 5:     # what matters once the runs that never learned are left aside
+        data.learned_importance = {
+            "n": len(learned), "left_out": len(usable) - len(learned),
+            "rows": importance([A.params_of(r, data.names) for r in learned],
+                               [A.metric_of(r, data.metric) for r in learned], names=data.names, seed=0)}
+
+    # --- cross-entropy vs squared error
+    if target is None:
+        data.compare_note = ("No sweep in this store compares the losses. Run the paired sweep with "
+                             "`mlp sweep sweeps/ce_vs_mse.yaml --count 10` (same --store), then report again "
+                             "(or pass --compare SWEEP_ID).")
+    else:
+        c_runs, c_hist = (runs, histories) if target["id"] == sweep_id else _runs_and_histories(store, target["id"])
+        pairs = A.pair_runs(c_runs, data.metric)
+        data.compare = {"sweep": target, "runs": c_runs, "histories": c_hist, "pairs": pairs,
+                        "summary": A.pair_summary(pairs, data.metric),
+                        "test_summary": A.pair_summary(pairs, "test_accuracy")}
+        if not data.compare["summary"]["n"]:
+            data.compare_note = (f"Sweep {target['id']} ({target['name']}) has no complete pair yet "
+                                 f"({len(c_runs)} runs): run more with `mlp agent {target['id']}`.")
+
+    # --- reruns on another dataset (children of this sweep)
+    by_id = {r["id"]: r for r in runs}
+    for child in sweeps:
+        if child.get("parent_sweep_id") == sweep_id and (child.get("extra") or {}).get("rerun"):
+            rows = A.rerun_rows(by_id, child, store.list_runs(child["id"]), data.names, data.dataset_name)
+            data.reruns.append({"sweep": child, "rows": rows})
+
+    data.observations = A.observations(
+        runs, data.names, data.categorical, data.groups, data.failures, data.importance, data.best, ev,
+        data.compare if data.compare and data.compare["summary"]["n"] else None, data.recommended,
+        [row for rerun in data.reruns for row in rerun["rows"]], data.metric, data.dataset_name, data.goal,
+        data.learned_importance)
+    return data

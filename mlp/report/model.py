@@ -1,0 +1,89 @@
+"""The best run's model: load the file the agent saved, or retrain its exact config, then
+predict the test set for the confusion analysis.
+
+A retrained model is saved next to the store (mlp-models/SWEEP/RUN.npz, where agents put
+theirs) and its path recorded in the run, so the next report loads it instead of retraining.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UsageError
+
+__all__ = ["best_model_predictions", "retrain", "model_target"]
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def model_target(store_path: str, sweep_id: str, run_id: str) -> Path:
+    """Where `mlp agent` keeps a sweep's models (see mlp.sweep.Agent)."""
+    return Path(store_path).resolve().parent / "mlp-models" / sweep_id / f"{run_id}.npz"
+
+
+def retrain(config: dict, data, log: Callable[[str], None] = _log):
+    """Train `config` (a run's full effective config) on `data` exactly as train.py would:
+    same network, optimizer, seed, epochs and batch size. Returns the network."""
+    from ..experiment import build
+    from ..training import fit
+    from threadpoolctl import threadpool_limits
+    net, optimizer = build(config, data.x_train.shape[1], len(data.class_names))
+    log(f"retraining: {config['epochs']} epochs of {config['optimizer']} on {len(data.x_train)} images, one BLAS "
+        f"thread (progress below)")
+    # float32 sums depend on how BLAS splits them over threads; one thread is the same everywhere
+    # and is what parallel agents (`--jobs 2` on two cores) trained with
+    with threadpool_limits(limits=1):
+        fit(net, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, epochs=config["epochs"],
+            batch_size=config["batch_size"], seed=config["seed"], progress=True)
+    return net
+
+
+def best_model_predictions(store, sweep_id: str, run: dict, data,
+                           log: Callable[[str], None] = _log) -> dict:
+    """Predictions of the run's model on the test and validation sets.
+
+    Returns {"proba", "pred", "val_accuracy", "test_accuracy", "source" (saved or retrained, in words), "model_path", "note"}; note explains a fallback (e.g. an unreadable file)."""
+    from ..network import load_model
+    net, note, source = None, "", "the model the agent saved"
+    path = run.get("model_path")
+    if path and Path(path).is_file():
+        try:
+            net = load_model(path)
+            log(f"best run {run['id']}: loaded its model from {path}")
+            if (getattr(net, "extra", None) or {}).get("saved_by") == "mlp report":
+                source = "the retrain of its exact config that an earlier `mlp report` saved"
+                note = "the run's own model was not kept"
+        except UsageError as e:
+            note = f"its saved model could not be loaded ({e})"
+            log(f"best run {run['id']}: {note}")
+    elif path:
+        note = f"its saved model {path} is gone"
+    else:
+        note = "the run's own model was not kept: it predates model saving"
+    if net is not None and list(net.config.get("layer_sizes", []))[-1:] != [len(data.class_names)]:
+        note = f"its saved model {path} does not match the dataset"
+        net = None
+    if net is None:
+        log(f"best run {run['id']}: {note}")
+        net = retrain(run["config"], data, log)
+        source = "a retrain of its exact config"
+        target = model_target(store.path, sweep_id, run["id"])
+        try:
+            net.save(target, extra={"config": run["config"], "run_id": run["id"], "saved_by": "mlp report"})
+            store.update_run(run["id"], model_path=str(target))
+            path = str(target)
+            log(f"best run {run['id']}: model saved to {target} and recorded in the store")
+        except Exception as e:  # a read-only store or folder: the report still works
+            log(f"best run {run['id']}: could not keep the retrained model ({e})")
+            path = None
+    proba = net.predict_proba(data.x_test)
+    pred = proba.argmax(axis=1)
+    val_pred = net.predict(data.x_val) if len(data.x_val) else np.zeros(0, dtype=int)
+    return {"proba": proba, "pred": pred, "source": source, "model_path": path, "note": note,
+            "test_accuracy": float(np.mean(pred == data.y_test)),
+            "val_accuracy": float(np.mean(val_pred == data.y_val)) if len(data.y_val) else float("nan")}

@@ -1,0 +1,155 @@
+"""`mlp rerun ID --top K --dataset mnist`: train a sweep's K best validation configurations on
+another dataset, as a child sweep linked to the original (parent_sweep_id), so the parent's
+report can put both datasets' accuracies side by side.
+
+The child sweep's YAML is a valid W&B grid sweep: a parameter shared by all K configs is a
+`value`, one that differs lists the K configs' values, and `run_cap: K`. A grid varies those
+lists independently, though, while a rerun needs the K configs exactly as they were, so the
+local agent is given a proposer that hands out the K configs in order (the configs are also kept
+in the sweep's extra data). Each config is the source run's full effective config — not just
+the parameters the parent sweep searched — so a later change of train.py's defaults cannot
+change what is rerun.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from ..errors import UsageError
+from . import analysis as A
+
+__all__ = ["rerun", "rerun_configs", "rerun_sweep_config"]
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _train_flags() -> set:
+    from ..cli import train_parser
+    return {a.dest for a in train_parser()._actions if a.dest != "help"}
+
+
+def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str | None = None) -> list[dict]:
+    """The runs' full effective configs as train flags, with the dataset (and epochs, data_dir)
+    replaced. Plumbing (store, W&B project, output files) is left to the agent."""
+    from ..experiment import PLUMBING
+    flags = _train_flags()
+    configs = []
+    for run in runs:
+        config = {k: v for k, v in (run.get("config") or {}).items()
+                  if k in flags and k not in PLUMBING and v is not None}
+        config["dataset"] = dataset
+        if epochs is not None:
+            config["epochs"] = int(epochs)
+        if data_dir is not None:
+            config["data_dir"] = str(Path(data_dir).expanduser().resolve())
+        configs.append(config)
+    return configs
+
+
+def rerun_sweep_config(parent: dict, configs: list[dict], dataset: str) -> dict:
+    """A valid W&B grid sweep over the configs (see the module docstring)."""
+    keys = list(dict.fromkeys(k for c in configs for k in c))
+    parameters = {}
+    for key in keys:
+        values = []
+        for c in configs:
+            if c.get(key) not in values:
+                values.append(c.get(key))
+        parameters[key] = {"value": values[0]} if len(values) == 1 else {"values": values}
+    pc = parent.get("config") or {}
+    config = {
+        "name": f"{parent.get('name') or parent['id']}-top{len(configs)}-{dataset}",
+        "description": f"The {len(configs)} best validation configurations of sweep {parent['id']}, rerun on {dataset}",
+        "program": pc.get("program", "train.py"),
+        "method": "grid",
+        "metric": pc.get("metric") or {"name": "val_accuracy", "goal": "maximize"},
+        "run_cap": len(configs),
+        "parameters": parameters,
+    }
+    if pc.get("command"):
+        config["command"] = pc["command"]
+    return config
+
+
+def _yaml_text(config: dict, parent_id: str, sources: list, configs: list) -> str:
+    header = [f"# Rerun of the top {len(configs)} validation configurations of sweep {parent_id} "
+              f"(made by `mlp rerun`).",
+              "# A valid W&B grid sweep; `mlp rerun` runs exactly these configurations, one run each:"]
+    for i, (src, c) in enumerate(zip(sources, configs), 1):
+        header.append(f"#   {i}. from run {src}: " + A.describe(c))
+    return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def _workdir(parent: dict, program: str) -> Path:
+    for candidate in (parent.get("extra", {}).get("workdir"), os.getcwd()):
+        if candidate and (Path(candidate) / program).is_file():
+            return Path(candidate).resolve()
+    raise UsageError(f"program {program!r} of sweep {parent['id']} is not in {parent.get('extra', {}).get('workdir')} "
+                     f"nor in the current folder; run `mlp rerun` from the folder that holds it")
+
+
+def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: int | None = None,
+          data_dir: str | None = None, log: Callable[[str], None] = _log,
+          out: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict:
+    """Create the child sweep, run its K runs with the local agent (one after another) and
+    return {"sweep_id", "rows", "exit_code"}. The child id is printed on `out` first."""
+    from ..data import load_dataset
+    from ..sweep import Agent, validate_sweep_config
+
+    parent = store.get_sweep(sweep_id)
+    if int(top) < 1:
+        raise UsageError(f"--top must be ≥ 1, got {top}")
+    metric_spec = parent["config"].get("metric") or {}
+    metric, goal = metric_spec.get("name") or "val_accuracy", metric_spec.get("goal") or "maximize"
+    runs = store.list_runs(sweep_id)
+    best = A.ranked(runs, metric, goal, full_only=True) or A.ranked(runs, metric, goal, full_only=False)
+    if not best:
+        raise UsageError(f"sweep {sweep_id} has no finished runs with a {metric} to rerun; run it first with "
+                         f"`mlp agent {sweep_id}`")
+    chosen = best[:int(top)]
+    if len(chosen) < top:
+        log(f"sweep {sweep_id} has only {len(chosen)} runs with a {metric}; rerunning those")
+    log(f"checking that {dataset} is available ...")
+    load_dataset(dataset, data_dir=data_dir, progress=log)   # fail now, not in K subprocesses
+    configs = rerun_configs(chosen, dataset, epochs, data_dir)
+    config = rerun_sweep_config(parent, configs, dataset)
+    validate_sweep_config(config, f"rerun sweep of {sweep_id}")
+    workdir = _workdir(parent, config["program"])
+    sources = [r["id"] for r in chosen]
+    child_id = store.create_sweep(
+        config, _yaml_text(config, sweep_id, sources, configs), name=config["name"], seed=parent.get("seed"),
+        parent_sweep_id=sweep_id,
+        extra={"workdir": str(workdir), "rerun": {"parent": sweep_id, "source_runs": sources, "configs": configs,
+                                                   "dataset": dataset, "epochs": epochs, "top": int(top)}})
+    out(child_id)
+    log(f"created sweep {child_id} (child of {sweep_id}): the top {len(configs)} configs of {sweep_id} on {dataset}")
+
+    def proposer(existing):
+        return configs[len(existing)] if len(existing) < len(configs) else None
+
+    code = Agent(store, child_id, count=None, out=log, proposer=proposer).run()
+    child = store.get_sweep(child_id)
+    rows = A.rerun_rows({r["id"]: r for r in runs}, child, store.list_runs(child_id),
+                        A.searched_parameters(parent["config"]),
+                        (chosen[0].get("config") or {}).get("dataset", "fashion_mnist"))
+    source_ds = rows[0]["source_dataset"] if rows else ""
+    out(_table(["#", "source run", f"{source_ds} val", f"{source_ds} test", f"{dataset} val", f"{dataset} test",
+                "state"],
+               [[r["rank"], r["source_run"], _f(r["source_val"]), _f(r["source_test"]), _f(r["target_val"]),
+                 _f(r["target_test"]), r["state"]] for r in rows]))
+    return {"sweep_id": child_id, "rows": rows, "exit_code": code}
+
+
+def _f(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _table(header, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *rows])

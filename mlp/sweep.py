@@ -167,6 +167,11 @@ def propose(config, runs, seed, histories):
     return {k: v["value"] for k, v in suggestion.config.items()}
 
 
+def fixed_list(configs):
+    """A proposer that hands out the given configs in order, each once."""
+    return lambda runs: configs[len(runs)] if len(runs) < len(configs) else None
+
+
 def runs_to_stop(config, runs, histories):
     """Run ids hyperband says to stop now."""
     sweeps = _engine()
@@ -198,14 +203,16 @@ def create_sweep(store, path, prepared, name=None, seed=None):
 class Agent:
     """Claims runs of one sweep from the store and trains them one after another."""
 
-    def __init__(self, store, sweep_id, count=None, jobs=1, out=None, proposer=None):
-        """proposer(runs) -> next params or None: a custom search (e.g. `mlp rerun`'s fixed list of
-        configs); default: W&B's engine over the sweep's YAML."""
+    def __init__(self, store, sweep_id, count=None, jobs=1, out=None):
         self.store, self.sweep_id, self.count, self.jobs = store, sweep_id, count, jobs
-        self.proposer = proposer or (lambda runs: propose(self.config, runs, self.seed, self.histories))
         self.out = out or (lambda line: print(line, flush=True))
         sweep = store.get_sweep(sweep_id)
         self.config, self.seed = sweep["config"], sweep["seed"]
+        # the search: W&B's engine over the YAML, or the fixed list of configs of a rerun sweep
+        # (kept in the store, so `mlp agent CHILD_ID` resumes a rerun exactly like `mlp rerun`)
+        fixed = (sweep["extra"].get("rerun") or {}).get("configs")
+        self.proposer = fixed_list(fixed) if fixed else (
+            lambda runs: propose(self.config, runs, self.seed, self.histories))
         self.workdir = Path(sweep["extra"].get("workdir") or os.getcwd())
         self.logs = Path(store.path).resolve().parent / "mlp-logs" / sweep_id
         self.models = Path(store.path).resolve().parent / "mlp-models" / sweep_id

@@ -233,3 +233,19 @@ def test_unknown_sweep_id_is_a_usage_error(tmp_path):
     mlp(tmp_path, "sweep", "sweeps/smoke.yaml")
     p = mlp(tmp_path, "agent", "nosuchid")
     assert p.returncode == 2 and "unknown sweep id 'nosuchid'" in p.stderr and "mlp sweeps" in p.stderr
+
+
+def test_rerun_sweep_resumes_with_its_exact_configs(tmp_path):
+    """A child sweep made by `mlp rerun` keeps its K configs; `mlp agent CHILD` hands them out."""
+    from mlp.sweep import Agent
+    store = Store(tmp_path / "s.sqlite")
+    configs = [{"data_dir": "tests/data", "epochs": 1, "hidden_size": h, "num_layers": 1, "batch_size": 256}
+               for h in (24, 8)]
+    grid = {"method": "grid", "program": "train.py", "run_cap": 2,
+            "parameters": {"hidden_size": {"values": [24, 8]}, "epochs": {"value": 1}}}
+    child = store.create_sweep(grid, yaml.safe_dump(grid), extra={"workdir": str(ROOT), "rerun": {"configs": configs}})
+    store.claim_run(child, Agent(store, child).proposer)          # the first was claimed before a crash
+    assert [r["extra"]["sweep_params"] for r in store.list_runs(child)] == configs[:1]
+    agent = Agent(store, child)
+    assert agent.proposer(store.list_runs(child)) == configs[1]
+    assert agent.proposer(store.list_runs(child) * 2) is None

@@ -5,8 +5,8 @@ report can put both datasets' accuracies side by side.
 The child sweep's YAML is a valid W&B grid sweep: a parameter shared by all K configs is a
 `value`, one that differs lists the K configs' values, and `run_cap: K`. A grid varies those
 lists independently, though, while a rerun needs the K configs exactly as they were, so the
-local agent is given a proposer that hands out the K configs in order (the configs are also kept
-in the sweep's extra data). Each config is the source run's full effective config — not just
+local agent hands out the K configs in order from the sweep's extra data (so `mlp agent CHILD_ID`
+resumes a rerun exactly). Each config is the source run's full effective config — not just
 the parameters the parent sweep searched — so a later change of train.py's defaults cannot
 change what is rerun.
 """
@@ -130,10 +130,7 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
     out(child_id)
     log(f"created sweep {child_id} (child of {sweep_id}): the top {len(configs)} configs of {sweep_id} on {dataset}")
 
-    def proposer(existing):
-        return configs[len(existing)] if len(existing) < len(configs) else None
-
-    code = Agent(store, child_id, count=None, out=log, proposer=proposer).run()
+    code = Agent(store, child_id, count=None, out=log).run()  # hands out extra["rerun"]["configs"]
     child = store.get_sweep(child_id)
     rows = A.rerun_rows({r["id"]: r for r in runs}, child, store.list_runs(child_id),
                         A.searched_parameters(parent["config"]),

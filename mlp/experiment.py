@@ -14,15 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import optimizers
-from .cli import parse_train_args
+from . import augment, averaging, optimizers, schedules
+from .cli import DEFAULTS, parse_train_args
 from .errors import UsageError
 from .network import MLP
 from .training import Diverged, fit
 
 EXIT_CODES = {"finished": 0, "failed": 1, "diverged": 3, "killed": 130}
 # Flags that say where things go, not what is trained: not part of the W&B/sweep config.
-PLUMBING = ("wandb_project", "wandb_entity", "wandb_mode", "store", "save_model", "summary_json", "data_dir")
+PLUMBING = ("wandb_project", "wandb_entity", "wandb_mode", "store", "save_model", "summary_json", "data_dir",
+            "preset")
 
 
 def hidden_widths(config):
@@ -39,10 +40,40 @@ def run_name(config):
 
 def build(config, n_inputs=784, n_classes=10):
     """Network and optimizer for a config (raises UsageError for any invalid combination)."""
+    config = {**DEFAULTS, **config}  # configs stored before a flag existed get its default
     net = MLP([n_inputs, *hidden_widths(config), n_classes], activation=config["activation"],
               weight_init=config["weight_init"], loss=config["loss"], weight_decay=config["weight_decay"],
-              dropout=config["dropout"], batch_norm=config["batch_norm"], seed=config["seed"])
+              dropout=config["dropout"], batch_norm=config["batch_norm"], seed=config["seed"],
+              input_dropout=config["input_dropout"], label_smoothing=config["label_smoothing"])
     return net, optimizers.from_config(config["optimizer"], config)
+
+
+def validate(config, data):
+    """Every check a config needs against its data; returns the built (net, optimizer)."""
+    config = {**DEFAULTS, **config}
+    if config["augment_flip"] and data.name != "fashion_mnist":
+        raise UsageError("--augment_flip mirrors images, which changes what digits mean; use it with fashion_mnist only")
+    if config["batch_size"] > len(data.x_train):
+        raise UsageError(f"batch size {config['batch_size']} is larger than the training set "
+                         f"({len(data.x_train)} images); use a smaller -b/--batch_size")
+    return build(config, data.x_train.shape[1], len(data.class_names))
+
+
+def train(config, data, on_epoch=None, progress=None):
+    """Build and train a config on a dataset: (net, history). The one training path — train.py,
+    sweeps and the report's retraining all go through it."""
+    config = {**DEFAULTS, **config}
+    net, optimizer = validate(config, data)
+    steps_per_epoch = max(1, math.ceil(len(data.x_train) / config["batch_size"]))
+    schedule = schedules.build(config["lr_schedule"], config["learning_rate"], config["epochs"] * steps_per_epoch,
+                               steps_per_epoch, warmup_steps=round(config["warmup_epochs"] * steps_per_epoch))
+    history = fit(net, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, epochs=config["epochs"],
+                  batch_size=config["batch_size"], seed=config["seed"], on_epoch=on_epoch, progress=progress,
+                  patience=config["early_stopping"] or None,
+                  schedule=None if config["lr_schedule"] == "constant" and not config["warmup_epochs"] else schedule,
+                  augment=augment.augmenter(config["augment_shift"], config["augment_flip"]),
+                  averager=averaging.build(config["weight_averaging"], net))
+    return net, history
 
 
 def hyperparameters(config):
@@ -88,9 +119,7 @@ def run(config, out=sys.stdout):
     mode = resolve_wandb_mode(config["wandb_mode"])
     data = load_dataset(config["dataset"], data_dir=config["data_dir"], split=config["split"],
                         val_fraction=config["val_fraction"])
-    if config["batch_size"] > len(data.x_train):
-        raise UsageError(f"batch size {config['batch_size']} is larger than the training set "
-                         f"({len(data.x_train)} images); use a smaller -b/--batch_size")
+    validate(config, data)
     store = Store(config["store"] or default_store_path(), create=True)
     agent_run_id = os.environ.get("MLP_RUN_ID")  # `mlp agent` made the row already
     if agent_run_id:
@@ -104,7 +133,7 @@ def run(config, out=sys.stdout):
     try:
         config = config_from_mapping(effective, config)
         wandb.rename(run_name(config))
-        net, optimizer = build(config, data.x_train.shape[1], len(data.class_names))
+        validate(config, data)
     except UsageError as e:
         store_run.start(hyperparameters(config), run_name(config), wandb.offline_dir)
         store_run.finish("failed", exit_code=2, error=str(e))
@@ -125,11 +154,9 @@ def run(config, out=sys.stdout):
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     started = time.perf_counter()
-    history, error = [], None
+    history, error, net = [], None, None
     try:
-        history = fit(net, optimizer, data.x_train, data.y_train, data.x_val, data.y_val,
-                      epochs=config["epochs"], batch_size=config["batch_size"], seed=config["seed"],
-                      on_epoch=lambda row: (history.append(row), on_epoch(row)))
+        net, history = train(config, data, on_epoch=lambda row: (history.append(row), on_epoch(row)))
         state = "finished"
     except Diverged as e:
         state, error = "diverged", str(e)

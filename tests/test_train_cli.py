@@ -157,3 +157,42 @@ def test_default_configuration_two_epochs_on_full_fashion_mnist(tmp_path):
     assert p.returncode == 0, p.stderr
     s = json.loads((tmp_path / "s.json").read_text())["summary"]
     assert s["test_accuracy"] >= 0.85, s
+
+
+def test_preset_sets_defaults_and_flags_still_win():
+    from mlp.cli import PRESETS
+    c = parse_train_args(["--preset", "best", "-e", "3", "--dropout=0.3"])
+    assert c["epochs"] == 3 and c["dropout"] == 0.3                     # explicit flags win
+    for key, value in PRESETS["best"].items():
+        if key not in ("epochs", "dropout"):
+            assert c[key] == value, key
+    assert c["num_layers"] == len(PRESETS["best"]["hidden_sizes"])
+    with pytest.raises(UsageError, match="preset"):
+        parse_train_args(["--preset", "fastest"])
+
+
+def test_training_feature_flags_parse():
+    c = parse_train_args(["--lr_schedule=OneCycle", "--warmup_epochs=0.5", "--label_smoothing", "0.1",
+                          "--input_dropout=0.1", "--augment_shift=2", "--augment_flip=True", "--early_stopping=5",
+                          "--weight_averaging=EMA"])
+    assert (c["lr_schedule"], c["warmup_epochs"], c["label_smoothing"], c["input_dropout"]) == ("onecycle", 0.5, 0.1, 0.1)
+    assert (c["augment_shift"], c["augment_flip"], c["early_stopping"], c["weight_averaging"]) == (2, True, 5, "ema")
+    for bad in (["--lr_schedule=linear"], ["--augment_shift=-1"], ["--label_smoothing=1"], ["--weight_averaging=mean"]):
+        with pytest.raises(UsageError):
+            parse_train_args(bad)
+
+
+def test_run_with_every_training_feature(tmp_path):
+    p = train(tmp_path, "-e", "3", "-nhl", "2", "-sz", "32", "--batch_norm", "--dropout", "0.1", "--input_dropout", "0.1",
+              "--label_smoothing", "0.1", "--lr_schedule", "cosine", "--warmup_epochs", "1", "--augment_shift", "2",
+              "--augment_flip", "--weight_averaging", "swa", "--early_stopping", "2", "--wandb_mode", "disabled",
+              "--summary_json", "s.json")
+    assert p.returncode == 0, p.stderr
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["state"] == "finished" and s["config"]["weight_averaging"] == "swa" and s["summary"]["test_accuracy"] > 0.3
+
+
+def test_flip_is_refused_for_digits(tmp_path):
+    p = train(tmp_path, "-d", "mnist", "--augment_flip", "--data_dir", str(ROOT.parent / "shared" / "data"))
+    assert p.returncode == 2 and "fashion_mnist only" in p.stderr
+    assert not (tmp_path / "runs.sqlite").exists()

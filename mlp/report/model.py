@@ -27,19 +27,16 @@ def model_target(store_path: str, sweep_id: str, run_id: str) -> Path:
 
 
 def retrain(config: dict, data, log: Callable[[str], None] = _log):
-    """Train `config` (a run's full effective config) on `data` exactly as train.py would:
-    same network, optimizer, seed, epochs and batch size. Returns the network."""
-    from ..experiment import build
-    from ..training import fit
+    """Train `config` (a run's full effective config) on `data` exactly as train.py does — through
+    the same `experiment.train`. Returns the network."""
+    from ..experiment import train
     from threadpoolctl import threadpool_limits
-    net, optimizer = build(config, data.x_train.shape[1], len(data.class_names))
     log(f"retraining: {config['epochs']} epochs of {config['optimizer']} on {len(data.x_train)} images, one BLAS "
         f"thread (progress below)")
     # float32 sums depend on how BLAS splits them over threads; one thread is the same everywhere
     # and is what parallel agents (`--jobs 2` on two cores) trained with
     with threadpool_limits(limits=1):
-        fit(net, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, epochs=config["epochs"],
-            batch_size=config["batch_size"], seed=config["seed"], progress=True)
+        net, _ = train(config, data, progress=True)
     return net
 
 

@@ -4,6 +4,7 @@ Bad input never shows a traceback: argparse errors and UsageError both print one
 `error: ...`, and exit with code 2.
 """
 import argparse
+import json
 import math
 import re
 import subprocess
@@ -265,6 +266,11 @@ def command_parsers():
     p.add_argument("--count", type=_positive, help="stop after this many runs (default: until the search is over)")
     p.add_argument("--jobs", type=_positive, default=1, help=argparse.SUPPRESS)  # BLAS threads = cores / jobs
     _store_arg(p)
+    p = parsers["evaluate"] = Parser(prog="mlp evaluate", description="Score a saved model (.npz) on a dataset's test set.")
+    p.add_argument("model", help="a model written by --save_model (or a sweep's mlp-models/SWEEP/RUN.npz)")
+    p.add_argument("-d", "--dataset", type=plain_choice(DATASETS), default="fashion_mnist")
+    p.add_argument("--data_dir", help="folder with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = parsers["sweeps"] = Parser(prog="mlp sweeps", description="List the local sweeps.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _store_arg(p)
@@ -407,10 +413,30 @@ def cmd_rerun(args):
                  data_dir=args.data_dir)["exit_code"]
 
 
+def cmd_evaluate(args):
+    from .data import load_dataset
+    from .experiment import confusion_matrix
+    from .network import load_model
+    net = load_model(args.model)
+    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    inputs, outputs = net.config["layer_sizes"][0], net.config["layer_sizes"][-1]
+    if (inputs, outputs) != (data.x_test.shape[1], len(data.class_names)):
+        raise UsageError(f"model {args.model} is of another architecture: it maps {inputs} inputs to {outputs} classes, "
+                         f"{data.name} has {data.x_test.shape[1]} pixels and {len(data.class_names)} classes")
+    loss, accuracy, pred = net.evaluate(data.x_test, data.y_test)
+    if args.json:
+        print(json.dumps({"model": args.model, "dataset": data.name, "test_loss": loss, "test_accuracy": accuracy,
+                          "confusion_matrix": confusion_matrix(data.y_test, pred, len(data.class_names)).tolist()}))
+    else:
+        print(f"{data.name} test: accuracy {accuracy:.4f}, loss {loss:.4f} ({len(data.y_test)} images)")
+    return 0
+
+
 COMMANDS = {
     "train": ("train one network (the same flags as train.py)", None),
     "sweep": ("create a local sweep from a W&B sweep YAML (and run it with --count)", cmd_sweep),
     "agent": ("run the runs of a local sweep", cmd_agent),
+    "evaluate": ("score a saved model on a test set", cmd_evaluate),
     "sweeps": ("list local sweeps", cmd_sweeps),
     "runs": ("list the runs of a sweep", cmd_runs),
     "sync": ("upload a sweep's offline runs to W&B", cmd_sync),

@@ -100,6 +100,10 @@ CASES = {
     "grid over a continuous distribution": lambda t: ["-m", "mlp", "sweep", str(bad_yaml(
         t, "method: grid\nparameters: {learning_rate: {distribution: uniform, min: 0.001, max: 0.1}}\n"))],
     "sweep file missing": lambda t: ["-m", "mlp", "sweep", str(t / "nope.yaml")],
+    # model files
+    "model file with pickled objects": lambda t: ["-m", "mlp", "evaluate", str(_pickled_model(t)), "--data_dir", str(SUBSET)],
+    "model file of another architecture": lambda t: ["-m", "mlp", "evaluate", str(_small_model(t)), "--data_dir", str(SUBSET)],
+    "model file that is not a model": lambda t: ["-m", "mlp", "evaluate", str(_text_file(t / "m.npz")), "--data_dir", str(SUBSET)],
     # store
     "store that is not SQLite": lambda t: ["-m", "mlp", "sweeps", "--store", str(_text_file(t / "notes.txt"))],
     "unknown sweep id": lambda t: ["-m", "mlp", "runs", "zzzzzzzz", "--store", str(_empty_store(t))],
@@ -111,6 +115,17 @@ CASES = {
 def _text_file(path):
     path.write_text("these are my notes, not a database\n" * 50)
     return path
+
+
+def _pickled_model(tmp_path):
+    np.savez(tmp_path / "pickled.npz", __meta__=np.array([{"format": "mlp-sweeps"}], dtype=object))
+    return tmp_path / "pickled.npz"
+
+
+def _small_model(tmp_path):
+    from mlp import MLP
+    MLP([20, 8, 3], seed=0).save(tmp_path / "small.npz")
+    return tmp_path / "small.npz"
 
 
 def _empty_store(tmp_path):
@@ -330,6 +345,18 @@ def test_no_credential_is_written_anywhere(tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_evaluate_a_saved_model(tmp_path):
+    p = run(tmp_path, str(ROOT / TRAIN), "--data_dir", str(SUBSET), "-e", "2", "-nhl", "1", "-sz", "32",
+            "--wandb_mode", "disabled", "--save_model", "m.npz", "--summary_json", "s.json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    q = run(tmp_path, "-m", "mlp", "evaluate", str(tmp_path / "m.npz"), "--data_dir", str(SUBSET), "--json")
+    assert q.returncode == 0, q.stderr
+    import json
+    expected = json.loads((tmp_path / "s.json").read_text())["summary"]
+    got = json.loads(q.stdout)
+    assert got["test_accuracy"] == expected["test_accuracy"] and got["confusion_matrix"] == expected["confusion_matrix"]
 
 
 def test_model_file_with_pickle_never_unpickles(tmp_path):

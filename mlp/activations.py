@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 from scipy.special import erf, expit
 
-from .errors import UsageError
+from .registry import resolve
 
 LEAKY_SLOPE = 0.01
 ELU_ALPHA = 1.0
@@ -104,14 +104,8 @@ ACTIVATIONS = {
 
 
 def canonical_name(name: str) -> str:
-    """Case- and punctuation-insensitive lookup: 'ReLU', 'leaky-relu', 'LeakyReLU' all work."""
-    key = str(name).strip().lower().replace("-", "_")
-    if key in ACTIVATIONS:
-        return key
-    squashed = {k.replace("_", ""): k for k in ACTIVATIONS}
-    if key.replace("_", "") in squashed:
-        return squashed[key.replace("_", "")]
-    raise UsageError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    """'ReLU', 'leaky-relu', 'LeakyReLU' all work."""
+    return resolve(name, ACTIVATIONS, "activation")
 
 
 def get(name: str) -> Activation:

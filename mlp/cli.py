@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import activations, initializers, losses, optimizers, schedules
 from .errors import UsageError
+from .registry import resolve
 
 DATASETS = ("mnist", "fashion_mnist")
 SPLITS = ("standard", "80-10-10")
@@ -136,15 +137,8 @@ def choice(registry_lookup, choices):
 
 
 def plain_choice(choices):
-    return choice(lambda t: _lookup(t, choices), choices)
-
-
-def _lookup(text, choices):
-    key = str(text).strip().lower().replace("-", "_")
-    for c in choices:
-        if key == c.lower().replace("-", "_"):
-            return c
-    raise UsageError(text)
+    """Case-insensitive choice among fixed strings ('Fashion_MNIST' -> 'fashion_mnist')."""
+    return choice(lambda t: resolve(t, dict.fromkeys(choices), "value"), choices)
 
 
 class Parser(argparse.ArgumentParser):

@@ -4,7 +4,7 @@ Biases always start at zero. To add a scheme, write one function and add one lin
 """
 import numpy as np
 
-from .errors import UsageError
+from .registry import resolve
 
 
 def random(fan_in, fan_out, rng, dtype):
@@ -63,11 +63,7 @@ _ALIASES = {"glorot": "xavier", "xavier_normal": "xavier", "he_normal": "he", "k
 
 
 def canonical_name(name: str) -> str:
-    key = str(name).strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in INITIALIZERS:
-        raise UsageError(f"unknown weight init {name!r}; choose one of: {', '.join(INITIALIZERS)}")
-    return key
+    return resolve(name, INITIALIZERS, "weight init", _ALIASES)
 
 
 def get(name: str):

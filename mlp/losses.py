@@ -9,7 +9,7 @@ outputs are class scores).
 """
 import numpy as np
 
-from .errors import UsageError
+from .registry import resolve
 
 
 def softmax(z):
@@ -81,11 +81,7 @@ _ALIASES = {"ce": "cross_entropy", "squared_error": "mean_squared_error"}
 
 
 def canonical_name(name: str) -> str:
-    key = str(name).strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in LOSSES:
-        raise UsageError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
-    return key
+    return resolve(name, LOSSES, "loss", _ALIASES)
 
 
 def get(name: str):

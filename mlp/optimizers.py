@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .errors import UsageError
+from .registry import resolve
 
 OPTIMIZERS = {}
 
@@ -220,10 +221,7 @@ class Eve(Adam):
 
 
 def canonical_name(name):
-    key = str(name).strip().lower()
-    if key not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    return key
+    return resolve(name, OPTIMIZERS, "optimizer")
 
 
 def hyperparameter_names(name):

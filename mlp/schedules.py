@@ -7,7 +7,7 @@ To add a schedule, write one builder and add one line to SCHEDULES.
 """
 import math
 
-from .errors import UsageError
+from .registry import resolve
 
 
 def constant(base, total_steps, steps_per_epoch):
@@ -46,10 +46,7 @@ SCHEDULES = {"constant": constant, "step": step_decay, "cosine": cosine, "onecyc
 
 
 def canonical_name(name):
-    key = str(name).strip().lower().replace("-", "_").replace("one_cycle", "onecycle")
-    if key not in SCHEDULES:
-        raise UsageError(f"unknown lr schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
-    return key
+    return resolve(name, SCHEDULES, "lr schedule")
 
 
 def build(name, base, total_steps, steps_per_epoch, warmup_steps=0):

@@ -268,6 +268,25 @@ def _check_state(state: str, allowed: tuple[str, ...], what: str) -> str:
 # the store
 # --------------------------------------------------------------------------------------------
 
+
+def _assignments(fields: dict[str, Any], updatable: dict, states: tuple, kind: str) -> dict[str, Any]:
+    """Column -> value for an UPDATE of whitelisted fields: states checked, errors on one line,
+    paths as strings, dicts JSON-encoded (None becomes {})."""
+    assignments: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key not in updatable:
+            raise ValueError(f"cannot update {kind} field {key!r}; updatable: {', '.join(updatable)}")
+        column, is_json = updatable[key]
+        if key == "state":
+            _check_state(value, states, kind)
+        elif key == "error":
+            value = _one_line(value)
+        elif key in ("wandb_dir", "model_path") and value is not None:
+            value = os.fspath(value)
+        assignments[column] = encode_json(value if value is not None else {}) if is_json else value
+    return assignments
+
+
 class Store:
     """A handle on one store file. Open one per process (forks reconnect automatically)."""
 
@@ -534,16 +553,7 @@ class Store:
 
     def update_sweep(self, sweep_id: str, **fields: Any) -> None:
         """Set sweep columns: name, seed, state, config, config_yaml, extra (dicts replace)."""
-        assignments = {}
-        for key, value in fields.items():
-            if key not in _SWEEP_UPDATABLE:
-                raise ValueError(f"cannot update sweep field {key!r}; updatable: "
-                                 f"{', '.join(_SWEEP_UPDATABLE)}")
-            column, is_json = _SWEEP_UPDATABLE[key]
-            if key == "state":
-                _check_state(value, SWEEP_STATES, "sweep")
-            assignments[column] = encode_json(value if value is not None else {}) \
-                if is_json else value
+        assignments = _assignments(fields, _SWEEP_UPDATABLE, SWEEP_STATES, "sweep")
         assignments["updated_at"] = time.time()
         cols = ", ".join(f"{col} = ?" for col in assignments)
         with self._write() as db:
@@ -678,21 +688,7 @@ class Store:
         """Set whitelisted run fields: name, config, state, pid, host, started_at,
         heartbeat_at, finished_at, exit_code, summary, wandb_dir, model_path, error, extra.
         Dicts (config/summary/extra) replace the stored value."""
-        assignments: dict[str, Any] = {}
-        for key, value in fields.items():
-            if key not in _RUN_UPDATABLE:
-                raise ValueError(f"cannot update run field {key!r}; updatable: "
-                                 f"{', '.join(_RUN_UPDATABLE)}")
-            column, is_json = _RUN_UPDATABLE[key]
-            if key == "state":
-                _check_state(value, RUN_STATES, "run")
-            elif key == "error":
-                value = _one_line(value)
-            elif key in ("wandb_dir", "model_path") and value is not None:
-                value = os.fspath(value)
-            if is_json:
-                value = encode_json(value if value is not None else {})
-            assignments[column] = value
+        assignments = _assignments(fields, _RUN_UPDATABLE, RUN_STATES, "run")
         with self._write() as db:
             if assignments:
                 self._update_run_row(db, run_id, assignments)

@@ -169,6 +169,9 @@ def test_preset_sets_defaults_and_flags_still_win():
     assert c["num_layers"] == len(PRESETS["best"]["hidden_sizes"])
     with pytest.raises(UsageError, match="preset"):
         parse_train_args(["--preset", "fastest"])
+    # the same recipe on digits, without mirroring them
+    assert parse_train_args(["--preset", "best"])["augment_flip"] is True
+    assert parse_train_args(["--preset", "best", "-d", "mnist"])["augment_flip"] is False
 
 
 def test_training_feature_flags_parse():

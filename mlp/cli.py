@@ -218,7 +218,7 @@ def parse_train_args(argv, prog="train.py"):
     first = vars(parser.parse_known_args(argv)[0]) if any("preset" in a for a in argv) else {}
     if first.get("preset"):  # a preset replaces the defaults; flags on the command line still win
         preset = first["preset"]
-        parser.set_defaults(**PRESETS[preset], **PRESET_DATASET_CHANGES.get((preset, first["dataset"]), {}))
+        parser.set_defaults(**{**PRESETS[preset], **PRESET_DATASET_CHANGES.get((preset, first["dataset"]), {})})
     config = vars(parser.parse_args(argv))
     if config["hidden_sizes"] is not None:
         config["num_layers"] = len(config["hidden_sizes"])

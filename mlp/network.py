@@ -72,6 +72,7 @@ class MLP:
         if self.config["label_smoothing"] and self.config["loss"] != "cross_entropy":
             raise UsageError("label_smoothing applies to the cross_entropy loss only")
         self.layers = self._build(sizes, initializers.get(self.config["weight_init"]))
+        self._pack()
 
     def _build(self, sizes, init):
         c = self.config
@@ -87,7 +88,8 @@ class MLP:
                 break
             if c["batch_norm"]:
                 layers.append(BatchNorm(fan_out, self.dtype))
-            layers.append(Activation(c["activation"][i]))
+            # in place: every hidden activation's input is a temporary the network owns
+            layers.append(Activation(c["activation"][i], inplace=True))
             if c["dropout"]:
                 layers.append(Dropout(c["dropout"], self.rng))
         return layers
@@ -98,6 +100,48 @@ class MLP:
         """All trainable arrays in layer order: [W1, b1, W2, b2, ...]; with batch norm each hidden
         block is [W, gamma, beta] (its bias would be cancelled by the normalisation)."""
         return [p for layer in self.layers for p in layer.params]
+
+    def _pack(self):
+        """Put all parameters into one flat array, and their gradients into another with the same
+        layout; each layer's `params` and `grads` become views into them.
+
+        Weights that decay come first, so weight decay is two whole-array operations, and an
+        optimizer given `params` and the `grads` of `train_pass` updates everything with a few
+        whole-array operations instead of a few per parameter (see optimizers.Optimizer.step).
+        The list order of `params` is unchanged. Called again whenever a layer's arrays are no
+        longer views of the flat arrays (after copy.deepcopy or pickling, or a replaced array).
+        """
+        slots = [(layer, i, p, bool(decays and self.weight_decay)) for layer in self.layers
+                 for i, (p, decays) in enumerate(zip(layer.params, layer.decay))]
+        order = [s for s in slots if s[3]] + [s for s in slots if not s[3]]
+        total = sum(p.size for _, _, p, _ in slots)
+        flat = np.empty(total, self.dtype)
+        flat_grads = np.zeros(total, self.dtype)
+        offset = 0
+        for layer, i, p, _ in order:
+            view = flat[offset:offset + p.size].reshape(p.shape)
+            view[...] = p
+            layer.params[i] = view
+            if len(layer.grads) != len(layer.params):
+                layer.grads = [None] * len(layer.params)
+            layer.grads[i] = flat_grads[offset:offset + p.size].reshape(p.shape)
+            offset += p.size
+        n_decay = sum(p.size for _, _, p, decays in order if decays)
+        self._flat, self._flat_grads, self._n_decay = flat, flat_grads, n_decay
+        self._grad_views = [g for layer in self.layers for g in layer.grads]
+        self._decay_work = np.empty(n_decay, self.dtype) if n_decay else None
+
+    def _packed(self):
+        """True when every layer's params are still the views `_pack` made."""
+        flat = self._flat
+        views = self._grad_views
+        k = 0
+        for layer in self.layers:
+            for p in layer.params:
+                if p.base is not flat or k >= len(views) or p.shape != views[k].shape:
+                    return False
+                k += 1
+        return k == len(views)
 
     @property
     def is_classifier(self):
@@ -119,7 +163,13 @@ class MLP:
 
     def train_pass(self, X, y):
         """One training-mode forward and backward pass: a TrainPass with the data loss, the L2
-        term, gradients aligned with `params`, and the outputs (for running accuracy)."""
+        term, gradients aligned with `params`, and the outputs (for running accuracy).
+
+        For speed the gradient arrays and the outputs are buffers owned by the network: the next
+        `train_pass` (or `loss_and_grads`) overwrites them. Copy them to keep them.
+        """
+        if not self._packed():
+            self._pack()
         z = self.forward(X, training=True)
         if self.is_classifier:
             y = np.asarray(y)
@@ -132,17 +182,31 @@ class MLP:
         first = next(i for i, layer in enumerate(self.layers) if layer.params)
         for i in range(len(self.layers) - 1, first - 1, -1):  # layers before `first` have nothing to learn
             grad = self.layers[i].backward(grad, need_input_grad=i > first)
-        grads, l2 = [], 0.0
-        for layer in self.layers:
-            for p, g, decays in zip(layer.params, layer.grads, layer.decay):
-                if decays and self.weight_decay:
-                    l2 += 0.5 * self.weight_decay * float(np.einsum("ij,ij->", p, p))
-                    g += self.weight_decay * p
-                grads.append(g)
-        return TrainPass(data_loss, l2, grads, z)
+        grads = self._grad_views
+        k = 0
+        for layer in self.layers:  # a layer that replaced its grad arrays: copy into the flat buffer
+            for j, g in enumerate(layer.grads):
+                if g is not grads[k]:
+                    grads[k][...] = g
+                    layer.grads[j] = grads[k]
+                k += 1
+        l2 = 0.0
+        if self._n_decay:  # the decaying weights are the first _n_decay entries of the flat arrays
+            lam = self.weight_decay
+            for layer in self.layers:
+                for p, decays in zip(layer.params, layer.decay):
+                    if decays:
+                        l2 += 0.5 * lam * float(np.einsum("ij,ij->", p, p))
+            w = self._flat[:self._n_decay]
+            work = np.multiply(w, lam, out=self._decay_work)
+            np.add(self._flat_grads[:self._n_decay], work, out=self._flat_grads[:self._n_decay])
+        return TrainPass(data_loss, l2, list(grads), z)
 
     def loss_and_grads(self, X, y):
-        """Batch-mean loss including the (λ/2)·ΣW² term, and gradients aligned with `params`."""
+        """Batch-mean loss including the (λ/2)·ΣW² term, and gradients aligned with `params`.
+
+        The gradient arrays are the network's own buffers, overwritten by the next call: copy
+        them (`[g.copy() for g in grads]`) to keep them."""
         step = self.train_pass(X, y)
         return step.data_loss + step.l2, step.grads
 

@@ -5,6 +5,14 @@ step). `step(params, grads)` updates the arrays in place; state is kept per para
 
 Adding an optimizer touches only this file: subclass `Optimizer`, implement `update` (and
 `begin_step` if it needs the loss, like Eve), decorate it with `@register("name")`.
+
+Speed: updates run in place with reusable scratch arrays (`self.work`), no temporaries, in the
+same order of operations as the plain formulas (so the results are bit for bit the same). An
+optimizer whose update is elementwise with scalars shared by all parameters (it sets
+`elementwise = True` in its own class body; all built-in ones do) updates parameters that tile one
+flat array — as `MLP.params` and the grads of `MLP.train_pass` do — with one `update` per
+cache-sized piece of the flat arrays instead of one per parameter; `state[i]` then holds views
+of flat state arrays. The result is the same, bit for bit.
 """
 import inspect
 import math
@@ -34,24 +42,96 @@ def _check(name, value, low, high, low_open=False, high_open=True):
     return value
 
 
+def _tiling(arrays):
+    """(base, offsets) when `arrays` are C-contiguous views that exactly tile one flat array
+    `base` (no gaps, no overlaps, any order), else None."""
+    base = arrays[0].base if arrays else None
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    start, itemsize = base.__array_interface__["data"][0], base.itemsize
+    offsets = []
+    for a in arrays:
+        if a.base is not base or not a.flags.c_contiguous:
+            return None
+        offsets.append((a.__array_interface__["data"][0] - start) // itemsize)
+    end = 0
+    for offset, size in sorted(zip(offsets, (a.size for a in arrays))):
+        if offset != end:
+            return None
+        end += size
+    return (base, offsets) if end == base.size else None
+
+
 class Optimizer:
     needs_loss = False
+    # True only where a class body says so (subclasses do not inherit it): `update` is
+    # elementwise with scalars shared by all parameters, so it may run once on flat arrays.
+    elementwise = False
+    # Flat arrays are updated in pieces of this many elements: each piece's p, g, state and
+    # scratch stay in cache across the update's dozen passes instead of streaming from memory
+    # every pass (a large network's arrays do not fit in the cache), while the per-piece Python
+    # overhead stays negligible.
+    chunk = 1 << 18
 
     def __init__(self, learning_rate=1e-3):
         self.learning_rate = _check("learning_rate", learning_rate, 0.0, math.inf, low_open=True)
         self.t = 0          # steps taken
         self.state = {}     # parameter index -> dict of arrays
+        self._scratch = {}  # (dtype, k) -> flat scratch array, see `work`
+        self._flat = None   # (params, grads, pieces) of the last flat step, see _flat_pieces
 
     def step(self, params, grads, loss=None):
         if len(params) != len(grads):
             raise ValueError(f"{len(params)} params but {len(grads)} grads")
         self.t += 1
         self.begin_step(loss)
+        pieces = self._flat_pieces(params, grads) if type(self).__dict__.get("elementwise") else None
+        if pieces is not None:
+            for p, g, state in pieces:
+                self.update(p, g, state)
+            return
         for i, (p, g) in enumerate(zip(params, grads)):
             state = self.state.get(i)
             if state is None:
                 state = self.state[i] = self.init_state(p)
             self.update(p, g, state)
+
+    def _flat_pieces(self, params, grads):
+        """[(p, g, state) for each piece of the flat arrays] when params and grads tile two flat
+        arrays with the same layout, else None. Cached: the same arrays as last time cost one
+        identity check each."""
+        cached = self._flat
+        if cached is not None and len(params) == len(cached[0]) \
+                and all(a is b for a, b in zip(params, cached[0])) \
+                and all(a is b for a, b in zip(grads, cached[1])):
+            return cached[2]
+        self._flat = None
+        tp, tg = _tiling(params), _tiling(grads)
+        if tp is None or tg is None or tp[1] != tg[1] or tp[0] is tg[0] or tp[0].dtype != tg[0].dtype \
+                or any(p.shape != g.shape for p, g in zip(params, grads)):
+            return None
+        (flat_p, offsets), flat_g = tp, tg[0]
+        flat_state = self.init_state(flat_p)
+        for i, (p, offset) in enumerate(zip(params, offsets)):
+            views = {k: a[offset:offset + p.size].reshape(p.shape) for k, a in flat_state.items()}
+            old = self.state.get(i)
+            if old is not None:  # carry state over from earlier (per-parameter) steps
+                for k, view in views.items():
+                    view[...] = old[k]
+            self.state[i] = views
+        pieces = [(flat_p[i:i + self.chunk], flat_g[i:i + self.chunk],
+                   {k: a[i:i + self.chunk] for k, a in flat_state.items()})
+                  for i in range(0, flat_p.size, self.chunk)]
+        self._flat = (list(params), list(grads), pieces)
+        return pieces
+
+    def work(self, like, k=0):
+        """Scratch array number k with the shape and dtype of `like` (contents undefined)."""
+        key = (like.dtype, k)
+        buf = self._scratch.get(key)
+        if buf is None or buf.size < like.size:
+            buf = self._scratch[key] = np.empty(like.size, like.dtype)
+        return buf[:like.size].reshape(like.shape)
 
     def begin_step(self, loss):
         """Hook for optimizers with global (not per-parameter) state."""
@@ -71,13 +151,17 @@ class Optimizer:
 class SGD(Optimizer):
     """p ← p − lr·g  (torch.optim.SGD(lr))."""
 
+    elementwise = True
+
     def update(self, p, g, state):
-        p -= self.learning_rate * g
+        p -= np.multiply(g, self.learning_rate, out=self.work(p))
 
 
 @register("momentum")
 class Momentum(Optimizer):
     """v ← m·v + g; p ← p − lr·v  (torch.optim.SGD(lr, momentum=m), dampening 0)."""
+
+    elementwise = True
 
     def __init__(self, learning_rate=1e-3, momentum=0.9):
         super().__init__(learning_rate)
@@ -90,23 +174,30 @@ class Momentum(Optimizer):
         v = state["velocity"]
         v *= self.momentum
         v += g
-        p -= self.learning_rate * v
+        p -= np.multiply(v, self.learning_rate, out=self.work(p))
 
 
 @register("nag")
 class Nesterov(Momentum):
     """v ← m·v + g; p ← p − lr·(g + m·v)  (torch.optim.SGD(lr, momentum=m, nesterov=True))."""
 
+    elementwise = True
+
     def update(self, p, g, state):
         v = state["velocity"]
         v *= self.momentum
         v += g
-        p -= self.learning_rate * (g + self.momentum * v)
+        w = np.multiply(v, self.momentum, out=self.work(p))
+        w += g
+        w *= self.learning_rate
+        p -= w
 
 
 @register("rmsprop")
 class RMSprop(Optimizer):
     """s ← β·s + (1−β)·g²; p ← p − lr·g/(√s + ε)  (torch.optim.RMSprop(lr, alpha=β, eps=ε))."""
+
+    elementwise = True
 
     def __init__(self, learning_rate=1e-3, beta=0.9, epsilon=1e-8):
         super().__init__(learning_rate)
@@ -118,9 +209,16 @@ class RMSprop(Optimizer):
 
     def update(self, p, g, state):
         s = state["square_avg"]
+        w = self.work(p)
         s *= self.beta
-        s += (1.0 - self.beta) * g * g
-        p -= self.learning_rate * g / (np.sqrt(s) + self.epsilon)
+        np.multiply(g, 1.0 - self.beta, out=w)
+        w *= g
+        s += w
+        denom = np.sqrt(s, out=w)
+        denom += self.epsilon
+        step = np.multiply(g, self.learning_rate, out=self.work(p, 1))
+        step /= denom
+        p -= step
 
 
 @register("adam")
@@ -128,6 +226,8 @@ class Adam(Optimizer):
     """Kingma & Ba (2015), as torch.optim.Adam(lr, betas=(β1, β2), eps=ε):
     m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
     p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε)."""
+
+    elementwise = True
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8):
         super().__init__(learning_rate)
@@ -140,16 +240,23 @@ class Adam(Optimizer):
 
     def update_moments(self, g, state):
         m, v = state["m"], state["v"]
+        w = self.work(g)
         m *= self.beta1
-        m += (1.0 - self.beta1) * g
+        m += np.multiply(g, 1.0 - self.beta1, out=w)
         v *= self.beta2
-        v += (1.0 - self.beta2) * g * g
+        np.multiply(g, 1.0 - self.beta2, out=w)
+        w *= g
+        v += w
         return m, v
 
     def update(self, p, g, state):
         m, v = self.update_moments(g, state)
-        denom = np.sqrt(v) / math.sqrt(1.0 - self.beta2 ** self.t) + self.epsilon
-        p -= (self.learning_rate / (1.0 - self.beta1 ** self.t)) * m / denom
+        denom = np.sqrt(v, out=self.work(p))
+        denom /= math.sqrt(1.0 - self.beta2 ** self.t)
+        denom += self.epsilon
+        step = np.multiply(m, self.learning_rate / (1.0 - self.beta1 ** self.t), out=self.work(p, 1))
+        step /= denom
+        p -= step
 
 
 @register("nadam")
@@ -157,6 +264,8 @@ class NAdam(Adam):
     """Dozat (2016), as torch.optim.NAdam(lr, betas=(β1, β2), eps=ε, momentum_decay=ψ):
     μₜ = β1·(1 − ½·0.96^(t·ψ)), Πₜ = μ₁⋯μₜ, d = √(v/(1−β2ᵗ)) + ε;
     p ← p − lr·(1−μₜ)/(1−Πₜ)·g/d − lr·μₜ₊₁/(1−Πₜ·μₜ₊₁)·m/d."""
+
+    elementwise = True
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, momentum_decay=4e-3):
         super().__init__(learning_rate, beta1, beta2, epsilon)
@@ -173,10 +282,16 @@ class NAdam(Adam):
 
     def update(self, p, g, state):
         m, v = self.update_moments(g, state)
-        denom = np.sqrt(v / (1.0 - self.beta2 ** self.t)) + self.epsilon
+        denom = np.divide(v, 1.0 - self.beta2 ** self.t, out=self.work(p))
+        np.sqrt(denom, out=denom)
+        denom += self.epsilon
         lr = self.learning_rate
-        p -= (lr * (1.0 - self.mu) / (1.0 - self.mu_product)) * g / denom
-        p -= (lr * self.mu_next / (1.0 - self.mu_product * self.mu_next)) * m / denom
+        step = np.multiply(g, lr * (1.0 - self.mu) / (1.0 - self.mu_product), out=self.work(p, 1))
+        step /= denom
+        p -= step
+        np.multiply(m, lr * self.mu_next / (1.0 - self.mu_product * self.mu_next), out=step)
+        step /= denom
+        p -= step
 
 
 @register("eve")
@@ -189,6 +304,8 @@ class Eve(Adam):
     c = min(max(δ, f/f̂), Δ); f̂' = c·f̂; r = |f̂' − f̂| / min(f̂', f̂); d ← β3·d + (1−β3)·r.
     p ← p − lr · m̂ / (d·√v̂ + ε).
     """
+
+    elementwise = True
     needs_loss = True
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, beta3=0.999, k=0.1, K=10.0):
@@ -215,9 +332,14 @@ class Eve(Adam):
 
     def update(self, p, g, state):
         m, v = self.update_moments(g, state)
-        m_hat = m / (1.0 - self.beta1 ** self.t)
-        v_hat = v / (1.0 - self.beta2 ** self.t)
-        p -= self.learning_rate * m_hat / (self.d * np.sqrt(v_hat) + self.epsilon)
+        denom = np.divide(v, 1.0 - self.beta2 ** self.t, out=self.work(p))  # v̂
+        np.sqrt(denom, out=denom)
+        denom *= self.d
+        denom += self.epsilon
+        step = np.divide(m, 1.0 - self.beta1 ** self.t, out=self.work(p, 1))  # m̂
+        step *= self.learning_rate
+        step /= denom
+        p -= step
 
 
 def canonical_name(name):

@@ -41,7 +41,13 @@ def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed
     """
     rng = np.random.default_rng([seed, 1])  # a stream of its own: init and dropout use others
     x_train = np.asarray(x_train, dtype=net.dtype)
+    y_train = np.asarray(y_train)
     n = len(x_train)
+    # Each batch is gathered into the same two arrays (contiguous rows, no allocation); the
+    # network is done with a batch before the next one is gathered.
+    width = min(batch_size, n)
+    x_batch = np.empty((width,) + x_train.shape[1:], x_train.dtype)
+    y_batch = np.empty((width,) + y_train.shape[1:], y_train.dtype)
     history, best, global_step = [], None, 0
     if progress is None:
         progress = True
@@ -52,7 +58,8 @@ def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed
         index_sets = batches(n, batch_size, rng)
         bar = bar_factory(len(index_sets), epoch, epochs) if bar_factory else None
         for b, idx in enumerate(index_sets):
-            xb, yb = x_train[idx], y_train[idx]
+            xb = np.take(x_train, idx, axis=0, out=x_batch[:len(idx)], mode="clip")
+            yb = np.take(y_train, idx, axis=0, out=y_batch[:len(idx)], mode="clip")
             if augment is not None:
                 xb = augment(xb, rng)
             if schedule is not None:

@@ -1,0 +1,37 @@
+"""Smoke test of benchmarks/epoch_speed.py: `--quick` runs end to end and prints the three-row
+table with numeric ratios. No timing assertions: it only checks that the benchmark works."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = ROOT / "tests" / "data" / "fashion_mnist"
+
+
+def test_epoch_speed_quick_prints_the_table(tmp_path):
+    pytest.importorskip("torch", reason="the benchmark compares with PyTorch (dev or bench extra)")
+    pytest.importorskip("threadpoolctl", reason="the benchmark sets thread counts with threadpoolctl (bench extra)")
+    out = tmp_path / "table.md"
+    # the small real subset keeps it fast and independent of the full dataset; one thread keeps it
+    # quick on a busy machine
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "epoch_speed.py"), "--quick",
+                           "--repeats", "1", "--threads", "1", "--data_dir", str(SUBSET), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = out.read_text()
+    assert table.strip() in proc.stdout
+    rows = [line for line in table.splitlines() if line.startswith("| (")]
+    assert [row[2:5] for row in rows] == ["(a)", "(b)", "(c)"]
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        assert len(cells) == 7, row
+        for seconds in cells[1:4]:  # mlp, PyTorch, scikit-learn
+            assert float(seconds) >= 0
+        for ratio in cells[4:6]:
+            assert re.fullmatch(r"\d+\.\d\d× faster", ratio), ratio
+        assert all(float(mb) > 0 for mb in cells[6].split(" / "))
+    assert re.search(r"GEMM rate of this machine: \*\*\d+\.\d GFLOP/s\*\*", table)
+    assert re.search(r"= \*\*\d+% of the GEMM rate\*\*", table)

@@ -149,3 +149,27 @@ def test_float32_state_stays_float32():
         opt = optimizers.get(name)
         opt.step([p], [np.full(3, 0.1, dtype=np.float32)])
         assert p.dtype == np.float32 and all(a.dtype == np.float32 for a in opt.state[0].values())
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nag", "rmsprop", "adam", "nadam", "eve"])
+def test_flat_buffer_path_equals_per_parameter_path(name, monkeypatch):
+    """The network's params/grads tile one flat array each, and optimizers then update them in
+    cache-sized pieces; the result must equal the plain per-parameter update, bit for bit,
+    including across piece boundaries and when a step's state carries over."""
+    from mlp import MLP
+    net = MLP([37, 29, 23, 5], activation="tanh", batch_norm=True, seed=0, dtype="float64")
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((16, 37)), rng.integers(0, 5, 16)
+    copies = [p.copy() for p in net.params]
+    flat_opt = optimizers.from_config(name, HYPER)
+    flat_opt.chunk = 100  # force several pieces, with boundaries inside parameters
+    list_opt = optimizers.from_config(name, HYPER)
+    for _ in range(4):
+        loss, grads = net.loss_and_grads(X, y)
+        list_opt.step(copies, [g.copy() for g in grads], loss=loss)
+        flat_opt.step(net.params, grads, loss=loss)
+        assert flat_opt._flat is not None, "the flat path was not taken"
+        for p, q in zip(net.params, copies):
+            np.testing.assert_array_equal(p, q)
+        for p, q in zip(net.params, copies):  # the next gradients are taken at the same point
+            q[...] = p

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.special import erf, expit
 
 from .registry import resolve
 
@@ -27,8 +26,8 @@ def identity_grad(z, a, grad):
 
 
 def sigmoid(z):
-    # scipy's expit evaluates 1/(1+e^-z) without overflow for any z and keeps the dtype.
-    return expit(z)
+    # σ(z) = (1 + tanh(z/2)) / 2 exactly; tanh never overflows, so neither does this, for any z
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def sigmoid_grad(z, a, grad):
@@ -66,10 +65,12 @@ _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 
 def gelu(z):
     """Exact GELU: z·Φ(z), Φ the standard normal CDF (the erf form, not the tanh approximation)."""
+    from scipy.special import erf  # imported on first use: scipy costs start-up time for every run
     return (0.5 * z * (1.0 + erf(z * _SQRT_HALF))).astype(z.dtype, copy=False)
 
 
 def gelu_grad(z, a, grad):
+    from scipy.special import erf
     cdf = 0.5 * (1.0 + erf(z * _SQRT_HALF))
     pdf = _INV_SQRT_2PI * np.exp(-0.5 * z * z)
     return (grad * (cdf + z * pdf)).astype(grad.dtype, copy=False)

@@ -234,7 +234,20 @@ def run_main(fn, argv):
         return e.exit_code
 
 
+def accept_sigint():
+    """Turn SIGINT into KeyboardInterrupt even if it was ignored at start-up.
+
+    A shell starts background jobs (`nohup mlp agent ... &`, cluster scripts) with SIGINT ignored,
+    and Python then never installs its handler — but SIGINT is how an agent stops a run (hyperband,
+    Ctrl-C) without losing its offline W&B data, so it must always work."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def train_main(argv=None, prog="train.py"):
+    accept_sigint()
     from .experiment import run_from_argv
     return run_main(lambda a: run_from_argv(a, prog), sys.argv[1:] if argv is None else argv)
 
@@ -442,6 +455,7 @@ COMMANDS = {
 
 
 def main(argv=None):
+    accept_sigint()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         lines = ["usage: mlp COMMAND [options]   (mlp COMMAND --help for its options)", ""]

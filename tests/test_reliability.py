@@ -389,3 +389,16 @@ def test_same_seed_same_metrics_in_process():
                         net.predict_proba(data.x_test)))
     assert results[0][0] == results[1][0]
     assert np.array_equal(results[0][1], results[1][1])
+
+
+def test_sigint_works_even_when_started_with_it_ignored(tmp_path):
+    """Background jobs of a shell start with SIGINT ignored; hyperband stops and Ctrl-C rely on it."""
+    sweep_id, store = create(tmp_path, SLOW)
+    agent = subprocess.Popen([sys.executable, "-m", "mlp", "agent", sweep_id], cwd=ROOT, env=env_for(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    run = wait_for(lambda: running_with_epochs(store, sweep_id), what="a run with an epoch")
+    os.killpg(agent.pid, signal.SIGINT)
+    out, _ = agent.communicate(timeout=60)
+    assert agent.returncode == 130, out
+    assert store.get_run(run["id"])["state"] == "killed"

@@ -194,6 +194,12 @@ SLOW = {"program": "train.py", "method": "grid", "metric": {"name": "val_accurac
         "command": ["${env}", "${interpreter}", "${program}", "${args}"]}
 
 
+# the first run is long enough to be caught mid-run (an epoch on the subset takes ~30 ms), the
+# others are short so the sweep completes quickly after the crash
+LONG_THEN_SHORT = {**SLOW, "parameters": {**SLOW["parameters"], "epochs": {"values": [300, 3, 2]},
+                                          "learning_rate": {"value": 0.001}}}
+
+
 def start_agent(tmp_path, sweep_id, *extra):
     return subprocess.Popen([sys.executable, "-m", "mlp", "agent", sweep_id, *extra], cwd=ROOT,
                             env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -248,7 +254,7 @@ def test_ctrl_c_on_agent_marks_the_run_killed(tmp_path):
 
 
 def test_kill_9_of_a_training_child_is_recorded_and_the_sweep_goes_on(tmp_path):
-    sweep_id, store = create(tmp_path, {**SLOW, "parameters": {**SLOW["parameters"], "epochs": {"value": 6}}})
+    sweep_id, store = create(tmp_path, LONG_THEN_SHORT)
     agent = start_agent(tmp_path, sweep_id)
     run = wait_for(lambda: running_with_epochs(store, sweep_id), what="a run with an epoch")
     os.kill(run["pid"], signal.SIGKILL)  # the training child dies mid-run
@@ -262,7 +268,7 @@ def test_kill_9_of_a_training_child_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_kill_9_of_agent_and_child_is_reaped_and_resumed(tmp_path):
-    sweep_id, store = create(tmp_path, {**SLOW, "parameters": {**SLOW["parameters"], "epochs": {"value": 6}}})
+    sweep_id, store = create(tmp_path, LONG_THEN_SHORT)
     agent = start_agent(tmp_path, sweep_id)
     run = wait_for(lambda: running_with_epochs(store, sweep_id), what="a run with an epoch")
     os.killpg(agent.pid, signal.SIGKILL)  # agent ...
@@ -282,7 +288,7 @@ def test_kill_9_of_agent_and_child_is_reaped_and_resumed(tmp_path):
 
 def test_agent_killed_while_child_runs_loses_nothing(tmp_path):
     """kill -9 of the agent alone: the child (its own session) finishes and records itself."""
-    sweep_id, store = create(tmp_path, {**SLOW, "parameters": {**SLOW["parameters"], "epochs": {"value": 30},
+    sweep_id, store = create(tmp_path, {**SLOW, "parameters": {**SLOW["parameters"], "epochs": {"value": 150},
                                                                "learning_rate": {"values": [0.001]}}})
     agent = start_agent(tmp_path, sweep_id)
     run = wait_for(lambda: running_with_epochs(store, sweep_id), what="a run with an epoch")
@@ -290,7 +296,7 @@ def test_agent_killed_while_child_runs_loses_nothing(tmp_path):
     agent.wait()
     final = wait_for(lambda: (r := store.get_run(run["id"]))["state"] != "running" and r, timeout=180,
                      what="the orphaned child to finish")
-    assert final["state"] == "finished" and len(store.history(run["id"])) == 30
+    assert final["state"] == "finished" and len(store.history(run["id"])) == 150
     assert isinstance(final["summary"]["test_accuracy"], float)
 
 

@@ -193,11 +193,8 @@ class MLP:
         l2 = 0.0
         if self._n_decay:  # the decaying weights are the first _n_decay entries of the flat arrays
             lam = self.weight_decay
-            for layer in self.layers:
-                for p, decays in zip(layer.params, layer.decay):
-                    if decays:
-                        l2 += 0.5 * lam * float(np.einsum("ij,ij->", p, p))
             w = self._flat[:self._n_decay]
+            l2 = 0.5 * lam * float(np.dot(w, w))
             work = np.multiply(w, lam, out=self._decay_work)
             np.add(self._flat_grads[:self._n_decay], work, out=self._flat_grads[:self._n_decay])
         return TrainPass(data_loss, l2, list(grads), z)

@@ -48,29 +48,36 @@ def build(config, n_inputs=784, n_classes=10):
     return net, optimizers.from_config(config["optimizer"], config)
 
 
-def validate(config, data):
-    """Every check a config needs against its data; returns the built (net, optimizer)."""
+def check_data(config, data):
+    """The checks a config needs against its dataset (beyond what building the network checks)."""
     config = {**DEFAULTS, **config}
     if config["augment_flip"] and data.name != "fashion_mnist":
         raise UsageError("--augment_flip mirrors images, which changes what digits mean; use it with fashion_mnist only")
     if config["batch_size"] > len(data.x_train):
         raise UsageError(f"batch size {config['batch_size']} is larger than the training set "
                          f"({len(data.x_train)} images); use a smaller -b/--batch_size")
+
+
+def validate(config, data):
+    """Every check a config needs against its data; returns the built (net, optimizer)."""
+    check_data(config, data)
     return build(config, data.x_train.shape[1], len(data.class_names))
 
 
-def train(config, data, on_epoch=None, progress=None):
+def train(config, data, on_epoch=None, progress=None, built=None):
     """Build and train a config on a dataset: (net, history). The one training path — train.py,
-    sweeps and the report's retraining all go through it."""
+    sweeps and the report's retraining all go through it. `built`: the (net, optimizer) of a
+    caller that already validated the config, so it is not built twice."""
     config = {**DEFAULTS, **config}
-    net, optimizer = validate(config, data)
+    net, optimizer = built or validate(config, data)
     steps_per_epoch = max(1, math.ceil(len(data.x_train) / config["batch_size"]))
-    schedule = schedules.build(config["lr_schedule"], config["learning_rate"], config["epochs"] * steps_per_epoch,
-                               steps_per_epoch, warmup_steps=round(config["warmup_epochs"] * steps_per_epoch))
+    schedule = None
+    if config["lr_schedule"] != "constant" or config["warmup_epochs"]:
+        schedule = schedules.build(config["lr_schedule"], config["learning_rate"], config["epochs"] * steps_per_epoch,
+                                   steps_per_epoch, warmup_steps=round(config["warmup_epochs"] * steps_per_epoch))
     history = fit(net, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, epochs=config["epochs"],
                   batch_size=config["batch_size"], seed=config["seed"], on_epoch=on_epoch, progress=progress,
-                  patience=config["early_stopping"] or None,
-                  schedule=None if config["lr_schedule"] == "constant" and not config["warmup_epochs"] else schedule,
+                  patience=config["early_stopping"] or None, schedule=schedule,
                   augment=augment.augmenter(config["augment_shift"], config["augment_flip"]),
                   averager=averaging.build(config["weight_averaging"], net))
     return net, history
@@ -114,12 +121,15 @@ def run(config, out=sys.stdout):
     from .store import Store, default_store_path, new_id
     from .tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 
-    # 1. validate everything before writing anything
-    build(config)
+    # 1. validate everything before writing anything (a bad combination fails before the data loads)
+    built = build(config)
     mode = resolve_wandb_mode(config["wandb_mode"])
     data = load_dataset(config["dataset"], data_dir=config["data_dir"], split=config["split"],
                         val_fraction=config["val_fraction"])
-    validate(config, data)
+    check_data(config, data)
+    sizes = built[0].config["layer_sizes"]
+    if (sizes[0], sizes[-1]) != (data.x_train.shape[1], len(data.class_names)):
+        built = None  # a dataset of another shape: train() builds for it
     store = Store(config["store"] or default_store_path(), create=True)
     agent_run_id = os.environ.get("MLP_RUN_ID")  # `mlp agent` made the row already
     if agent_run_id:
@@ -131,9 +141,11 @@ def run(config, out=sys.stdout):
     effective = wandb.start(hyperparameters(config), run_name(config), run_id)
     store_run = StoreTracker(store, run_id, existing=bool(agent_run_id))
     try:
-        config = config_from_mapping(effective, config)
+        effective_config = config_from_mapping(effective, config)
+        if effective_config != config:  # the sweep changed something: check and build again
+            built = validate(effective_config, data)
+        config = effective_config
         wandb.rename(run_name(config))
-        validate(config, data)
     except UsageError as e:
         store_run.start(hyperparameters(config), run_name(config), wandb.offline_dir)
         store_run.finish("failed", exit_code=2, error=str(e))
@@ -156,7 +168,7 @@ def run(config, out=sys.stdout):
     started = time.perf_counter()
     history, error, net = [], None, None
     try:
-        net, history = train(config, data, on_epoch=lambda row: (history.append(row), on_epoch(row)))
+        net, history = train(config, data, on_epoch=lambda row: (history.append(row), on_epoch(row)), built=built)
         state = "finished"
     except Diverged as e:
         state, error = "diverged", str(e)

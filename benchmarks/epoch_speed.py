@@ -82,7 +82,7 @@ def limit_threads(threads):
 
 def run_ours(cfg, x, y, threads):
     from mlp import MLP, optimizers
-    from mlp.training import fit
+    from mlp.runs.training import fit
 
     def build():
         net = MLP(cfg["sizes"], activation=cfg["activation"], weight_init=cfg["weight_init"],
@@ -152,7 +152,7 @@ def run_torch(cfg, x, y, threads):
     bs = cfg["batch_size"]
 
     def epoch(net, opt, n):
-        # mirrors mlp.training.fit: shuffle, gather each batch, step, and keep the epoch's
+        # mirrors mlp.runs.training.fit: shuffle, gather each batch, step, and keep the epoch's
         # running loss and accuracy
         perm = torch.randperm(n)
         loss_sum, correct = 0.0, 0
@@ -224,7 +224,7 @@ def profile_ours(cfg, x, y, threads):
     the loss and the optimizer step (a few µs of timer overhead per batch land in "other")."""
     import collections
     from mlp import MLP, optimizers
-    from mlp.training import fit
+    from mlp.runs.training import fit
 
     net = MLP(cfg["sizes"], activation=cfg["activation"], weight_init=cfg["weight_init"],
               loss=cfg["loss"], weight_decay=cfg["weight_decay"], seed=0, dtype="float32")

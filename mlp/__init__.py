@@ -2,9 +2,9 @@
 
 Public API: MLP, MLPClassifier, load_dataset, load_model, optimizers.
 """
-from . import activations, initializers, losses, optimizers
-from .errors import UsageError
-from .network import MLP, load_model
+from mlp.core import activations, initializers, losses, optimizers
+from mlp.errors import UsageError
+from mlp.core.network import MLP, load_model
 
 __all__ = ["MLP", "MLPClassifier", "load_dataset", "load_model", "optimizers", "activations",
            "initializers", "losses", "UsageError"]
@@ -13,9 +13,9 @@ __all__ = ["MLP", "MLPClassifier", "load_dataset", "load_model", "optimizers", "
 def __getattr__(name):
     # Imported on first use: scikit-learn and the data module are not needed to build a network.
     if name == "MLPClassifier":
-        from .estimator import MLPClassifier
+        from mlp.runs.estimator import MLPClassifier
         return MLPClassifier
     if name == "load_dataset":
-        from .data import load_dataset
+        from mlp.runs.data import load_dataset
         return load_dataset
     raise AttributeError(f"module 'mlp' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Tests of mlp.data: IDX parsing, sources and their order, checksums, downloads, splits.
+"""Tests of mlp.runs.data: IDX parsing, sources and their order, checksums, downloads, splits.
 
 Fast tests use the real Fashion-MNIST subset in tests/data/fashion_mnist (2,000 train / 500
 test, 200 / 50 per class, see tests/data/make_subset.py). Tests marked `slow` load the full real
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlp import data
-from mlp.data import DATASETS, SPLIT_SEED, load_dataset, parse_idx, read_idx
+from mlp.runs import data
+from mlp.runs.data import DATASETS, SPLIT_SEED, load_dataset, parse_idx, read_idx
 from mlp.errors import UsageError
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +42,7 @@ FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 # ------------------------------------------------------------------------------------------
 
 def idx(array: np.ndarray) -> bytes:
-    """Hand-built IDX bytes (independent of mlp.data.encode_idx)."""
+    """Hand-built IDX bytes (independent of mlp.runs.data.encode_idx)."""
     a = np.asarray(array, dtype=np.uint8)
     return bytes([0, 0, 8, a.ndim]) + b"".join(struct.pack(">I", d) for d in a.shape) + a.tobytes()
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mlp import MLP, activations, losses
-from mlp.layers import Dropout
+from mlp.core.layers import Dropout
 
 TOLERANCE = 1e-6
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mlp.store import Store
+from mlp.runs.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "tests" / "data"
@@ -180,7 +180,7 @@ def test_divergent_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     runs = store.list_runs(sweep_id)
     assert [(r["state"], r["exit_code"]) for r in runs] == [("diverged", 3), ("finished", 0)]
     assert "lower the learning rate" in runs[0]["error"]
-    from mlp.sweep import engine_run
+    from mlp.sweep.agent import engine_run
     assert engine_run(runs[0], store.history(runs[0]["id"])).state == "failed"  # bayes imputes the worst
     assert store.get_sweep(sweep_id)["state"] == "finished"
 
@@ -334,7 +334,7 @@ def test_no_shell_no_unsafe_yaml_no_pickle():
 
 
 def test_sql_is_parameterised():
-    text = (ROOT / "mlp" / "store.py").read_text()
+    text = (ROOT / "mlp" / "runs" / "store.py").read_text()
     # f-strings in SQL only splice table/column names or placeholder lists, never values
     for fstring in re.findall(r'f"[^"]*(?:SELECT|INSERT|UPDATE|DELETE)[^"]*"', text):
         for field in re.findall(r"\{([^}]*)\}", fstring):
@@ -380,10 +380,10 @@ def test_model_file_with_pickle_never_unpickles(tmp_path):
 
 
 def test_same_seed_same_metrics_in_process():
-    from mlp.data import load_dataset
-    from mlp.experiment import build
+    from mlp.runs.data import load_dataset
+    from mlp.runs.experiment import build
     from mlp.cli import parse_train_args
-    from mlp.training import fit
+    from mlp.runs.training import fit
     data = load_dataset("fashion_mnist", data_dir=SUBSET)
     results = []
     for _ in range(2):

@@ -20,8 +20,8 @@ from mlp.report.figures import FIGURES
 from mlp.report.importance import by_parameter, encode, importance
 from mlp.report.page import SECTIONS
 from mlp.report.rerun import rerun_sweep_config
-from mlp.store import Store
-from mlp.sweep import _engine, validate_sweep_config
+from mlp.runs.store import Store
+from mlp.sweep.agent import _engine, validate_sweep_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

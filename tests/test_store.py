@@ -1,4 +1,4 @@
-"""Tests for mlp.store, the SQLite run store."""
+"""Tests for mlp.runs.store, the SQLite run store."""
 
 import json
 import math
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mlp.errors import UsageError
-from mlp.store import (FINAL_STATES, RUN_STATES, SCHEMA_VERSION, Store, decode_json,
+from mlp.runs.store import (FINAL_STATES, RUN_STATES, SCHEMA_VERSION, Store, decode_json,
                        default_store_path, encode_json)
 
 SWEEP_YAML = "method: grid\nmetric: {name: val_accuracy, goal: maximize}\n"

@@ -10,8 +10,8 @@ import yaml
 
 from mlp import UsageError
 from mlp.cli import parse_train_args
-from mlp.store import Store
-from mlp.sweep import _engine, build_command, load_sweep_file, propose
+from mlp.runs.store import Store
+from mlp.sweep.agent import _engine, build_command, load_sweep_file, propose
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -237,7 +237,7 @@ def test_unknown_sweep_id_is_a_usage_error(tmp_path):
 
 def test_rerun_sweep_resumes_with_its_exact_configs(tmp_path):
     """A child sweep made by `mlp rerun` keeps its K configs; `mlp agent CHILD` hands them out."""
-    from mlp.sweep import Agent
+    from mlp.sweep.agent import Agent
     store = Store(tmp_path / "s.sqlite")
     configs = [{"data_dir": "tests/data", "epochs": 1, "hidden_size": h, "num_layers": 1, "batch_size": 256}
                for h in (24, 8)]

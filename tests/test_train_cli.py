@@ -94,7 +94,7 @@ def test_offline_run_leaves_wandb_dir_store_rows_and_summary(tmp_path):
         [("finished", 0, str(offline[0]))]
     assert [r[0] for r in rows(db, "SELECT epoch FROM history WHERE run_id = ? ORDER BY epoch", run_id)] == [1, 2, 3]
     # the saved model reproduces the reported test accuracy
-    from mlp.data import load_dataset
+    from mlp.runs.data import load_dataset
     data = load_dataset("fashion_mnist", data_dir=SUBSET)
     assert np.mean(load_model(tmp_path / "model.npz").predict(data.x_test) == data.y_test) == pytest.approx(s["test_accuracy"])
 

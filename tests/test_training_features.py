@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from mlp import MLP, UsageError, optimizers
-from mlp import augment, averaging, schedules
-from mlp.training import fit
+from mlp.core import augment, averaging, schedules
+from mlp.runs.training import fit
 
 
 # ---- schedules ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ One file per concept: collect (store + data -> ReportData), model (the best run'
 importance (random forest + correlations), analysis (findings, pure functions), figures (the
 PNG registry), page (HTML and Markdown writers), rerun (the linked sweep on another dataset).
 """
-from .build import make_report
-from .rerun import rerun
+from mlp.report.build import make_report
+from mlp.report.rerun import rerun
 
 __all__ = ["make_report", "rerun"]

@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .collect import check_out_dir, collect
-from .figures import FIGURES, render_all
-from .page import build_blocks, write_html, write_markdown
+from mlp.report.collect import check_out_dir, collect
+from mlp.report.figures import FIGURES, render_all
+from mlp.report.page import build_blocks, write_html, write_markdown
 
 __all__ = ["make_report", "default_out"]
 

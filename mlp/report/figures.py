@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from . import analysis as A  # noqa: E402
+from mlp.report import analysis as A  # noqa: E402
 
 __all__ = ["FIGURES", "render_all"]
 

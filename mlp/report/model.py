@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import UsageError
+from mlp.errors import UsageError
 
 __all__ = ["best_model_predictions", "retrain", "model_target"]
 
@@ -29,7 +29,7 @@ def model_target(store_path: str, sweep_id: str, run_id: str) -> Path:
 def retrain(config: dict, data, log: Callable[[str], None] = _log):
     """Train `config` (a run's full effective config) on `data` exactly as train.py does — through
     the same `experiment.train`. Returns the network."""
-    from ..experiment import train
+    from mlp.runs.experiment import train
     from threadpoolctl import threadpool_limits
     log(f"retraining: {config['epochs']} epochs of {config['optimizer']} on {len(data.x_train)} images, one BLAS "
         f"thread (progress below)")
@@ -45,7 +45,7 @@ def best_model_predictions(store, sweep_id: str, run: dict, data,
     """Predictions of the run's model on the test and validation sets.
 
     Returns {"proba", "pred", "val_accuracy", "test_accuracy", "source" (saved or retrained, in words), "model_path", "note"}; note explains a fallback (e.g. an unreadable file)."""
-    from ..network import load_model
+    from mlp.core.network import load_model
     net, note, source = None, "", "the model the agent saved"
     path = run.get("model_path")
     if path and Path(path).is_file():

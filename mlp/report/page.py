@@ -13,7 +13,7 @@ import math
 import re
 from pathlib import Path
 
-from . import analysis as A
+from mlp.report import analysis as A
 
 __all__ = ["build_blocks", "write_html", "write_markdown", "SECTIONS"]
 

@@ -19,8 +19,8 @@ from typing import Callable
 
 import yaml
 
-from ..errors import UsageError
-from . import analysis as A
+from mlp.errors import UsageError
+from mlp.report import analysis as A
 
 __all__ = ["rerun", "rerun_configs", "rerun_sweep_config"]
 
@@ -30,14 +30,14 @@ def _log(line: str) -> None:
 
 
 def _train_flags() -> set:
-    from ..cli import train_parser
+    from mlp.cli import train_parser
     return {a.dest for a in train_parser()._actions if a.dest != "help"}
 
 
 def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str | None = None) -> list[dict]:
     """The runs' full effective configs as train flags, with the dataset (and epochs, data_dir)
     replaced. Plumbing (store, W&B project, output files) is left to the agent."""
-    from ..experiment import PLUMBING
+    from mlp.runs.experiment import PLUMBING
     flags = _train_flags()
     configs = []
     for run in runs:
@@ -99,8 +99,8 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
           out: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict:
     """Create the child sweep, run its K runs with the local agent (one after another) and
     return {"sweep_id", "rows", "exit_code"}. The child id is printed on `out` first."""
-    from ..data import load_dataset
-    from ..sweep import Agent, validate_sweep_config
+    from mlp.runs.data import load_dataset
+    from mlp.sweep.agent import Agent, validate_sweep_config
 
     parent = store.get_sweep(sweep_id)
     if int(top) < 1:

@@ -7,10 +7,10 @@ relative order, so the subset is the official files with the other images left o
 
 Output: the four IDX files gzip-compressed with mtime 0 and no file name in the header (so
 re-running the script gives byte-identical files), plus ``checksums.sha256`` holding the SHA-256 of
-each file's *decompressed* content in ``sha256sum`` format; `mlp.data.load_dataset` verifies a
+each file's *decompressed* content in ``sha256sum`` format; `mlp.runs.data.load_dataset` verifies a
 folder with that manifest against it instead of the official checksum table.
 
-The source files are the real Fashion-MNIST, read with `mlp.data` from the Debian package
+The source files are the real Fashion-MNIST, read with `mlp.runs.data` from the Debian package
 directory (``apt-get install dataset-fashion-mnist``) or ``--source DIR``, and verified against
 the official checksums before anything is written.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp.data import DATASETS, MANIFEST_NAME, encode_idx, read_idx
+from mlp.runs.data import DATASETS, MANIFEST_NAME, encode_idx, read_idx
 
 TRAIN_PER_CLASS = 200
 TEST_PER_CLASS = 50

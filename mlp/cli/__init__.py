@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import activations, initializers, losses, optimizers, schedules
-from .errors import UsageError
-from .registry import resolve
+from mlp.core import activations, initializers, losses, optimizers, schedules
+from mlp.errors import UsageError
+from mlp.core.registry import resolve
 
 DATASETS = ("mnist", "fashion_mnist")
 SPLITS = ("standard", "80-10-10")
@@ -248,7 +248,7 @@ def accept_sigint():
 
 def train_main(argv=None, prog="train.py"):
     accept_sigint()
-    from .experiment import run_from_argv
+    from mlp.runs.experiment import run_from_argv
     return run_main(lambda a: run_from_argv(a, prog), sys.argv[1:] if argv is None else argv)
 
 
@@ -312,12 +312,12 @@ def command_parsers():
 
 
 def _open_store(path, create=False):
-    from .store import Store, default_store_path
+    from mlp.runs.store import Store, default_store_path
     return Store(path or default_store_path(), create=create)
 
 
 def cmd_sweep(args):
-    from .sweep import Agent, create_sweep, prepare_sweep, run_parallel_agents
+    from mlp.sweep.agent import Agent, create_sweep, prepare_sweep, run_parallel_agents
     prepared = prepare_sweep(args.file)  # a bad file leaves no store behind
     store = _open_store(args.store, create=True)
     sweep_id = create_sweep(store, args.file, prepared, name=args.name, seed=args.seed)
@@ -331,7 +331,7 @@ def cmd_sweep(args):
 
 
 def cmd_agent(args):
-    from .sweep import Agent
+    from mlp.sweep.agent import Agent
     return Agent(_open_store(args.store), args.sweep_id, count=args.count, jobs=args.jobs).run()
 
 
@@ -351,7 +351,7 @@ def _fmt(value, spec=".4f"):
 
 
 def cmd_sweeps(args):
-    from .sweep import dump_json
+    from mlp.sweep.agent import dump_json
     store = _open_store(args.store)
     sweeps = store.list_sweeps()
     for s in sweeps:
@@ -368,7 +368,7 @@ def cmd_sweeps(args):
 
 
 def cmd_runs(args):
-    from .sweep import dump_json
+    from mlp.sweep.agent import dump_json
     store = _open_store(args.store)
     sweep = store.get_sweep(args.sweep_id)
     runs = store.list_runs(args.sweep_id)
@@ -393,7 +393,7 @@ def cmd_runs(args):
 
 
 def cmd_sync(args):
-    from .tracking import wandb_credentials_exist
+    from mlp.runs.tracking import wandb_credentials_exist
     store = _open_store(args.store)
     store.get_sweep(args.sweep_id)
     dirs = [r["wandb_dir"] for r in store.list_runs(args.sweep_id) if r["wandb_dir"] and Path(r["wandb_dir"]).is_dir()]
@@ -409,7 +409,7 @@ def cmd_sync(args):
 
 
 def cmd_report(args):
-    from .report import make_report
+    from mlp.report import make_report
     result = make_report(_open_store(args.store), args.sweep_id, out=args.out, compare=args.compare,
                          data_dir=args.data_dir)
     print(result["html"], flush=True)
@@ -417,15 +417,15 @@ def cmd_report(args):
 
 
 def cmd_rerun(args):
-    from .report import rerun
+    from mlp.report import rerun
     return rerun(_open_store(args.store), args.sweep_id, top=args.top, dataset=args.dataset, epochs=args.epochs,
                  data_dir=args.data_dir)["exit_code"]
 
 
 def cmd_evaluate(args):
-    from .data import load_dataset
-    from .experiment import confusion_matrix
-    from .network import load_model
+    from mlp.runs.data import load_dataset
+    from mlp.runs.experiment import confusion_matrix
+    from mlp.core.network import load_model
     net = load_model(args.model)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     inputs, outputs = net.config["layer_sizes"][0], net.config["layer_sizes"][-1]

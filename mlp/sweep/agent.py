@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UsageError
+from mlp.errors import UsageError
 
 METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -95,12 +95,12 @@ def validate_sweep_config(config, source="sweep config"):
 
 
 def _train_flags():
-    from .cli import train_parser
+    from mlp.cli import train_parser
     return {a.dest for a in train_parser()._actions if a.dest != "help"}
 
 
 def _check_value(name, value, source):
-    from .cli import parse_train_args
+    from mlp.cli import parse_train_args
     try:
         parse_train_args([f"--{name}={format_value(value)}"])
     except UsageError as e:

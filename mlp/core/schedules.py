@@ -7,7 +7,7 @@ To add a schedule, write one builder and add one line to SCHEDULES.
 """
 import math
 
-from .registry import resolve
+from mlp.core.registry import resolve
 
 
 def constant(base, total_steps, steps_per_epoch):

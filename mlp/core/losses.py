@@ -9,7 +9,7 @@ outputs are class scores).
 """
 import numpy as np
 
-from .registry import resolve
+from mlp.core.registry import resolve
 
 
 def softmax(z):

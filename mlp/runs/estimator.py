@@ -8,9 +8,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
-from . import optimizers
-from .network import MLP
-from .training import fit as fit_loop
+from mlp.core import optimizers
+from mlp.core.network import MLP
+from mlp.runs.training import fit as fit_loop
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):

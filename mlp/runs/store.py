@@ -40,7 +40,7 @@ import time
 import urllib.parse
 from typing import Any, Callable, Iterable
 
-from .errors import UsageError
+from mlp.errors import UsageError
 
 __all__ = [
     "Store", "default_store_path", "RUN_STATES", "FINAL_STATES", "ACTIVE_STATES",

@@ -11,9 +11,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import activations, initializers, losses
-from .errors import UsageError
-from .layers import Activation, BatchNorm, Dense, Dropout
+from mlp.core import activations, initializers, losses
+from mlp.errors import UsageError
+from mlp.core.layers import Activation, BatchNorm, Dense, Dropout
 
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float64")

@@ -4,7 +4,7 @@ Names match case- and punctuation-insensitively ('ReLU', 'leaky-relu', 'LeakyReL
 and a registry may add aliases ('glorot' for 'xavier'). An unknown name is a UsageError that lists
 the choices.
 """
-from .errors import UsageError
+from mlp.errors import UsageError
 
 
 def _squash(name):

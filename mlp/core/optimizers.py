@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from .errors import UsageError
-from .registry import resolve
+from mlp.errors import UsageError
+from mlp.core.registry import resolve
 
 OPTIMIZERS = {}
 

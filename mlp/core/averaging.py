@@ -61,7 +61,7 @@ AVERAGING = {"none": None, "ema": EMA, "swa": SWA}
 
 
 def build(name, net):
-    from .errors import UsageError
+    from mlp.errors import UsageError
     key = str(name).strip().lower()
     if key not in AVERAGING:
         raise UsageError(f"unknown weight averaging {name!r}; choose one of: {', '.join(AVERAGING)}")

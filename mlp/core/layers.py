@@ -11,7 +11,7 @@ pass returns are only valid until the next one. Evaluation (`training=False`) re
 """
 import numpy as np
 
-from . import activations
+from mlp.core import activations
 
 
 def workspace(cache, shape, dtype):

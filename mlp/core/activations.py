@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .registry import resolve
+from mlp.core.registry import resolve
 
 LEAKY_SLOPE = 0.01
 ELU_ALPHA = 1.0

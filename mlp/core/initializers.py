@@ -4,7 +4,7 @@ Biases always start at zero. To add a scheme, write one function and add one lin
 """
 import numpy as np
 
-from .registry import resolve
+from mlp.core.registry import resolve
 
 
 def random(fan_in, fan_out, rng, dtype):

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .errors import UsageError
+from mlp.errors import UsageError
 
 
 # ---- W&B ----------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import augment, averaging, optimizers, schedules
-from .cli import DEFAULTS, parse_train_args
-from .errors import UsageError
-from .network import MLP
-from .training import Diverged, fit
+from mlp.core import augment, averaging, optimizers, schedules
+from mlp.cli import DEFAULTS, parse_train_args
+from mlp.errors import UsageError
+from mlp.core.network import MLP
+from mlp.runs.training import Diverged, fit
 
 EXIT_CODES = {"finished": 0, "failed": 1, "diverged": 3, "killed": 130}
 # Flags that say where things go, not what is trained: not part of the W&B/sweep config.
@@ -117,9 +117,9 @@ def _on_sigterm(signum, frame):
 
 def run(config, out=sys.stdout):
     """Train one configuration; returns (state, summary)."""
-    from .data import load_dataset
-    from .store import Store, default_store_path, new_id
-    from .tracking import StoreTracker, WandbTracker, resolve_wandb_mode
+    from mlp.runs.data import load_dataset
+    from mlp.runs.store import Store, default_store_path, new_id
+    from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 
     # 1. validate everything before writing anything (a bad combination fails before the data loads)
     built = build(config)

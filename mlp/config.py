@@ -1,0 +1,334 @@
+"""The configuration schema: every hyperparameter and run setting train.py knows, once.
+
+Each `Param` says its type, range, default, choices and help. Everything that reads a
+configuration reads it from here:
+
+* the command line (`mlp.cli` builds the train.py flag table from `PARAMS`),
+* sweep files (`mlp.sweep.files` checks every `value`, `values` and distribution bound with
+  `parse_value`, and refuses parameters that are not hyperparameters),
+* W&B's config of a run (`resolve` merges it into the command line's config, typed values in,
+  typed values out — no round trip through strings),
+* the scikit-learn estimator.
+
+A config is a plain dict {name: typed value} with every key of `PARAMS`, produced only by
+`resolve`, so it is always complete and valid. `PLUMBING` params say where things go (store,
+W&B project, output files), not what is trained: they are not hyperparameters, are not sent to W&B
+as config and may not be swept.
+
+Adding a flag = one `Param` line in `PARAMS`.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from mlp.core import activations, initializers, losses, optimizers, schedules
+from mlp.core.registry import resolve as resolve_name
+from mlp.errors import UsageError
+
+__all__ = ["Param", "PARAMS", "DEFAULTS", "PRESETS", "PLUMBING", "DATASETS", "ConfigError", "parse_value",
+           "resolve", "hyperparameters", "hidden_widths", "run_name"]
+
+DATASETS = ("mnist", "fashion_mnist")
+SPLITS = ("standard", "80-10-10")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+AVERAGING = ("none", "ema", "swa")
+
+MAX_WIDTH = 10 ** 8           # a layer wider than this is refused outright (memory is checked later too)
+MAX_DEPTH = 1000
+MAX_SEED = 2 ** 32 - 1        # numpy's SeedSequence takes any size, W&B's and torch's seeds do not
+
+
+class ConfigError(UsageError):
+    """A value outside its parameter's type or range: one line, exit code 2."""
+
+
+# ---- value kinds: text (the command line, W&B's `--key=value`) or native (YAML, W&B config) ----------
+
+def _number(value, integer: bool):
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean, not a number")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = int(text) if integer and re.fullmatch(r"[+-]?\d+", text) else float(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+    elif isinstance(value, (int, float)) or hasattr(value, "__float__") and hasattr(value, "dtype"):
+        number = value.item() if hasattr(value, "item") else value
+    else:
+        raise ValueError(f"{value!r} is not a number")
+    if isinstance(number, float):
+        if math.isnan(number):
+            raise ValueError("NaN is not allowed")
+        if math.isinf(number):
+            raise ValueError(f"{value!r} is infinite")
+        if integer:
+            if not number.is_integer():
+                raise ValueError(f"{value!r} is not a whole number")
+            number = int(number)
+    return number
+
+
+def _boolean(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    key = str(value).strip().lower()
+    if key in ("true", "1", "yes", "on"):
+        return True
+    if key in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean; use True or False")
+
+
+def _text(value):
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not text")
+    if "\x00" in value:
+        raise ValueError("a NUL byte is not allowed")
+    return value
+
+
+def _int_list(value):
+    """[128, 64] (YAML / W&B config), '[128, 64]' (W&B's argv), '128,64' or '128 64'."""
+    if isinstance(value, str):
+        parts = [p for p in re.split(r"[\s,]+", value.strip().strip("[]()")) if p]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
+    if not parts:
+        raise ValueError("give at least one layer width, e.g. [128, 64]")
+    if len(parts) > MAX_DEPTH:
+        raise ValueError(f"{len(parts)} layers; at most {MAX_DEPTH}")
+    sizes = [_number(p, integer=True) for p in parts]
+    if any(s < 1 or s > MAX_WIDTH for s in sizes):
+        raise ValueError(f"layer widths must be in [1, {MAX_WIDTH}]; got {sizes}")
+    return sizes
+
+
+# ---- the schema ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str                                  # int, float, bool, str, int_list, choice
+    default: Any
+    help: str
+    short: str | None = None                   # e.g. "-lr"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple | Callable[[], tuple] | None = None   # fixed names, or a registry's names
+    canonical: Callable[[str], str] | None = None          # a registry's name lookup (case-insensitive)
+    check: Callable[[Any], Any] | None = None   # a further rule on the parsed value (raises UsageError)
+    nullable: bool = False                     # None is a value (means "not set")
+    plumbing: bool = False                     # where things go, not what is trained
+    group: str = "assignment"                  # the flag table it belongs to in --help
+
+    @property
+    def choice_names(self) -> tuple:
+        return tuple(self.choices() if callable(self.choices) else self.choices or ())
+
+    def range_text(self) -> str:
+        lo = "" if self.low is None else f"{'>' if self.low_open else '≥'} {self.low:g}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '≤'} {self.high:g}"
+        return " and ".join(filter(None, [lo, hi]))
+
+    def parse(self, value):
+        """The typed value of `value` (text or native); ValueError with a one-line reason."""
+        if value is None or (isinstance(value, str) and self.nullable and value.strip().lower() in ("none", "null", "")):
+            if self.nullable:
+                return None
+            raise ValueError("a value is required")
+        kind = self.kind
+        if kind in ("int", "float"):
+            number = _number(value, integer=kind == "int")
+            if kind == "float":
+                number = float(number)
+            if (self.low is not None and (number <= self.low if self.low_open else number < self.low)) or \
+               (self.high is not None and (number >= self.high if self.high_open else number > self.high)):
+                raise ValueError(f"{number:g} is out of range; it must be {self.range_text()}")
+            return number
+        if kind == "bool":
+            return _boolean(value)
+        if kind == "int_list":
+            return _int_list(value)
+        text = _text(value)
+        if self.check is not None:
+            try:
+                return self.check(text)
+            except UsageError as e:
+                raise ValueError(str(e)) from None
+        if kind == "choice":
+            if self.canonical is not None:
+                try:
+                    return self.canonical(text)
+                except UsageError:
+                    pass
+            else:
+                try:
+                    return resolve_name(text, dict.fromkeys(self.choice_names), "value")
+                except UsageError:
+                    pass
+            raise ValueError(f"invalid choice {text!r} (choose from {', '.join(self.choice_names)})")
+        return text
+
+
+def _classification_loss(name):
+    key = losses.canonical_name(name)
+    if key not in losses.CLASSIFICATION:
+        raise UsageError(f"{name!r} is not a classification loss")
+    return key
+
+
+def _wandb_name(kind):
+    def check(text):
+        # W&B's own rule for project and entity names: at most 128 characters, none of / \ # ? % :
+        if not text or len(text) > 128 or re.search(r"[/\\#?%:]", text):
+            raise UsageError(f"{kind} name {text!r} must be 1-128 characters without / \\ # ? % :")
+        return text
+    return check
+
+
+_UNIT = dict(low=0.0, high=1.0, high_open=True)
+
+PARAMS: dict[str, Param] = {p.name: p for p in [
+    # ---- the assignment's flag table ----
+    Param("wandb_project", "str", "mlp-sweeps", "W&B project", "-wp", check=_wandb_name("project"), plumbing=True),
+    Param("wandb_entity", "str", None, "W&B entity (user or team)", "-we", check=_wandb_name("entity"),
+          nullable=True, plumbing=True),
+    Param("dataset", "choice", "fashion_mnist", "the dataset", "-d", choices=DATASETS),
+    Param("epochs", "int", 10, "passes over the training set", "-e", low=1, high=100_000),
+    Param("batch_size", "int", 64, "mini-batch size", "-b", low=1, high=10_000_000),
+    Param("loss", "choice", "cross_entropy", "classification loss ('mse' means mean_squared_error)", "-l",
+          choices=lambda: tuple(sorted(losses.CLASSIFICATION)), canonical=_classification_loss),
+    Param("optimizer", "choice", "nadam", "optimizer", "-o", choices=lambda: tuple(optimizers.OPTIMIZERS),
+          canonical=optimizers.canonical_name),
+    Param("learning_rate", "float", 5e-4, "step size", "-lr", low=0.0, high=1e3, low_open=True),
+    Param("momentum", "float", 0.9, "momentum and nag", "-m", **_UNIT),
+    Param("beta", "float", 0.9, "rmsprop's decay", "-beta", **_UNIT),
+    Param("beta1", "float", 0.9, "adam, nadam, eve", "-beta1", **_UNIT),
+    Param("beta2", "float", 0.999, "adam, nadam, eve", "-beta2", **_UNIT),
+    Param("epsilon", "float", 1e-8, "rmsprop, adam, nadam, eve", "-eps", low=0.0, high=1.0, low_open=True),
+    Param("weight_decay", "float", 0.0, "L2: adds (λ/2)·ΣW² to the loss", "-w_d", low=0.0, high=1e3),
+    Param("weight_init", "choice", "xavier", "weight initialisation", "-w_i",
+          choices=lambda: tuple(initializers.INITIALIZERS), canonical=initializers.canonical_name),
+    Param("num_layers", "int", 5, "hidden layers", "-nhl", low=0, high=MAX_DEPTH),
+    Param("hidden_size", "int", 128, "width of every hidden layer", "-sz", low=1, high=MAX_WIDTH),
+    Param("activation", "choice", "relu", "hidden activation", "-a", choices=lambda: tuple(activations.ACTIVATIONS),
+          canonical=activations.canonical_name),
+    # ---- additions with fixed names ----
+    Param("seed", "int", 0, "seed of initialisation, shuffling and dropout", low=0, high=MAX_SEED),
+    Param("dropout", "float", 0.0, "dropout after every hidden layer", **_UNIT),
+    Param("batch_norm", "bool", False, "batch norm in hidden layers"),
+    Param("hidden_sizes", "int_list", None, "per-layer widths such as [256, 128]; overrides --num_layers/--hidden_size",
+          nullable=True),
+    Param("val_fraction", "float", 0.1, "stratified validation share of the training set (standard split)",
+          low=0.0, high=1.0, low_open=True, high_open=True),
+    Param("split", "choice", "standard", "standard: official test set; 80-10-10: stratified over all 70,000 images",
+          choices=SPLITS),
+    Param("data_dir", "str", None, "directory with the IDX files (else MLP_DATA_DIR, cache, Debian, download)",
+          nullable=True, plumbing=True),
+    Param("wandb_mode", "choice", "auto", "auto = online only when W&B credentials exist, else offline; never prompts",
+          choices=WANDB_MODES, plumbing=True),
+    Param("store", "str", None, "SQLite run store (else MLP_STORE, else ./mlp-runs.sqlite)", nullable=True,
+          plumbing=True),
+    Param("save_model", "str", None, "write the trained model to this .npz", nullable=True, plumbing=True),
+    Param("summary_json", "str", None, "write final metrics and config to this JSON file", nullable=True,
+          plumbing=True),
+    # ---- beyond the assignment ----
+    Param("preset", "choice", None, "a named configuration; explicit flags override it", choices=("best",),
+          nullable=True, plumbing=True, group="beyond"),
+    Param("lr_schedule", "choice", "constant", "learning-rate schedule", choices=lambda: tuple(schedules.SCHEDULES),
+          canonical=schedules.canonical_name, group="beyond"),
+    Param("warmup_epochs", "float", 0.0, "linear warmup (constant, step, cosine schedules)", low=0.0, high=100_000,
+          group="beyond"),
+    Param("label_smoothing", "float", 0.0, "cross_entropy only", group="beyond", **_UNIT),
+    Param("input_dropout", "float", 0.0, "dropout on the input pixels", group="beyond", **_UNIT),
+    Param("augment_shift", "int", 0, "shift each training image by up to ±k pixels", low=0, high=8, group="beyond"),
+    Param("augment_flip", "bool", False, "mirror training images left-right (fashion_mnist only)", group="beyond"),
+    Param("early_stopping", "int", 0, "patience in epochs on val_accuracy (0 = off); restores the best epoch's weights",
+          low=0, high=100_000, group="beyond"),
+    Param("weight_averaging", "choice", "none",
+          "evaluate and save an average of the weights: ema (decay 0.999) or swa (last quarter)", choices=AVERAGING,
+          group="beyond"),
+]}
+
+DEFAULTS: dict[str, Any] = {name: p.default for name, p in PARAMS.items()}
+PLUMBING: tuple[str, ...] = tuple(name for name, p in PARAMS.items() if p.plumbing)
+
+# Named configurations (`--preset NAME`); values given explicitly override a preset's.
+PRESETS: dict[str, dict] = {
+    # the strongest plain MLP found for Fashion-MNIST, selected on validation (README, "Accuracy")
+    "best": {
+        "hidden_sizes": [1024, 1024, 1024], "batch_norm": True, "dropout": 0.2, "label_smoothing": 0.1,
+        "optimizer": "adam", "learning_rate": 2e-3, "lr_schedule": "onecycle", "batch_size": 128,
+        "weight_init": "he", "activation": "relu", "weight_decay": 0.0, "epochs": 40, "augment_flip": True,
+    },
+}
+# Per-dataset changes to a preset: a mirrored digit is another digit (or none), so no flips.
+PRESET_DATASET_CHANGES: dict[tuple[str, str], dict] = {("best", "mnist"): {"augment_flip": False}}
+
+
+def parse_value(name: str, value, source: str = "") -> Any:
+    """The typed value of parameter `name`; ConfigError naming the parameter otherwise."""
+    param = PARAMS.get(name)
+    where = f"{source}: " if source else ""
+    if param is None:
+        raise ConfigError(f"{where}unknown parameter {name!r}; see `python train.py --help`")
+    try:
+        return param.parse(value)
+    except ValueError as e:
+        raise ConfigError(f"{where}{name}: {e}") from None
+
+
+def resolve(values: Mapping[str, Any] = (), base: Mapping[str, Any] | None = None, source: str = "") -> dict:
+    """A complete, valid config: `base` (default: DEFAULTS, or the preset named in `values`)
+    updated with `values`, each value parsed by its Param, then the rules that tie parameters
+    together. Raises ConfigError (one line) for anything invalid."""
+    values = dict(values)
+    parsed = {name: parse_value(name, value, source) for name, value in values.items()}
+    if base is None:
+        preset = parsed.get("preset")
+        base = dict(DEFAULTS)
+        if preset:
+            dataset = parsed.get("dataset", base["dataset"])
+            base.update(PRESETS[preset])
+            base.update(PRESET_DATASET_CHANGES.get((preset, dataset), {}))
+    config = {**DEFAULTS, **base, **parsed}
+    if config["hidden_sizes"] is not None:   # per-layer widths, when given, set the depth
+        config["num_layers"] = len(config["hidden_sizes"])
+    _check_together(config, source)
+    return config
+
+
+def _check_together(config: dict, source: str) -> None:
+    where = f"{source}: " if source else ""
+    if config["label_smoothing"] and config["loss"] != "cross_entropy":
+        raise ConfigError(f"{where}label_smoothing applies to the cross_entropy loss only")
+    if config["augment_flip"] and config["dataset"] != "fashion_mnist":
+        raise ConfigError(f"{where}--augment_flip mirrors images, which changes what digits mean; use it with "
+                          f"fashion_mnist only")
+
+
+def hyperparameters(config: Mapping) -> dict:
+    """What is trained (everything but plumbing): the W&B config and the store's run config."""
+    return {k: v for k, v in config.items() if k not in PLUMBING}
+
+
+def hidden_widths(config: Mapping) -> list[int]:
+    return list(config["hidden_sizes"]) if config.get("hidden_sizes") else [config["hidden_size"]] * config["num_layers"]
+
+
+def run_name(config: Mapping) -> str:
+    """A readable W&B run name, e.g. hl_3_hs_128_bs_32_ac_relu_o_nadam."""
+    widths = hidden_widths(config)
+    size = (widths[0] if widths else 0) if len(set(widths)) <= 1 else "-".join(map(str, widths))
+    return (f"hl_{len(widths)}_hs_{size}_bs_{config['batch_size']}_ac_{config['activation']}"
+            f"_o_{config['optimizer']}")

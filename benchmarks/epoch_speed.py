@@ -7,7 +7,7 @@ scikit-learn, for three MLPs. Needs the `bench` extra (torch, threadpoolctl) and
     python benchmarks/epoch_speed.py --quick                  # a few batches: smoke test only
 
 Configurations: (a) 784-128×4-10, batch 16, Adam; (b) 784-1024-1024-10, batch 128, Adam;
-(c) the default configuration of train.py (`mlp.cli.DEFAULTS`), with its optimizer.
+(c) the default configuration of train.py (`mlp.config.DEFAULTS`), with its optimizer.
 
 Method (see benchmarks/README.md): every run is a fresh subprocess (so its peak RSS is its own)
 that loads the data, warms up on a throwaway model for a few batches, then times one epoch of a
@@ -43,7 +43,7 @@ TARGETS = {"a_vs_torch": 2.0, "b_vs_torch": 1.5, "b_gemm_fraction": 0.60, "b_rss
 
 def configurations():
     """The three benchmarked networks; (c) is read from train.py's defaults."""
-    from mlp.cli import DEFAULTS as d
+    from mlp.config import DEFAULTS as d
     from mlp import optimizers
 
     widths = list(d["hidden_sizes"]) if d.get("hidden_sizes") else [int(d["hidden_size"])] * int(d["num_layers"])

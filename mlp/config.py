@@ -210,7 +210,7 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
           choices=lambda: tuple(sorted(losses.CLASSIFICATION)), canonical=_classification_loss),
     Param("optimizer", "choice", "nadam", "optimizer", "-o", choices=lambda: tuple(optimizers.OPTIMIZERS),
           canonical=optimizers.canonical_name),
-    Param("learning_rate", "float", 5e-4, "step size", "-lr", low=0.0, high=1e3, low_open=True),
+    Param("learning_rate", "float", 5e-4, "step size", "-lr", low=0.0, low_open=True),
     Param("momentum", "float", 0.9, "momentum and nag", "-m", **_UNIT),
     Param("beta", "float", 0.9, "rmsprop's decay", "-beta", **_UNIT),
     Param("beta1", "float", 0.9, "adam, nadam, eve", "-beta1", **_UNIT),

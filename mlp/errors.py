@@ -6,7 +6,8 @@ print `error: <message>` to stderr and exit with code 2 — never a traceback.
 """
 
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit code 2. A ValueError, as scikit-learn
+    and other callers expect of a bad argument."""
 
     exit_code = 2

@@ -21,7 +21,7 @@ SUBSET = ROOT / "tests" / "data"
 def env_for(tmp_path, **extra):
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            "MLP_STORE": str(tmp_path / "s.sqlite"), **extra}
-    for key in ("MLP_RUN_ID", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "MLP_DATA_DIR"):
+    for key in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "MLP_DATA_DIR"):
         if key not in extra:
             env.pop(key, None)
     return env
@@ -180,7 +180,7 @@ def test_divergent_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     runs = store.list_runs(sweep_id)
     assert [(r["state"], r["exit_code"]) for r in runs] == [("diverged", 3), ("finished", 0)]
     assert "lower the learning rate" in runs[0]["error"]
-    from mlp.sweep.agent import engine_run
+    from mlp.sweep.engine import engine_run
     assert engine_run(runs[0], store.history(runs[0]["id"])).state == "failed"  # bayes imputes the worst
     assert store.get_sweep(sweep_id)["state"] == "finished"
 
@@ -313,7 +313,7 @@ def test_four_agents_run_every_grid_point_exactly_once(tmp_path):
     p = run(tmp_path, "-m", "mlp", "sweep", str(path), "--count", "12", "--jobs", "4", timeout=600)
     assert p.returncode == 0, p.stderr + p.stdout
     runs = Store(tmp_path / "s.sqlite", create=False).list_runs(p.stdout.splitlines()[0])
-    points = [(r["extra"]["sweep_params"]["hidden_size"], r["extra"]["sweep_params"]["activation"]) for r in runs]
+    points = [(r["params"]["hidden_size"], r["params"]["activation"]) for r in runs]
     assert sorted(points) == sorted((h, a) for h in (8, 16, 24, 32) for a in ("tanh", "ReLU"))
     assert all(r["state"] == "finished" for r in runs)
 

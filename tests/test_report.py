@@ -21,7 +21,8 @@ from mlp.report.importance import by_parameter, encode, importance
 from mlp.report.page import SECTIONS
 from mlp.report.rerun import rerun_sweep_config
 from mlp.runs.store import Store
-from mlp.sweep.agent import _engine, validate_sweep_config
+from mlp.sweep.engine import engine as _engine
+from mlp.sweep.files import validate_sweep_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -41,7 +42,7 @@ def mlp(tmp, *args, env=None, timeout=600):
     """`python -m mlp ...` from the repo root, W&B files and the store in tmp."""
     full = {**os.environ, "WANDB_DIR": str(tmp), "WANDB_SILENT": "true", "WANDB_MODE": "offline",
             "MLP_STORE": str(tmp / "s.sqlite"), **(env or {})}
-    for key in ("MLP_RUN_ID", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
+    for key in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
         full.pop(key, None)
     return subprocess.run([sys.executable, "-m", "mlp", *args], cwd=ROOT, env=full, capture_output=True,
                           text=True, timeout=timeout)
@@ -104,7 +105,7 @@ def test_report_numbers_match_the_store(env):
     # the loaded model reproduces the stored confusion matrix
     assert "with a confusion matrix identical to the stored one" in md
     # the CE - MSE gap, paired by seed by hand
-    by = {(r["extra"]["sweep_params"]["seed"], r["extra"]["sweep_params"]["loss"]): r["summary"]["val_accuracy"]
+    by = {(r["params"]["seed"], r["params"]["loss"]): r["summary"]["val_accuracy"]
           for r in ce_runs}
     gaps = [by[(s, "cross_entropy")] - by[(s, "mean_squared_error")] for s in (0, 1)]
     assert f"paired gap CE − MSE {np.mean(gaps):+.4f} ± {np.std(gaps, ddof=1):.4f}" in md
@@ -116,7 +117,7 @@ def test_report_observations_are_computed(env):
     md = (env.out / "report.md").read_text()
     with Store(env.store, create=False) as store:
         runs = store.list_runs(env.smoke)
-    adam = [r["summary"]["val_accuracy"] for r in runs if r["extra"]["sweep_params"]["optimizer"] == "adam"]
+    adam = [r["summary"]["val_accuracy"] for r in runs if r["params"]["optimizer"] == "adam"]
     if adam:
         assert f"adam {np.mean(adam):.4f} (n={len(adam)})" in md
     assert f"The sweep has {len(runs)} runs" in md
@@ -242,7 +243,7 @@ def test_confusion_analysis():
 def test_pairs_differ_only_in_the_loss():
     def run(i, loss, seed, lr=1e-3, acc=0.8):
         return {"id": f"r{i}", "state": "finished", "summary": {"val_accuracy": acc},
-                "extra": {"sweep_params": {"loss": loss, "seed": seed, "learning_rate": lr}}}
+                "params": {"loss": loss, "seed": seed, "learning_rate": lr}}
     runs = [run(1, "cross_entropy", 0, acc=0.85), run(2, "mean_squared_error", 0, acc=0.80),
             run(3, "cross_entropy", 1, acc=0.84), run(4, "mean_squared_error", 1, lr=1e-2),  # lr differs: no pair
             run(5, "cross_entropy", 2, acc=0.70), run(6, "mean_squared_error", 2, acc=0.75)]
@@ -283,7 +284,7 @@ def test_rerun_top_two_on_real_mnist_and_report_the_table(env):
     assert _engine().schema_violations_from_proposed_config(config) == [] and config["method"] == "grid"
     top = sorted((r for r in parent_runs if r["state"] == "finished"),
                  key=lambda r: (-r["summary"]["val_accuracy"], r["seq"]))[:2]
-    assert child["extra"]["rerun"]["source_runs"] == [r["id"] for r in top]
+    assert child["rerun"].source_runs == [r["id"] for r in top]
     assert [r["state"] for r in child_runs] == ["finished", "finished"]
     for source, run in zip(top, child_runs):
         assert run["config"]["dataset"] == "mnist" and run["config"]["epochs"] == 1

@@ -10,8 +10,10 @@ import yaml
 
 from mlp import UsageError
 from mlp.cli import parse_train_args
-from mlp.runs.store import Store
-from mlp.sweep.agent import _engine, build_command, load_sweep_file, propose
+from mlp.runs.store import RerunPlan, Store
+from mlp.sweep.engine import build_command, propose
+from mlp.sweep.engine import engine as _engine
+from mlp.sweep.files import load_sweep_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -20,7 +22,7 @@ SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 def mlp(tmp_path, *args, timeout=300):
     """Run `mlp ...` from the repo root (where train.py is) with W&B files kept in tmp_path."""
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true", "MLP_STORE": str(tmp_path / "s.sqlite")}
-    for key in ("MLP_RUN_ID", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
+    for key in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
         env.pop(key, None)
     return subprocess.run([sys.executable, "-m", "mlp", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -91,7 +93,7 @@ def test_wandb_agent_argv_parses_to_the_intended_values(path):
     ("method: grid\nparameters: {learning_rate: {min: 0.001, max: 0.1}}\n", "grid search needs `values`"),
     ("method: random\nmetric: {name: test_accuracy, goal: maximize}\nparameters: {epochs: {values: [1]}}\n",
      "selecting on the test set"),
-    ("method: random\nparameters: {activation: {values: [relu, swish]}}\n", "'swish' of 'activation' is rejected"),
+    ("method: random\nparameters: {activation: {values: [relu, swish]}}\n", "parameter 'activation': value 'swish' is rejected"),
     ("method: bayes\nparameters: {epochs: {values: [1, 2]}}\n", "need `metric"),
 ])
 def test_bad_sweep_files_are_rejected(tmp_path, text, fragment):
@@ -119,8 +121,8 @@ def _fake_runs(config, seed, n, metric=lambda i: 0.5):
         rid = f"run{i}"
         histories[rid] = [{"epoch": 1, "val_accuracy": metric(i) - 0.1}, {"epoch": 2, "val_accuracy": metric(i)}]
         runs.append({"id": rid, "state": "finished", "summary": {"val_accuracy": metric(i)},
-                     "extra": {"sweep_params": params}})
-    return [r["extra"]["sweep_params"] for r in runs]
+                     "params": params, "stopped_by": None})
+    return [r["params"] for r in runs]
 
 
 @pytest.mark.parametrize("method", ["random", "bayes"])
@@ -139,7 +141,7 @@ def test_same_seed_same_configs(method):
 def test_run_cap_ends_the_search():
     config = {**load_sweep_file(ROOT / "sweeps" / "smoke.yaml")[0], "run_cap": 3}
     assert len(_fake_runs(config, seed=0, n=3)) == 3
-    runs = [{"id": f"r{i}", "state": "finished", "summary": {}, "extra": {"sweep_params": {}}} for i in range(3)]
+    runs = [{"id": f"r{i}", "state": "finished", "summary": {}, "params": {}, "stopped_by": None} for i in range(3)]
     assert propose(config, runs, 0, lambda rid: []) is None
 
 
@@ -157,7 +159,7 @@ def test_six_run_offline_sweep_end_to_end(tmp_path):
         assert Path(r["wandb_dir"]).name.endswith(r["id"]) and list(Path(r["wandb_dir"]).glob("*.wandb"))
         assert r["model_path"] == str(tmp_path / "mlp-models" / sweep_id / f"{r['id']}.npz") and Path(r["model_path"]).is_file()
         # the run's full config agrees with what the search proposed (data_dir is plumbing, not config)
-        for key, value in r["extra"]["sweep_params"].items():
+        for key, value in r["params"].items():
             if key == "data_dir":
                 continue
             assert r["config"][key] == (value.lower() if isinstance(value, str) and key != "data_dir" else value)
@@ -185,7 +187,7 @@ def test_grid_is_exhausted_and_the_sweep_finishes(tmp_path):
     sweep_id = sweep_id_of(p)
     assert "exhausted" in p.stdout
     store = Store(tmp_path / "s.sqlite", create=False)
-    points = sorted((r["extra"]["sweep_params"]["hidden_size"], r["extra"]["sweep_params"]["activation"])
+    points = sorted((r["params"]["hidden_size"], r["params"]["activation"])
                     for r in store.list_runs(sweep_id))
     assert points == [(8, "ReLU"), (8, "tanh"), (16, "ReLU"), (16, "tanh")]
     assert store.get_sweep(sweep_id)["state"] == "finished"
@@ -197,7 +199,7 @@ def test_two_parallel_agents_never_duplicate(tmp_path):
     path = write_sweep(tmp_path, "grid6", **GRID)
     sweep_id = sweep_id_of(mlp(tmp_path, "sweep", str(path), "--count", "8", "--jobs", "2", timeout=600))
     runs = Store(tmp_path / "s.sqlite", create=False).list_runs(sweep_id)
-    points = [json.dumps(r["extra"]["sweep_params"], sort_keys=True) for r in runs]
+    points = [json.dumps(r["params"], sort_keys=True) for r in runs]
     assert len(points) == 6 and len(set(points)) == 6  # every grid point exactly once
     assert all(r["state"] == "finished" for r in runs)
 
@@ -223,8 +225,8 @@ def test_hyperband_stops_a_deliberately_bad_run(tmp_path):
     p = mlp(tmp_path, "agent", sweep_id, "--count", "1")
     assert p.returncode == 0, p.stderr + p.stdout
     bad = store.list_runs(sweep_id)[-1]
-    assert bad["extra"]["sweep_params"]["learning_rate"] == 1e-7
-    assert bad["state"] == "killed" and bad["extra"]["stopped_by"] == "hyperband", bad
+    assert bad["params"]["learning_rate"] == 1e-7
+    assert bad["state"] == "killed" and bad["stopped_by"] == "hyperband", bad
     assert 1 <= len(store.history(bad["id"])) < 300
     assert "stopped by hyperband" in p.stdout
 
@@ -243,9 +245,10 @@ def test_rerun_sweep_resumes_with_its_exact_configs(tmp_path):
                for h in (24, 8)]
     grid = {"method": "grid", "program": "train.py", "run_cap": 2,
             "parameters": {"hidden_size": {"values": [24, 8]}, "epochs": {"value": 1}}}
-    child = store.create_sweep(grid, yaml.safe_dump(grid), extra={"workdir": str(ROOT), "rerun": {"configs": configs}})
+    child = store.create_sweep(grid, yaml.safe_dump(grid), workdir=ROOT,
+                               rerun=RerunPlan(parent="p", source_runs=["a", "b"], configs=configs, top=2))
     store.claim_run(child, Agent(store, child).proposer)          # the first was claimed before a crash
-    assert [r["extra"]["sweep_params"] for r in store.list_runs(child)] == configs[:1]
+    assert [r["params"] for r in store.list_runs(child)] == configs[:1]
     agent = Agent(store, child)
     assert agent.proposer(store.list_runs(child)) == configs[1]
     assert agent.proposer(store.list_runs(child) * 2) is None

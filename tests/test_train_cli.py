@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from mlp import UsageError, load_model
-from mlp.cli import DEFAULTS, parse_train_args
+from mlp.cli import parse_train_args
+from mlp.config import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "tests" / "data"
@@ -20,7 +21,6 @@ SUBSET = ROOT / "tests" / "data"
 def train(tmp_path, *args, env=None):
     """Run train.py on the committed subset in tmp_path; returns the CompletedProcess."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
-    full_env.pop("MLP_RUN_ID", None)
     return subprocess.run([sys.executable, str(ROOT / "train.py"), "--data_dir", str(SUBSET),
                            "--store", str(tmp_path / "runs.sqlite"), *args],
                           cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=300)
@@ -166,7 +166,7 @@ def test_default_configuration_two_epochs_on_full_fashion_mnist(tmp_path):
 
 
 def test_preset_sets_defaults_and_flags_still_win():
-    from mlp.cli import PRESETS
+    from mlp.config import PRESETS
     c = parse_train_args(["--preset", "best", "-e", "3", "--dropout=0.3"])
     assert c["epochs"] == 3 and c["dropout"] == 0.3                     # explicit flags win
     for key, value in PRESETS["best"].items():

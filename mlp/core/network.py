@@ -144,6 +144,14 @@ class MLP:
         return k == len(views)
 
     @property
+    def input_shape(self):
+        return (self.config["layer_sizes"][0],)
+
+    @property
+    def n_outputs(self):
+        return self.config["layer_sizes"][-1]
+
+    @property
     def is_classifier(self):
         return self.config["loss"] in losses.CLASSIFICATION
 

@@ -2,7 +2,7 @@
 arrays), so each finding can be tested without a store, a dataset or a figure.
 
 A run here is a store run dict: ``state``, ``summary`` (val_accuracy, test_accuracy, ...),
-``extra["sweep_params"]`` (what the sweep proposed) and ``extra.get("stopped_by")``.
+``params`` (what the sweep proposed) and ``stopped_by`` (why it stopped early, if it did).
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def metric_of(run: Mapping, metric: str = "val_accuracy") -> float | None:
 def params_of(run: Mapping, names: Sequence[str] | None = None) -> dict:
     """The parameters the sweep proposed for this run (as written in the YAML, e.g. "ReLU");
     runs created outside an agent fall back to their effective config."""
-    params = (run.get("extra") or {}).get("sweep_params")
-    if params is None:
+    params = run.get("params")
+    if not params:
         params = run.get("config") or {}
     if names is None:
         return dict(params)
@@ -72,7 +72,7 @@ def is_full_run(run: Mapping) -> bool:
 
 def was_stopped(run: Mapping) -> bool:
     """Stopped early by hyperband (or another early-termination rule) before its last epoch."""
-    return bool((run.get("extra") or {}).get("stopped_by")) and not is_full_run(run)
+    return bool(run.get("stopped_by")) and not is_full_run(run)
 
 
 def ranked(runs: Sequence[Mapping], metric: str = "val_accuracy", goal: str = "maximize",
@@ -449,15 +449,16 @@ def rerun_rows(source_runs: Mapping[str, Mapping], child: Mapping, child_runs: S
                names: Sequence[str], source_dataset: str = "fashion_mnist") -> list[dict]:
     """One row per configuration of a rerun sweep: the source run's val/test next to the rerun's.
 
-    `child["extra"]["rerun"]` holds the source run ids and the configs proposed, in order;
+    `child["rerun"]` (a RerunPlan) holds the source run ids and the configs proposed, in order;
     each child run is matched to its config by its proposed parameters."""
-    info = (child.get("extra") or {}).get("rerun") or {}
+    plan = child.get("rerun")
+    info = {"configs": plan.configs, "source_runs": plan.source_runs, "dataset": plan.dataset} if plan else {}
     configs = info.get("configs") or []
     sources = info.get("source_runs") or []
     target = info.get("dataset", "")
     by_index: dict[int, Mapping] = {}
     for r in child_runs:
-        proposed = (r.get("extra") or {}).get("sweep_params")
+        proposed = r.get("params")
         for i, c in enumerate(configs):
             if proposed == c:
                 if i not in by_index or r["state"] == "finished":

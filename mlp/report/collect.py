@@ -95,12 +95,12 @@ def check_out_dir(out, create: bool = True) -> Path:
 
 def sweep_data_dir(sweep: dict, run: dict) -> str | None:
     """The data_dir a run was trained with, if the sweep set one (relative to the sweep's folder)."""
-    value = (run.get("extra") or {}).get("sweep_params", {}).get("data_dir") or (run.get("config") or {}).get("data_dir")
+    value = (run.get("params") or {}).get("data_dir") or (run.get("config") or {}).get("data_dir")
     if not value:
         return None
     path = Path(value)
     if not path.is_absolute():
-        path = Path(sweep.get("extra", {}).get("workdir") or os.getcwd()) / path
+        path = Path(sweep.get("workdir") or os.getcwd()) / path
     return str(path)
 
 
@@ -197,7 +197,7 @@ def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str
     # --- reruns on another dataset (children of this sweep)
     by_id = {r["id"]: r for r in runs}
     for child in sweeps:
-        if child.get("parent_sweep_id") == sweep_id and (child.get("extra") or {}).get("rerun"):
+        if child.get("parent_sweep_id") == sweep_id and child.get("rerun"):
             rows = A.rerun_rows(by_id, child, store.list_runs(child["id"]), data.names, data.dataset_name)
             data.reruns.append({"sweep": child, "rows": rows})
 

@@ -22,8 +22,9 @@ def _log(line: str) -> None:
 
 
 def model_target(store_path: str, sweep_id: str, run_id: str) -> Path:
-    """Where `mlp agent` keeps a sweep's models (see mlp.sweep.Agent)."""
-    return Path(store_path).resolve().parent / "mlp-models" / sweep_id / f"{run_id}.npz"
+    """Where a sweep's runs keep their models (mlp.runs.store.model_path_for)."""
+    from mlp.runs.store import model_path_for
+    return model_path_for(store_path, sweep_id, run_id)
 
 
 def retrain(config: dict, data, log: Callable[[str], None] = _log):
@@ -62,7 +63,7 @@ def best_model_predictions(store, sweep_id: str, run: dict, data,
         note = f"its saved model {path} is gone"
     else:
         note = "the run's own model was not kept: it predates model saving"
-    if net is not None and list(net.config.get("layer_sizes", []))[-1:] != [len(data.class_names)]:
+    if net is not None and net.n_outputs != len(data.class_names):
         note = f"its saved model {path} does not match the dataset"
         net = None
     if net is None:

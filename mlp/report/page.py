@@ -175,8 +175,9 @@ def build_blocks(data) -> list:
     if data.reruns:
         for rerun in data.reruns:
             child = rerun["sweep"]
-            info = child["extra"]["rerun"]
-            target = info.get("dataset", "?")
+            plan = child["rerun"]
+            info = {"source_runs": plan.source_runs, "epochs": plan.epochs}
+            target = plan.dataset
             b.append(("p", f"Sweep {child['id']} ({child['name']}) reran the top {len(info.get('source_runs', []))} "
                            f"validation configurations on {target}"
                            + (f" for {info['epochs']} epochs" if info.get("epochs") else " with their own epochs")

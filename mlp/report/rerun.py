@@ -5,8 +5,8 @@ report can put both datasets' accuracies side by side.
 The child sweep's YAML is a valid W&B grid sweep: a parameter shared by all K configs is a
 `value`, one that differs lists the K configs' values, and `run_cap: K`. A grid varies those
 lists independently, though, while a rerun needs the K configs exactly as they were, so the
-local agent hands out the K configs in order from the sweep's extra data (so `mlp agent CHILD_ID`
-resumes a rerun exactly). Each config is the source run's full effective config — not just
+local agent hands out the K configs in order from the sweep's rerun plan (`RerunPlan`, a store
+column; so `mlp agent CHILD_ID` resumes a rerun exactly). Each config is the source run's full effective config — not just
 the parameters the parent sweep searched — so a later change of train.py's defaults cannot
 change what is rerun.
 """
@@ -19,8 +19,10 @@ from typing import Callable
 
 import yaml
 
+from mlp import config as C
 from mlp.errors import UsageError
 from mlp.report import analysis as A
+from mlp.runs.store import RerunPlan
 
 __all__ = ["rerun", "rerun_configs", "rerun_sweep_config"]
 
@@ -29,20 +31,13 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _train_flags() -> set:
-    from mlp.cli import train_parser
-    return {a.dest for a in train_parser()._actions if a.dest != "help"}
-
-
 def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str | None = None) -> list[dict]:
     """The runs' full effective configs as train flags, with the dataset (and epochs, data_dir)
     replaced. Plumbing (store, W&B project, output files) is left to the agent."""
-    from mlp.runs.experiment import PLUMBING
-    flags = _train_flags()
     configs = []
     for run in runs:
         config = {k: v for k, v in (run.get("config") or {}).items()
-                  if k in flags and k not in PLUMBING and v is not None}
+                  if k in C.PARAMS and k not in C.PLUMBING and v is not None}
         config["dataset"] = dataset
         if epochs is not None:
             config["epochs"] = int(epochs)
@@ -87,10 +82,10 @@ def _yaml_text(config: dict, parent_id: str, sources: list, configs: list) -> st
 
 
 def _workdir(parent: dict, program: str) -> Path:
-    for candidate in (parent.get("extra", {}).get("workdir"), os.getcwd()):
+    for candidate in (parent.get("workdir"), os.getcwd()):
         if candidate and (Path(candidate) / program).is_file():
             return Path(candidate).resolve()
-    raise UsageError(f"program {program!r} of sweep {parent['id']} is not in {parent.get('extra', {}).get('workdir')} "
+    raise UsageError(f"program {program!r} of sweep {parent['id']} is not in {parent.get('workdir')} "
                      f"nor in the current folder; run `mlp rerun` from the folder that holds it")
 
 
@@ -100,7 +95,8 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
     """Create the child sweep, run its K runs with the local agent (one after another) and
     return {"sweep_id", "rows", "exit_code"}. The child id is printed on `out` first."""
     from mlp.runs.data import load_dataset
-    from mlp.sweep.agent import Agent, validate_sweep_config
+    from mlp.sweep.agent import Agent
+    from mlp.sweep.files import validate_sweep_config
 
     parent = store.get_sweep(sweep_id)
     if int(top) < 1:
@@ -124,13 +120,13 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
     sources = [r["id"] for r in chosen]
     child_id = store.create_sweep(
         config, _yaml_text(config, sweep_id, sources, configs), name=config["name"], seed=parent.get("seed"),
-        parent_sweep_id=sweep_id,
-        extra={"workdir": str(workdir), "rerun": {"parent": sweep_id, "source_runs": sources, "configs": configs,
-                                                   "dataset": dataset, "epochs": epochs, "top": int(top)}})
+        parent_sweep_id=sweep_id, workdir=workdir,
+        rerun=RerunPlan(parent=sweep_id, source_runs=sources, configs=configs, dataset=dataset, epochs=epochs,
+                        top=int(top)))
     out(child_id)
     log(f"created sweep {child_id} (child of {sweep_id}): the top {len(configs)} configs of {sweep_id} on {dataset}")
 
-    code = Agent(store, child_id, count=None, out=log).run()  # hands out extra["rerun"]["configs"]
+    code = Agent(store, child_id, count=None, out=log).run()  # hands out the plan's configs in order
     child = store.get_sweep(child_id)
     rows = A.rerun_rows({r["id"]: r for r in runs}, child, store.list_runs(child_id),
                         A.searched_parameters(parent["config"]),

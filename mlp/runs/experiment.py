@@ -1,80 +1,126 @@
 """One run, start to end: config → data → network → fit → test → W&B + store + files.
 
-Everything a user can get wrong is checked before anything is written (no store row, no W&B
-directory), so bad input leaves no trace. Run states and exit codes:
-finished 0 · failed 1 · bad input 2 · diverged 3 · killed (Ctrl-C / SIGINT / SIGTERM) 130.
+The life cycle, each step a short function:
+
+1. `prepare` — everything a user can get wrong is checked before anything is written (no store
+   row, no W&B directory, no file): the config with the sweep's parameters merged in, the
+   network (and the memory it needs), the output paths, the data.
+2. `open_run` — the store row (adopted when `mlp agent` made it, else created) and the W&B run,
+   under one id.
+3. `train` — the fit loop; divergence, Ctrl-C/SIGTERM and any error become a state.
+4. `finish` — test, save, record: short, and shielded from a late SIGINT/SIGTERM, so a run is
+   never left half-recorded. Whatever happens after the row exists, the row ends in a final
+   state (never `running`) and what was computed is kept.
+
+States and exit codes: finished 0 · failed 1 · bad input 2 · diverged 3 · killed 130.
 """
+from __future__ import annotations
+
 import json
 import math
 import os
 import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mlp import config as C
 from mlp.core import augment, averaging, optimizers, schedules
-from mlp.cli import DEFAULTS, parse_train_args
-from mlp.errors import UsageError
 from mlp.core.network import MLP
+from mlp.errors import UsageError
+from mlp.runs.context import RunContext
 from mlp.runs.training import Diverged, fit
 
+__all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "confusion_matrix", "check_data"]
+
 EXIT_CODES = {"finished": 0, "failed": 1, "diverged": 3, "killed": 130}
-# Flags that say where things go, not what is trained: not part of the W&B/sweep config.
-PLUMBING = ("wandb_project", "wandb_entity", "wandb_mode", "store", "save_model", "summary_json", "data_dir",
-            "preset")
+MEMORY_FRACTION = 0.8        # refuse a network whose training needs more than this share of the RAM
 
 
-def hidden_widths(config):
-    return list(config["hidden_sizes"]) if config.get("hidden_sizes") else [config["hidden_size"]] * config["num_layers"]
+@dataclass
+class RunResult:
+    run_id: str | None
+    state: str
+    summary: dict = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.state]
 
 
-def run_name(config):
-    """A readable W&B run name, e.g. hl_3_hs_128_bs_32_ac_relu_o_nadam."""
-    widths = hidden_widths(config)
-    size = widths[0] if len(set(widths)) == 1 else "-".join(map(str, widths))
-    return (f"hl_{len(widths)}_hs_{size}_bs_{config['batch_size']}_ac_{config['activation']}"
-            f"_o_{config['optimizer']}")
+# ---- building ---------------------------------------------------------------------------------------
+
+def _bytes_needed(widths: list[int], batch: int, itemsize: int = 4) -> int:
+    """Training memory of an MLP, roughly: parameters × (value, gradient, 2 optimizer moments,
+    scratch) plus a few activation arrays per layer for one batch and for evaluation chunks."""
+    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    activations = sum(widths) * (batch + 4096) * 3
+    return (params * 6 + activations) * itemsize
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(config, n_inputs=784, n_classes=10) -> None:
+    """Refuse, before any allocation, a network that cannot fit in this machine's memory."""
+    widths = [n_inputs, *C.hidden_widths(config), n_classes]
+    need = _bytes_needed(widths, config["batch_size"])
+    have = _physical_memory()
+    if have and need > MEMORY_FRACTION * have:
+        raise UsageError(f"this network needs about {need / 2**30:.1f} GiB to train (hidden widths "
+                         f"{C.hidden_widths(config)[:4]}{'…' if len(C.hidden_widths(config)) > 4 else ''}, batch "
+                         f"{config['batch_size']}), more than this machine's {have / 2**30:.1f} GiB; use narrower or "
+                         f"fewer layers")
 
 
 def build(config, n_inputs=784, n_classes=10):
     """Network and optimizer for a config (raises UsageError for any invalid combination)."""
-    config = {**DEFAULTS, **config}  # configs stored before a flag existed get its default
-    net = MLP([n_inputs, *hidden_widths(config), n_classes], activation=config["activation"],
+    config = C.resolve(base=config)         # configs stored before a flag existed get its default
+    check_memory(config, n_inputs, n_classes)
+    net = MLP([n_inputs, *C.hidden_widths(config), n_classes], activation=config["activation"],
               weight_init=config["weight_init"], loss=config["loss"], weight_decay=config["weight_decay"],
               dropout=config["dropout"], batch_norm=config["batch_norm"], seed=config["seed"],
               input_dropout=config["input_dropout"], label_smoothing=config["label_smoothing"])
     return net, optimizers.from_config(config["optimizer"], config)
 
 
-def check_data(config, data):
+def check_data(config, data) -> None:
     """The checks a config needs against its dataset (beyond what building the network checks)."""
-    config = {**DEFAULTS, **config}
-    if config["augment_flip"] and data.name != "fashion_mnist":
-        raise UsageError("--augment_flip mirrors images, which changes what digits mean; use it with fashion_mnist only")
-    if config["batch_size"] > len(data.x_train):
+    n_train = len(data.x_train)
+    if config["batch_size"] > n_train:
         raise UsageError(f"batch size {config['batch_size']} is larger than the training set "
-                         f"({len(data.x_train)} images); use a smaller -b/--batch_size")
-
-
-def validate(config, data):
-    """Every check a config needs against its data; returns the built (net, optimizer)."""
-    check_data(config, data)
-    return build(config, data.x_train.shape[1], len(data.class_names))
+                         f"({n_train} images); use a smaller -b/--batch_size")
+    missing = sorted(set(range(len(data.class_names))) - set(np.unique(data.y_train).tolist()))
+    if missing:
+        raise UsageError(f"the training split of {data.name} has no image of class "
+                         f"{', '.join(data.class_names[c] for c in missing)}; use another --split/--val_fraction or "
+                         f"complete data files")
 
 
 def train(config, data, on_epoch=None, progress=None, built=None):
     """Build and train a config on a dataset: (net, history). The one training path — train.py,
     sweeps and the report's retraining all go through it. `built`: the (net, optimizer) of a
     caller that already validated the config, so it is not built twice."""
-    config = {**DEFAULTS, **config}
-    net, optimizer = built or validate(config, data)
+    config = C.resolve(base=config)
+    if built is None:
+        check_data(config, data)
+        built = build(config, data.x_train.shape[1], len(data.class_names))
+    net, optimizer = built
     steps_per_epoch = max(1, math.ceil(len(data.x_train) / config["batch_size"]))
     schedule = None
     if config["lr_schedule"] != "constant" or config["warmup_epochs"]:
         schedule = schedules.build(config["lr_schedule"], config["learning_rate"], config["epochs"] * steps_per_epoch,
-                                   steps_per_epoch, warmup_steps=round(config["warmup_epochs"] * steps_per_epoch))
+                                   steps_per_epoch, warmup_steps=round(min(config["warmup_epochs"], config["epochs"])
+                                                                       * steps_per_epoch))
     history = fit(net, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, epochs=config["epochs"],
                   batch_size=config["batch_size"], seed=config["seed"], on_epoch=on_epoch, progress=progress,
                   patience=config["early_stopping"] or None, schedule=schedule,
@@ -83,29 +129,85 @@ def train(config, data, on_epoch=None, progress=None, built=None):
     return net, history
 
 
-def hyperparameters(config):
-    return {k: v for k, v in config.items() if k not in PLUMBING}
+# ---- 1. prepare: every check, nothing written -------------------------------------------------------
+
+@dataclass
+class Prepared:
+    config: dict
+    context: RunContext
+    data: object
+    built: tuple
+    wandb_mode: str
+    store_path: str
 
 
-def config_from_mapping(mapping, base):
-    """Re-validate a config that came back from W&B (a sweep may override any value) by passing
-    it through the same parser as the command line."""
-    merged = {**base, **mapping}
-    argv = []
-    for key, value in merged.items():
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            value = "[" + ", ".join(str(v) for v in value) + "]"
-        argv.append(f"--{key}={value}")
-    return parse_train_args(argv)
+def _check_output(path, what: str) -> None:
+    """An output file must be creatable: its folder exists (or can be made) and is writable, and
+    the path is not a folder. Checked before training, so a bad path loses no work."""
+    if path is None:
+        return
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise UsageError(f"{what} {path} is a folder; give a file path")
+    folder = target.parent.absolute()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: cannot write in {probe}; give a writable path")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise UsageError(f"{what} {path} exists and is not writable; give another path")
 
 
-def run_from_argv(argv, prog="train.py"):
-    config = parse_train_args(argv, prog)
-    state, _ = run(config)
-    return EXIT_CODES[state]
+def prepare(config, context: RunContext) -> Prepared:
+    from mlp.runs.data import load_dataset
+    from mlp.runs.store import default_store_path
+    from mlp.runs.tracking import resolve_wandb_mode
 
+    if context.sweep_params:     # what the sweep chose for this run wins over argv (W&B's rule)
+        config = C.resolve(context.sweep_params, base=config, source="the sweep's parameters (WANDB_SWEEP_PARAM_PATH)")
+    built = build(config)        # a bad combination fails before the data loads
+    mode = resolve_wandb_mode(config["wandb_mode"])
+    store_path = config["store"] or default_store_path()
+    _check_output(config["save_model"], "--save_model")
+    _check_output(config["summary_json"], "--summary_json")
+    data = load_dataset(config["dataset"], data_dir=config["data_dir"], split=config["split"],
+                        val_fraction=config["val_fraction"])
+    check_data(config, data)
+    if (built[0].input_shape, built[0].n_outputs) != ((data.x_train.shape[1],), len(data.class_names)):
+        built = build(config, data.x_train.shape[1], len(data.class_names))
+    return Prepared(config, context, data, built, mode, store_path)
+
+
+# ---- 2. open the run: store row and W&B run under one id ---------------------------------------------
+
+def open_run(p: Prepared):
+    from mlp.runs.store import Store
+    from mlp.runs.tracking import StoreTracker, WandbTracker
+
+    store = Store(p.store_path, create=True)
+    record = StoreTracker.claim(store, p.context)          # adopts `mlp agent`'s row, else a new id
+    wandb = WandbTracker(p.wandb_mode, p.config["wandb_project"], p.config["wandb_entity"])
+    try:
+        effective = wandb.start(C.hyperparameters(p.config), C.run_name(p.config), record.run_id)
+        config = C.resolve(effective, base=p.config, source="W&B's config")
+        if config != p.config:            # W&B changed something: check and build again
+            check_data(config, p.data)
+            p.built = build(config, p.data.x_train.shape[1], len(p.data.class_names))
+            p.config = config
+            wandb.rename(C.run_name(config))
+    except BaseException as e:
+        state = "killed" if isinstance(e, KeyboardInterrupt) else "failed"
+        code = EXIT_CODES["killed"] if state == "killed" else getattr(e, "exit_code", 1)
+        record.start(C.hyperparameters(p.config), C.run_name(p.config), wandb.offline_dir)
+        record.finish(state, exit_code=code, error=str(e) or type(e).__name__)
+        wandb.finish(state, exit_code=code)
+        raise
+    record.start(C.hyperparameters(p.config), C.run_name(p.config), wandb.offline_dir)
+    return store, record, wandb
+
+
+# ---- the whole run ------------------------------------------------------------------------------------
 
 class _Terminated(BaseException):
     """SIGTERM, turned into an exception so the run is recorded as killed."""
@@ -115,112 +217,113 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
-def run(config, out=sys.stdout):
-    """Train one configuration; returns (state, summary)."""
-    from mlp.runs.data import load_dataset
-    from mlp.runs.store import Store, default_store_path, new_id
-    from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
-    # 1. validate everything before writing anything (a bad combination fails before the data loads)
-    built = build(config)
-    mode = resolve_wandb_mode(config["wandb_mode"])
-    data = load_dataset(config["dataset"], data_dir=config["data_dir"], split=config["split"],
-                        val_fraction=config["val_fraction"])
-    check_data(config, data)
-    sizes = built[0].config["layer_sizes"]
-    if (sizes[0], sizes[-1]) != (data.x_train.shape[1], len(data.class_names)):
-        built = None  # a dataset of another shape: train() builds for it
-    store = Store(config["store"] or default_store_path(), create=True)
-    agent_run_id = os.environ.get("MLP_RUN_ID")  # `mlp agent` made the row already
-    if agent_run_id:
-        store.get_run(agent_run_id)
-    run_id = agent_run_id or os.environ.get("WANDB_RUN_ID") or new_id()
 
-    # 2. start tracking (one id for W&B and the store); in a sweep W&B's config wins
-    wandb = WandbTracker(mode, config["wandb_project"], config["wandb_entity"])
-    effective = wandb.start(hyperparameters(config), run_name(config), run_id)
-    store_run = StoreTracker(store, run_id, existing=bool(agent_run_id))
+class _signals:
+    """Set SIGINT/SIGTERM handlers for a block (main thread only), restoring them after."""
+
+    def __init__(self, handler_int, handler_term):
+        self.handlers = {signal.SIGINT: handler_int, signal.SIGTERM: handler_term}
+        self.previous = {}
+
+    def __enter__(self):
+        if _main_thread():
+            for sig, handler in self.handlers.items():
+                if handler is not None:
+                    self.previous[sig] = signal.signal(sig, handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def run(config, context: RunContext | None = None, out=sys.stdout) -> RunResult:
+    """Train one configuration end to end; returns its RunResult."""
+    context = context or RunContext.from_environment()
+    p = prepare(config, context)
+    store, record, wandb = open_run(p)
+    print(f"run {record.run_id} ({C.run_name(p.config)}): {p.data.name} from {p.data.source}, "
+          f"{len(p.data.x_train)} train / {len(p.data.x_val)} val / {len(p.data.x_test)} test; "
+          f"W&B {p.wandb_mode}", file=sys.stderr, flush=True)
+    history, started = [], time.perf_counter()
     try:
-        effective_config = config_from_mapping(effective, config)
-        if effective_config != config:  # the sweep changed something: check and build again
-            built = validate(effective_config, data)
-        config = effective_config
-        wandb.rename(run_name(config))
-    except UsageError as e:
-        store_run.start(hyperparameters(config), run_name(config), wandb.offline_dir)
-        store_run.finish("failed", exit_code=2, error=str(e))
-        wandb.finish("failed", exit_code=2)
-        raise
-    store_run.start(hyperparameters(config), run_name(config), wandb.offline_dir)
-    print(f"run {run_id} ({run_name(config)}): {data.name} from {data.source}, "
-          f"{len(data.x_train)} train / {len(data.x_val)} val / {len(data.x_test)} test; "
-          f"W&B {mode}", file=sys.stderr, flush=True)
-    first_of_class = [int(np.flatnonzero(data.y_train == c)[0]) for c in range(len(data.class_names))]
-    if mode != "disabled":
-        wandb.log_samples(data.x_train[first_of_class], range(len(data.class_names)), data.class_names)
+        if p.wandb_mode != "disabled":
+            first = [int(np.flatnonzero(p.data.y_train == c)[0]) for c in range(len(p.data.class_names))]
+            wandb.log_samples(p.data.x_train[first], range(len(p.data.class_names)), p.data.class_names)
 
-    # 3. train
-    def on_epoch(row):
-        wandb.log(row)
-        store_run.log(row)
+        def on_epoch(row):
+            history.append(row)
+            wandb.log(row)
+            record.log(row)
 
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
-    started = time.perf_counter()
-    history, error, net = [], None, None
-    try:
-        net, history = train(config, data, on_epoch=lambda row: (history.append(row), on_epoch(row)), built=built)
-        state = "finished"
-    except Diverged as e:
-        state, error = "diverged", str(e)
-    except (KeyboardInterrupt, _Terminated):
-        state, error = "killed", "interrupted"
-    except Exception as e:
-        state, error = "failed", f"{type(e).__name__}: {e}"
-        _finish(wandb, store_run, state, _summary(config, history, started), error)
+        net, state, error, diverged = None, "finished", None, None
+        with _signals(None, _on_sigterm):
+            try:
+                net, _ = train(p.config, p.data, on_epoch=on_epoch, built=p.built)
+            except Diverged as e:
+                state, error, diverged = "diverged", str(e), e
+            except (KeyboardInterrupt, _Terminated):
+                state, error = "killed", "interrupted"
+        # test, save, record: a late SIGINT/SIGTERM (a hyperband stop racing the last epoch, a
+        # second Ctrl-C) must not cut this short
+        with _signals(signal.SIG_IGN, signal.SIG_IGN):
+            return finish(p, record, wandb, net, state, error, history, started, out, diverged)
+    except BaseException as e:
+        # anything else after the row exists: record it, keep what was computed, re-raise
+        if record.open:
+            state = "killed" if isinstance(e, (KeyboardInterrupt, _Terminated)) else "failed"
+            message = "interrupted" if state == "killed" else f"{type(e).__name__}: {e}"
+            record.finish(state, summary=_summary(history, started), exit_code=EXIT_CODES[state], error=message)
+            wandb.finish(state, exit_code=EXIT_CODES[state])
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-    # 4. test, save, report — short, and not to be cut in half: a late SIGINT (a hyperband stop
-    # racing the last epoch, a second Ctrl-C) must not leave the run half-recorded
-    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
-    try:
-        return _finalize(config, data, net, wandb, store_run, run_id, state, error, history, started, out)
-    finally:
-        if previous_int is not None:
-            signal.signal(signal.SIGINT, previous_int)
+        store.close()
 
 
-def _finalize(config, data, net, wandb, store_run, run_id, state, error, history, started, out):
+# ---- 4. finish: test, save, record ---------------------------------------------------------------------
+
+def finish(p: Prepared, record, wandb, net, state, error, history, started, out, diverged=None) -> RunResult:
+    from mlp.runs.store import model_path_for
+
+    config, data = p.config, p.data
+    summary = _summary(history, started)
     confusion = model_path = None
-    summary = _summary(config, history, started)
+    if diverged is not None:
+        summary.update(diverged_epoch=diverged.epoch, diverged_batch=diverged.batch)
     if state == "finished":
         test_loss, test_accuracy, pred = net.evaluate(data.x_test, data.y_test)
         summary.update(test_loss=test_loss, test_accuracy=test_accuracy,
                        confusion_matrix=confusion_matrix(data.y_test, pred, len(data.class_names)).tolist())
         confusion = (data.y_test, pred, data.class_names)
-        target = config["save_model"] or (os.environ.get("MLP_MODEL_DIR") and Path(os.environ["MLP_MODEL_DIR"]) / f"{run_id}.npz")
-        if target:  # MLP_MODEL_DIR: set by `mlp agent`, so a report can load a sweep's best model
-            model_path = str(Path(target).resolve())
-            net.save(model_path, extra={"config": hyperparameters(config), "run_id": run_id})
+        target = config["save_model"] or (record.sweep_id and model_path_for(record.store.path, record.sweep_id,
+                                                                              record.run_id))
+        if target:  # a sweep's run keeps its model beside the store, so a report can load the best one
+            model_path = str(Path(target).expanduser().resolve())
+            try:
+                net.save(model_path, extra={"config": C.hyperparameters(config), "run_id": record.run_id})
+            except OSError as e:
+                state, error, model_path = "failed", f"could not save the model to {model_path}: {e.strerror or e}", None
     summary["state"] = state
-    _finish(wandb, store_run, state, summary, error, confusion, model_path)
+    record.finish(state, summary=summary, exit_code=EXIT_CODES[state], error=error, model_path=model_path)
+    wandb.finish(state, {k: v for k, v in summary.items() if _loggable(v)}, confusion, exit_code=EXIT_CODES[state])
     if config["summary_json"]:
-        _write_json(config["summary_json"], {"run_id": run_id, "state": state, "error": error,
-                                              "config": hyperparameters(config), "summary": summary})
+        try:
+            _write_json(config["summary_json"], {"run_id": record.run_id, "state": state, "error": error,
+                                                 "config": C.hyperparameters(config), "summary": summary})
+        except OSError as e:
+            print(f"warning: could not write {config['summary_json']}: {e.strerror or e}", file=sys.stderr)
     _print_result(state, summary, error, out)
-    return state, summary
+    if wandb.offline_dir:
+        print(f"W&B offline run in {wandb.offline_dir}; upload it with `wandb sync {wandb.offline_dir}`",
+              file=sys.stderr, flush=True)
+    return RunResult(record.run_id, state, summary, error)
 
 
-def _main_thread():
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-
-def _summary(config, history, started):
-    seconds = time.perf_counter() - started
-    summary = {"epochs_run": len(history), "seconds": seconds}
+def _summary(history, started) -> dict:
+    summary = {"epochs_run": len(history), "seconds": time.perf_counter() - started}
     if history:
         last = history[-1]
         summary.update({k: last[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")})
@@ -229,13 +332,7 @@ def _summary(config, history, started):
     return summary
 
 
-def _finish(wandb, store_run, state, summary, error, confusion=None, model_path=None):
-    code = EXIT_CODES[state]
-    store_run.finish(state, summary=summary, exit_code=code, error=error, model_path=model_path)
-    wandb.finish(state, {k: v for k, v in summary.items() if _loggable(v)}, confusion, exit_code=code)
-
-
-def _loggable(value):
+def _loggable(value) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
@@ -245,21 +342,20 @@ def confusion_matrix(y_true, y_pred, n_classes):
         .reshape(n_classes, n_classes)
 
 
-def _write_json(path, payload):
-    path = Path(path)
+def _write_json(path, payload) -> None:
+    from mlp.runs.store import encode_json
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=False) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(encode_json(payload, indent=2) + "\n")
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def _print_result(state, summary, error, out):
+def _print_result(state, summary, error, out) -> None:
     if state == "finished":
         print(f"val_accuracy {summary['val_accuracy']:.4f}  test_accuracy {summary['test_accuracy']:.4f}  "
               f"({summary['epochs_run']} epochs, {summary['seconds']:.1f}s)", file=out, flush=True)

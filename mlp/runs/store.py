@@ -11,9 +11,14 @@ Several processes (agents, training runs, `mlp runs`) open the same file at once
   (an SQLite connection must never cross ``fork``), and it may be shared between threads (a
   background heartbeat thread, say): calls are serialised by a lock.
 
-Returned rows are plain dicts: JSON columns are decoded (``config``, ``summary``, ``extra``;
-``summary``/``extra`` are ``{}`` when empty), timestamps are float seconds since the epoch
-(``time.time()``), or ``None`` when unset.
+Returned rows are plain dicts: JSON columns are decoded (``config``, ``summary``, ``params``,
+``extra``; ``{}`` when empty), timestamps are float seconds since the epoch (``time.time()``), or
+``None`` when unset. What other modules rely on is a column, never a key inside ``extra``: a run's
+sweep (``sweep_id``), the parameters the search proposed (``params``), its model file
+(``model_path``), why it was stopped (``stopped_by``), its log (``log_path``); a sweep's origin
+(``local`` or ``wandb``), its W&B path, its folder and file, and for a rerun sweep its plan
+(``rerun``, a `RerunPlan`). ``extra`` holds only free-form notes for humans (e.g. the argv).
+Schema v1 stores (before these columns) are migrated in place when first opened.
 
 JSON convention for non-finite floats
 -------------------------------------
@@ -38,17 +43,20 @@ import string
 import threading
 import time
 import urllib.parse
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mlp.errors import UsageError
 
 __all__ = [
     "Store", "default_store_path", "RUN_STATES", "FINAL_STATES", "ACTIVE_STATES",
-    "SWEEP_STATES", "SCHEMA_VERSION", "encode_json", "decode_json", "new_id",
+    "SWEEP_STATES", "SCHEMA_VERSION", "encode_json", "decode_json", "new_id", "RerunPlan", "ORIGINS",
+    "model_path_for",
 ]
 
 DEFAULT_STORE = "mlp-runs.sqlite"
-SCHEMA_VERSION = 1                 # PRAGMA user_version of the stores this code writes
+SCHEMA_VERSION = 2                 # PRAGMA user_version of the stores this code writes
 APPLICATION_ID = 0x6D6C7073        # PRAGMA application_id: b"mlps", marks the file as ours
 BUSY_TIMEOUT_S = 30.0
 
@@ -56,6 +64,7 @@ RUN_STATES = ("pending", "running", "finished", "failed", "diverged", "killed", 
 ACTIVE_STATES = ("pending", "running")
 FINAL_STATES = ("finished", "failed", "diverged", "killed", "crashed")
 SWEEP_STATES = ("pending", "running", "finished", "cancelled")
+ORIGINS = ("local", "wandb")       # created by `mlp sweep`/`mlp rerun`, or a W&B sweep (`wandb agent`, import)
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 8
@@ -67,6 +76,30 @@ _INHERITED: list = []   # connections inherited through fork: never used, never 
 def default_store_path() -> str:
     """The store used when no path is given: ``$MLP_STORE`` or ``./mlp-runs.sqlite``."""
     return os.environ.get("MLP_STORE") or DEFAULT_STORE
+
+
+def model_path_for(store_path: str | os.PathLike, sweep_id: str, run_id: str) -> Path:
+    """Where a sweep's run keeps its model: ``mlp-models/SWEEP/RUN.npz`` beside the store."""
+    return Path(store_path).resolve().parent / "mlp-models" / sweep_id / f"{run_id}.npz"
+
+
+@dataclass(frozen=True)
+class RerunPlan:
+    """What a rerun sweep (`mlp rerun`) runs: the parent's top configs, on another dataset, in order."""
+
+    parent: str
+    source_runs: list = field(default_factory=list)   # run ids of the parent, best first
+    configs: list = field(default_factory=list)       # one full config per source run
+    dataset: str = "mnist"
+    epochs: int | None = None
+    top: int = 0
+
+    @classmethod
+    def from_json(cls, value: dict | None) -> "RerunPlan | None":
+        if not value:
+            return None
+        return cls(**{k: value.get(k) for k in ("parent", "source_runs", "configs", "dataset", "epochs", "top")
+                      if k in value})
 
 
 def new_id() -> str:
@@ -101,6 +134,8 @@ def _to_jsonable(obj: Any) -> Any:
         return out
     if isinstance(obj, (list, tuple)):
         return [_to_jsonable(v) for v in obj]
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _to_jsonable(asdict(obj))
     if hasattr(obj, "tolist"):                       # numpy arrays and scalars
         return _to_jsonable(obj.tolist())
     if isinstance(obj, os.PathLike):
@@ -118,9 +153,12 @@ def _from_jsonable(obj: Any) -> Any:
     return obj
 
 
-def encode_json(obj: Any) -> str:
-    """Strict JSON text for ``obj``; NaN/inf become "NaN"/"Infinity"/"-Infinity"."""
-    return json.dumps(_to_jsonable(obj), allow_nan=False, separators=(",", ":"))
+def encode_json(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON text for ``obj``; NaN/inf become "NaN"/"Infinity"/"-Infinity" (so the output
+    of `--json` commands is valid JSON whatever a config or a summary holds)."""
+    if indent is None:
+        return json.dumps(_to_jsonable(obj), allow_nan=False, separators=(",", ":"))
+    return json.dumps(_to_jsonable(obj), allow_nan=False, indent=indent)
 
 
 def decode_json(text: str | None, default: Any = None) -> Any:
@@ -156,7 +194,12 @@ CREATE TABLE sweeps (
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
     parent_sweep_id TEXT REFERENCES sweeps(id) ON DELETE SET NULL,
-    extra_json      TEXT NOT NULL DEFAULT '{{}}'
+    extra_json      TEXT NOT NULL DEFAULT '{{}}',
+    origin          TEXT NOT NULL DEFAULT 'local' CHECK (origin IN ({_in_list(ORIGINS)})),
+    wandb_path      TEXT,
+    workdir         TEXT,
+    source_file     TEXT,
+    rerun_json      TEXT
 );
 CREATE INDEX sweeps_parent ON sweeps(parent_sweep_id);
 
@@ -178,7 +221,10 @@ CREATE TABLE runs (
     wandb_dir    TEXT,
     model_path   TEXT,
     error        TEXT,
-    extra_json   TEXT NOT NULL DEFAULT '{{}}'
+    extra_json   TEXT NOT NULL DEFAULT '{{}}',
+    params_json  TEXT NOT NULL DEFAULT '{{}}',
+    stopped_by   TEXT,
+    log_path     TEXT
 );
 CREATE UNIQUE INDEX runs_sweep_seq ON runs(sweep_id, seq);
 CREATE INDEX runs_state ON runs(state);
@@ -192,11 +238,32 @@ CREATE TABLE history (
 ) WITHOUT ROWID;
 """
 
+# What schema v1 lacked: added (and filled from extra_json) when a v1 store is opened.
+_MIGRATION_V2 = [
+    "ALTER TABLE sweeps ADD COLUMN origin TEXT NOT NULL DEFAULT 'local' "
+    f"CHECK (origin IN ({_in_list(ORIGINS)}))",
+    "ALTER TABLE sweeps ADD COLUMN wandb_path TEXT",
+    "ALTER TABLE sweeps ADD COLUMN workdir TEXT",
+    "ALTER TABLE sweeps ADD COLUMN source_file TEXT",
+    "ALTER TABLE sweeps ADD COLUMN rerun_json TEXT",
+    "ALTER TABLE runs ADD COLUMN params_json TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE runs ADD COLUMN stopped_by TEXT",
+    "ALTER TABLE runs ADD COLUMN log_path TEXT",
+    "UPDATE sweeps SET workdir = json_extract(extra_json, '$.workdir'), "
+    "source_file = json_extract(extra_json, '$.file'), rerun_json = json_extract(extra_json, '$.rerun'), "
+    "extra_json = json_remove(extra_json, '$.workdir', '$.file', '$.rerun')",
+    "UPDATE runs SET params_json = coalesce(json_extract(extra_json, '$.sweep_params'), '{}'), "
+    "stopped_by = json_extract(extra_json, '$.stopped_by'), log_path = json_extract(extra_json, '$.log'), "
+    "extra_json = json_remove(extra_json, '$.sweep_params', '$.stopped_by', '$.log')",
+]
+
 _SWEEP_COLUMNS = ("id", "name", "config_yaml", "config_json", "seed", "state", "created_at",
-                  "updated_at", "parent_sweep_id", "extra_json")
+                  "updated_at", "parent_sweep_id", "extra_json", "origin", "wandb_path", "workdir",
+                  "source_file", "rerun_json")
 _RUN_COLUMNS = ("id", "sweep_id", "seq", "name", "config_json", "state", "pid", "host",
                 "created_at", "started_at", "heartbeat_at", "finished_at", "exit_code",
-                "summary_json", "wandb_dir", "model_path", "error", "extra_json")
+                "summary_json", "wandb_dir", "model_path", "error", "extra_json", "params_json",
+                "stopped_by", "log_path")
 _RUN_SELECT = "SELECT " + ", ".join(_RUN_COLUMNS) + " FROM runs"
 _SWEEP_SELECT = "SELECT " + ", ".join(_SWEEP_COLUMNS) + " FROM sweeps"
 
@@ -207,12 +274,14 @@ _RUN_UPDATABLE = {
     "heartbeat_at": ("heartbeat_at", False), "finished_at": ("finished_at", False),
     "exit_code": ("exit_code", False), "summary": ("summary_json", True),
     "wandb_dir": ("wandb_dir", False), "model_path": ("model_path", False),
-    "error": ("error", False), "extra": ("extra_json", True),
+    "error": ("error", False), "extra": ("extra_json", True), "params": ("params_json", True),
+    "stopped_by": ("stopped_by", False), "log_path": ("log_path", False),
 }
 _SWEEP_UPDATABLE = {
     "name": ("name", False), "seed": ("seed", False), "state": ("state", False),
     "extra": ("extra_json", True), "config_yaml": ("config_yaml", False),
-    "config": ("config_json", True),
+    "config": ("config_json", True), "wandb_path": ("wandb_path", False), "workdir": ("workdir", False),
+    "source_file": ("source_file", False), "rerun": ("rerun_json", True),
 }
 
 
@@ -222,6 +291,8 @@ def _sweep_dict(row: sqlite3.Row) -> dict:
         "config_yaml": row["config_yaml"], "seed": row["seed"], "state": row["state"],
         "created_at": row["created_at"], "updated_at": row["updated_at"],
         "parent_sweep_id": row["parent_sweep_id"], "extra": decode_json(row["extra_json"], {}),
+        "origin": row["origin"], "wandb_path": row["wandb_path"], "workdir": row["workdir"],
+        "source_file": row["source_file"], "rerun": RerunPlan.from_json(decode_json(row["rerun_json"], None)),
     }
 
 
@@ -234,7 +305,8 @@ def _run_dict(row: sqlite3.Row) -> dict:
         "finished_at": row["finished_at"], "exit_code": row["exit_code"],
         "summary": decode_json(row["summary_json"], {}), "wandb_dir": row["wandb_dir"],
         "model_path": row["model_path"], "error": row["error"],
-        "extra": decode_json(row["extra_json"], {}),
+        "extra": decode_json(row["extra_json"], {}), "params": decode_json(row["params_json"], {}),
+        "stopped_by": row["stopped_by"], "log_path": row["log_path"],
     }
 
 
@@ -281,8 +353,12 @@ def _assignments(fields: dict[str, Any], updatable: dict, states: tuple, kind: s
             _check_state(value, states, kind)
         elif key == "error":
             value = _one_line(value)
-        elif key in ("wandb_dir", "model_path") and value is not None:
+        elif key in ("wandb_dir", "model_path", "log_path", "workdir", "source_file") and value is not None:
             value = os.fspath(value)
+        elif key == "rerun":
+            value = asdict(value) if isinstance(value, RerunPlan) else value
+            assignments[column] = None if value is None else encode_json(value)
+            continue
         assignments[column] = encode_json(value if value is not None else {}) if is_json else value
     return assignments
 
@@ -395,10 +471,25 @@ class Store:
             raise UsageError(f"{path} was written by a newer mlp-sweeps (store schema "
                              f"v{version}, this version reads v{SCHEMA_VERSION}); upgrade "
                              f"mlp-sweeps or pass --store with another path")
-        if version < SCHEMA_VERSION:       # no older schema exists yet; migrations go here
+        if version == 1:
+            self._migrate_v1(conn)
+        elif version < SCHEMA_VERSION:
             raise UsageError(f"{path} has store schema v{version}, which this mlp-sweeps "
                              f"cannot read (needs v{SCHEMA_VERSION}); pass --store with another "
                              f"path")
+
+    def _migrate_v1(self, conn: sqlite3.Connection) -> None:
+        """v1 -> v2 in one transaction: the keys other modules read from extra_json become columns."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:   # nobody migrated it while we waited
+                for statement in _MIGRATION_V2:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -498,21 +589,30 @@ class Store:
     # ---------------------------------------------------------------- sweeps
     def create_sweep(self, config: dict, config_yaml: str, name: str | None = None,
                      seed: int | None = None, parent_sweep_id: str | None = None,
-                     extra: dict | None = None) -> str:
-        """Record a new sweep (state "pending") and return its 8-character id."""
+                     extra: dict | None = None, workdir: str | os.PathLike | None = None,
+                     source_file: str | os.PathLike | None = None, rerun: RerunPlan | None = None,
+                     origin: str = "local", wandb_path: str | None = None, sweep_id: str | None = None,
+                     created_at: float | None = None) -> str:
+        """Record a new sweep (state "pending") and return its 8-character id (`sweep_id`
+        keeps a given id: a W&B sweep is stored under its own id)."""
         if not isinstance(config, dict):
             raise TypeError("config must be a dict (the parsed sweep YAML)")
+        if origin not in ORIGINS:
+            raise ValueError(f"unknown sweep origin {origin!r}; expected one of {', '.join(ORIGINS)}")
         now = time.time()
         values = {
             "name": name, "config_yaml": config_yaml or "", "config_json": encode_json(config),
             "seed": None if seed is None else int(seed), "state": "pending",
-            "created_at": now, "updated_at": now, "parent_sweep_id": parent_sweep_id,
-            "extra_json": encode_json(extra or {}),
+            "created_at": created_at or now, "updated_at": now, "parent_sweep_id": parent_sweep_id,
+            "extra_json": encode_json(extra or {}), "origin": origin, "wandb_path": wandb_path,
+            "workdir": None if workdir is None else os.fspath(workdir),
+            "source_file": None if source_file is None else os.fspath(source_file),
+            "rerun_json": None if rerun is None else encode_json(asdict(rerun)),
         }
         with self._write() as db:
             if parent_sweep_id is not None:
                 self._require_sweep(db, parent_sweep_id)
-            return self._insert(db, "sweeps", "sweep", values)
+            return self._insert(db, "sweeps", "sweep", values, sweep_id)
 
     def _run_counts(self, db, sweep_id: str | None = None) -> dict[str, dict[str, int]]:
         sql = "SELECT sweep_id, state, count(*) AS n FROM runs"
@@ -565,7 +665,7 @@ class Store:
     # ---------------------------------------------------------------- runs
     def _new_run(self, db, config: dict, sweep_id: str | None, name: str | None, state: str,
                  pid: int | None, wandb_dir: str | None, extra: dict | None,
-                 run_id: str | None = None) -> str:
+                 run_id: str | None = None, params: dict | None = None) -> str:
         if not isinstance(config, dict):
             raise TypeError("run config must be a dict")
         _check_state(state, RUN_STATES, "run")
@@ -583,22 +683,64 @@ class Store:
             "started_at": now if running else None, "heartbeat_at": now if running else None,
             "finished_at": now if state in FINAL_STATES else None,
             "wandb_dir": None if wandb_dir is None else os.fspath(wandb_dir),
-            "extra_json": encode_json(extra or {}),
+            "extra_json": encode_json(extra or {}), "params_json": encode_json(params or {}),
         }
         return self._insert(db, "runs", "run", values, run_id)
 
     def create_run(self, config: dict, sweep_id: str | None = None, name: str | None = None,
                    state: str = "running", pid: int | None = None,
                    wandb_dir: str | None = None, extra: dict | None = None,
-                   run_id: str | None = None) -> str:
+                   run_id: str | None = None, params: dict | None = None,
+                   wandb_sweep: dict | None = None) -> str:
         """Record a run and return its id (8 characters, also usable as the W&B run id);
         `run_id` reuses a given id (e.g. the one a W&B agent assigned).
 
         A "running" run gets started_at/heartbeat_at = now and ``pid`` defaults to this
         process. ``seq`` is the next number in its sweep (or among sweep-less runs).
+        ``wandb_sweep`` ({entity, project, params}): the run was launched by `wandb agent` for
+        the W&B sweep ``sweep_id``; that sweep's row is created on first sight (origin "wandb",
+        in the same transaction, so parallel agents cannot collide) and the run's parameters
+        are recorded as proposed by it.
         """
         with self._write() as db:
-            return self._new_run(db, config, sweep_id, name, state, pid, wandb_dir, extra, run_id)
+            if wandb_sweep is not None and sweep_id is not None:
+                params = dict(wandb_sweep.get("params") or {})
+                self._note_wandb_sweep(db, sweep_id, wandb_sweep.get("entity"), wandb_sweep.get("project"), params)
+            return self._new_run(db, config, sweep_id, name, state, pid, wandb_dir, extra, run_id, params)
+
+    def _note_wandb_sweep(self, db, sweep_id: str, entity: str | None, project: str | None, params: dict) -> None:
+        """Create the W&B sweep's row if new; add the run's parameter values to what its config
+        says was searched (offline, the runs' parameter files are all that show the search)."""
+        row = db.execute("SELECT origin, config_json FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+        if row is not None and row["origin"] != "wandb":
+            raise UsageError(f"WANDB_SWEEP_ID={sweep_id} is a local sweep id in {self.path}; a run of `mlp agent` "
+                             f"does not set it — unset it")
+        config = decode_json(row["config_json"], {}) if row is not None else {
+            "method": "unknown", "metric": {"name": "val_accuracy", "goal": "maximize"}, "parameters": {},
+            "description": "a W&B sweep seen through the runs `wandb agent` launched here"}
+        searched = config.setdefault("parameters", {})
+        if config.get("method") == "unknown":     # derived from parameter files: keep every value seen
+            for key, value in params.items():
+                spec = searched.setdefault(key, {"values": []})
+                if "values" in spec and value not in spec["values"]:
+                    spec["values"].append(value)
+        now = time.time()
+        path = "/".join(x for x in (entity, project, sweep_id) if x) if entity and project else None
+        if row is None:
+            self._insert(db, "sweeps", "sweep", {
+                "name": f"W&B sweep {sweep_id}", "config_yaml": "", "config_json": encode_json(config),
+                "seed": None, "state": "running", "created_at": now, "updated_at": now, "parent_sweep_id": None,
+                "extra_json": "{}", "origin": "wandb", "wandb_path": path, "workdir": os.getcwd(),
+                "source_file": None, "rerun_json": None}, sweep_id)
+        else:
+            db.execute("UPDATE sweeps SET config_json = ?, updated_at = ?, wandb_path = coalesce(wandb_path, ?) "
+                       "WHERE id = ?", (encode_json(config), now, path, sweep_id))
+
+    def find_run(self, run_id: str) -> dict | None:
+        """The run, or None if the store has no run of that id."""
+        with self._lock:
+            row = self._db().execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else _run_dict(row)
 
     def claim_run(self, sweep_id: str,
                   propose: Callable[[list[dict]], dict | None]) -> dict | None:
@@ -617,10 +759,10 @@ class Store:
             config = propose([_run_dict(r) for r in rows])
             if config is None:
                 return None
-            # the proposal is kept verbatim in extra: `config` is later replaced by the run's
+            # the proposal is kept verbatim in `params`: `config` is later replaced by the run's
             # full effective config, but the search engine must see exactly what it proposed
             run_id = self._new_run(db, config, sweep_id, None, "pending", os.getpid(), None,
-                                   {"sweep_params": config})
+                                   None, params=config)
             row = db.execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
         return _run_dict(row)
 

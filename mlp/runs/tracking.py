@@ -37,6 +37,8 @@ def resolve_wandb_mode(flag):
         env = os.environ.get("WANDB_MODE", "").lower()
         if env in ("online", "offline", "disabled"):
             flag = env
+        elif env == "run":
+            flag = "online"
         elif env == "dryrun":
             flag = "offline"
         else:
@@ -63,8 +65,8 @@ class WandbTracker:
             self.run = wandb.init(project=self.project, entity=self.entity, config=config, mode=self.mode,
                                   id=run_id, reinit="finish_previous")
         except Exception as e:  # wandb raises many types (CommError, UsageError, ...) when it cannot start
-            raise UsageError(f"W&B could not start a {self.mode} run ({type(e).__name__}: {e}); "
-                             f"try --wandb_mode offline") from None
+            hint = "; try --wandb_mode offline" if self.mode == "online" else ""
+            raise UsageError(f"W&B could not start a {self.mode} run ({type(e).__name__}: {str(e)[:300]}){hint}") from None
         effective = dict(wandb.config)
         self.rename(name)
         return effective
@@ -106,21 +108,45 @@ class WandbTracker:
 # ---- local store ----------------------------------------------------------------------------
 
 class StoreTracker:
-    """Writes the run to the SQLite store. Under `mlp agent` the run row already exists
-    (`existing`); otherwise a row is created under the same id as the W&B run."""
+    """The run's row in the SQLite store.
 
-    def __init__(self, store, run_id, existing=False):
-        self.store, self.run_id, self.existing = store, run_id, existing
+    `claim` decides the run's identity once: under `mlp agent` the row already exists (pending,
+    made by the agent under WANDB_RUN_ID, carrying its sweep and proposed parameters) and is
+    adopted; under `wandb agent` (WANDB_SWEEP_ID set) the row is created under that W&B sweep,
+    whose row is created on first sight; otherwise a standalone row under a new id.
+    """
+
+    def __init__(self, store, run_id, sweep_id=None, adopted=False, context=None):
+        self.store, self.run_id, self.sweep_id, self.adopted = store, run_id, sweep_id, adopted
+        self.context = context
+        self.open = False
+
+    @classmethod
+    def claim(cls, store, context):
+        from mlp.runs.store import new_id
+        if context.run_id:
+            existing = store.find_run(context.run_id)
+            if existing is not None:
+                if existing["state"] != "pending":
+                    raise UsageError(f"run id {context.run_id} (WANDB_RUN_ID) is already in store {store.path} as a "
+                                     f"{existing['state']} run; unset WANDB_RUN_ID or use another --store")
+                return cls(store, context.run_id, existing["sweep_id"], adopted=True, context=context)
+        return cls(store, context.run_id or new_id(), context.sweep_id, adopted=False, context=context)
 
     def start(self, config, name, wandb_dir=None):
-        if self.existing:
+        if self.adopted:
             self.store.update_run(self.run_id, config=config, name=name)
             self.store.start_run(self.run_id, pid=os.getpid(), wandb_dir=wandb_dir)
         else:
-            self.store.create_run(config, name=name, state="running", pid=os.getpid(),
-                                  wandb_dir=wandb_dir, run_id=self.run_id)
-            self.existing = True
+            self.store.create_run(config, sweep_id=self.sweep_id, name=name, state="running", pid=os.getpid(),
+                                  wandb_dir=wandb_dir, run_id=self.run_id,
+                                  wandb_sweep=self._wandb_sweep(self.context) if self.sweep_id else None)
+        self.open = True
         return self.run_id
+
+    def _wandb_sweep(self, context):
+        return {"entity": getattr(context, "entity", None), "project": getattr(context, "project", None),
+                "params": dict(getattr(context, "sweep_params", {}) or {})}
 
     def log(self, row):
         self.store.log_history(self.run_id, row)
@@ -128,4 +154,4 @@ class StoreTracker:
     def finish(self, state, summary=None, exit_code=0, error=None, model_path=None):
         self.store.finish_run(self.run_id, state, summary=summary, exit_code=exit_code, error=error,
                               model_path=model_path)
-
+        self.open = False

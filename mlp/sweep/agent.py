@@ -1,195 +1,43 @@
-"""Offline sweeps: W&B's own search engine (the open-source `sweeps` package) driven from the
-local store, so the same YAML runs with `wandb agent` online and with `mlp agent` offline.
+"""Offline sweeps: `mlp sweep` creates a sweep in the store, `mlp agent` runs it.
 
-The controller is stateless: every proposal is `sweeps.next_run` over all runs the store holds,
-made inside the store's write transaction (`Store.claim_run`), so parallel agents never draw the
-same grid point. Each run is a subprocess launched with the argv W&B's agent builds from the YAML
-`command`; hyperband (`sweeps.stop_runs`) is checked as epochs arrive and stops a run with SIGINT.
+An agent claims runs from the store (`Store.claim_run`: W&B's engine proposes inside the store's
+write transaction, so parallel agents never draw the same grid point) and launches each as a
+subprocess with exactly what `wandb agent` gives a run: the argv built from the YAML `command`,
+`WANDB_RUN_ID`, `WANDB_SWEEP_PARAM_PATH`, W&B offline. The run finds its row in the store by that
+id (the row carries its sweep and proposed parameters) and keeps its model beside the store
+(`mlp.runs.store.model_path_for`) — nothing else passes between agent and run. Hyperband
+(`sweeps.stop_runs`) is checked as epochs arrive and stops a run with SIGINT; the stop is recorded
+in the run's `stopped_by` column.
 """
-import json
+from __future__ import annotations
+
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import yaml
 
 from mlp.errors import UsageError
+from mlp.sweep.engine import DEFAULT_COMMAND, build_command, fixed_list, propose, runs_to_stop
+from mlp.sweep.files import check_program, load_sweep_file
 
-METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
-DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
-# sweeps' RunState for each of our run states (diverged runs are failures: bayes imputes the worst)
-ENGINE_STATE = {"pending": "pending", "running": "running", "finished": "finished", "failed": "failed",
-                "diverged": "failed", "killed": "killed", "crashed": "crashed"}
+__all__ = ["Agent", "prepare_sweep", "create_sweep", "run_parallel_agents"]
+
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 600.0        # a run of another host silent this long is crashed (same host: its pid decides)
 CRASH_LOOP = 3               # this many runs in a row failing before any epoch stops the agent
 
 
-def _engine():
-    """W&B's `sweeps` package (its pydantic-v1 config warns on import; the warning is noise)."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        import sweeps
-    return sweeps
-
-
-# ---- sweep files ------------------------------------------------------------------------------
-
-def load_sweep_file(path):
-    """Read and validate a sweep YAML; returns (config dict, YAML text). Bad files -> UsageError."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UsageError(f"cannot read sweep file {path}: {e.strerror}") from None
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UsageError(f"sweep file {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    validate_sweep_config(config, str(path))
-    return config, text
-
-
-def validate_sweep_config(config, source="sweep config"):
-    """W&B's JSON schema, then what W&B checks only server-side or not at all."""
-    sweeps = _engine()
-
-    if not isinstance(config, dict):
-        raise UsageError(f"{source} must be a YAML mapping with method, metric and parameters")
-    violations = sweeps.schema_violations_from_proposed_config(config)
-    if violations:
-        first = violations[0].replace("Additional properties are not allowed", "unknown top-level key")
-        raise UsageError(f"{source} is not a valid W&B sweep config: {first}")
-    params = config.get("parameters") or {}
-    if not params:
-        raise UsageError(f"{source} has no parameters to search")
-    metric = (config.get("metric") or {}).get("name")
-    if config["method"] == "bayes" or "early_terminate" in config:
-        if not metric:
-            raise UsageError(f"{source}: method bayes and early_terminate need `metric: {{name: val_accuracy, goal: maximize}}`")
-    if metric and metric.startswith("test_"):
-        raise UsageError(f"{source} optimises {metric}: selecting on the test set is not allowed; use val_accuracy")
-    if metric and metric not in METRICS:
-        raise UsageError(f"{source}: metric {metric!r} is never logged; choose one of {', '.join(METRICS)}")
-    known = _train_flags()
-    for name, spec in params.items():
-        if name not in known:
-            raise UsageError(f"{source}: parameter {name!r} is not a train.py flag; see `python train.py --help`")
-        discrete = "values" in spec or "value" in spec or spec.get("distribution") in ("int_uniform", "q_uniform")
-        if config["method"] == "grid" and not discrete:
-            raise UsageError(f"{source}: grid search needs `values` (or `value`, int_uniform, q_uniform) for "
-                             f"{name!r}, not a continuous distribution; use method random or bayes")
-        for value in spec.get("values", [spec["value"]] if "value" in spec else []):
-            _check_value(name, value, source)
-    if "run_cap" in config and int(config["run_cap"]) < 1:
-        raise UsageError(f"{source}: run_cap must be ≥ 1")
-
-
-def _train_flags():
-    from mlp.cli import train_parser
-    return {a.dest for a in train_parser()._actions if a.dest != "help"}
-
-
-def _check_value(name, value, source):
-    from mlp.cli import parse_train_args
-    try:
-        parse_train_args([f"--{name}={format_value(value)}"])
-    except UsageError as e:
-        raise UsageError(f"{source}: value {value!r} of {name!r} is rejected by train.py ({e})") from None
-
-
-# ---- the command line W&B's agent would build ----------------------------------------------------
-
-def format_value(value):
-    """How W&B's agent writes a value into `--key=value`: Python's str()."""
-    return str(value)
-
-
-def build_command(command, params, program, args_json_file=None):
-    """Expand the YAML `command` macros exactly as `wandb agent` does, with wandb's own argument
-    builder, except that ${interpreter} is this Python (W&B's agent uses the literal `python`)."""
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
-    forms = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
-    forms.update(interpreter=[sys.executable], program=[program], env=["/usr/bin/env"],
-                 args_json_file=[args_json_file] if args_json_file else [])
-    if "${args_json_file}" in command and args_json_file:
-        Path(args_json_file).write_text(forms["args_json"][0])
-    argv = []
-    for part in command:
-        part = str(part)
-        if part.startswith("${") and part.endswith("}"):
-            argv += [str(x) for x in forms.get(part[2:-1]) or []]
-        else:
-            argv.append(part)
-    return argv
-
-
-# ---- the search -----------------------------------------------------------------------------
-
-def engine_run(run, history):
-    """Our run (a store dict) as the engine's SweepRun."""
-    SweepRun = _engine().SweepRun
-    params = run["extra"].get("sweep_params", {})
-    summary = {k: v for k, v in run["summary"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    stopped = bool(run["extra"].get("stopped_by"))
-    # a run hyperband stopped is a real (short) result, not a failure for bayes to shun
-    state = "finished" if stopped else ENGINE_STATE[run["state"]]
-    return SweepRun(name=run["id"], state=state, config={k: {"value": v} for k, v in params.items()},
-                    history=history, summary_metrics=summary, stopped=stopped)
-
-
-def propose(config, runs, seed, histories):
-    """The next parameters (a flat dict) or None when the search is over (grid exhausted, run_cap)."""
-    import numpy as np
-    sweeps = _engine()
-
-    cap = config.get("run_cap")
-    if cap is not None and len(runs) >= int(cap):
-        return None
-    # The engine draws from the global `random` and numpy generators: seed them from the sweep
-    # seed and the number of runs so far, so a sweep's sequence of proposals is reproducible.
-    draw = zlib.crc32(f"{seed}:{len(runs)}".encode())
-    random.seed(draw)
-    np.random.seed(draw)
-    engine_runs = [engine_run(r, histories(r["id"])) for r in runs]
-    suggestion = sweeps.next_run(config, engine_runs)
-    if suggestion is None:
-        return None
-    return {k: v["value"] for k, v in suggestion.config.items()}
-
-
-def fixed_list(configs):
-    """A proposer that hands out the given configs in order, each once."""
-    return lambda runs: configs[len(runs)] if len(runs) < len(configs) else None
-
-
-def runs_to_stop(config, runs, histories):
-    """Run ids hyperband says to stop now."""
-    sweeps = _engine()
-    if (config.get("early_terminate") or {}).get("type") != "hyperband":
-        return set()
-    engine_runs = [engine_run(r, histories(r["id"])) for r in runs]
-    return {r.name for r in sweeps.stop_runs(config, engine_runs)}
-
-
-# ---- creating sweeps and running agents ------------------------------------------------------------
-
 def prepare_sweep(path, workdir=None):
     """Validate a sweep file for this folder before anything is written: (config, text, workdir)."""
     config, text = load_sweep_file(path)
     workdir = Path(workdir or os.getcwd()).resolve()
-    program = config.get("program", "train.py")
-    if not (workdir / program).is_file():
-        raise UsageError(f"program {program!r} of {path} is not in {workdir}; run `mlp sweep` from the folder that holds it")
+    check_program(config, workdir, path)
     return config, text, workdir
 
 
@@ -197,7 +45,7 @@ def create_sweep(store, path, prepared, name=None, seed=None):
     config, text, workdir = prepared
     seed = int(seed) if seed is not None else random.SystemRandom().randrange(2 ** 31)
     return store.create_sweep(config, text, name=name or config.get("name") or Path(path).stem, seed=seed,
-                              extra={"workdir": str(workdir), "file": str(Path(path).resolve())})
+                              workdir=workdir, source_file=Path(path).resolve())
 
 
 class Agent:
@@ -210,12 +58,14 @@ class Agent:
         self.config, self.seed = sweep["config"], sweep["seed"]
         # the search: W&B's engine over the YAML, or the fixed list of configs of a rerun sweep
         # (kept in the store, so `mlp agent CHILD_ID` resumes a rerun exactly like `mlp rerun`)
-        fixed = (sweep["extra"].get("rerun") or {}).get("configs")
-        self.proposer = fixed_list(fixed) if fixed else (
+        if sweep["origin"] != "local":
+            raise UsageError(f"sweep {sweep_id} is a W&B sweep: run it with `wandb agent {sweep['wandb_path']}` "
+                             f"(mlp agent runs the sweeps that `mlp sweep` and `mlp rerun` create)")
+        plan = sweep["rerun"]
+        self.proposer = fixed_list(plan.configs) if plan else (
             lambda runs: propose(self.config, runs, self.seed, self.histories))
-        self.workdir = Path(sweep["extra"].get("workdir") or os.getcwd())
+        self.workdir = Path(sweep["workdir"] or os.getcwd())
         self.logs = Path(store.path).resolve().parent / "mlp-logs" / sweep_id
-        self.models = Path(store.path).resolve().parent / "mlp-models" / sweep_id
         self.child = None
 
     def histories(self, run_id):
@@ -268,11 +118,12 @@ class Agent:
         param_file = wandb_base / "wandb" / f"sweep-{self.sweep_id}" / f"config-{run_id}.yaml"
         param_file.parent.mkdir(parents=True, exist_ok=True)
         param_file.write_text(yaml.safe_dump({"wandb_version": 1, **{k: {"value": v} for k, v in params.items()}}))
+        for key in ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):
+            env.pop(key, None)        # e.g. an agent started from inside a W&B run
         env.update({
-            "MLP_RUN_ID": run_id, "MLP_STORE": str(Path(self.store.path).resolve()),
+            "MLP_STORE": str(Path(self.store.path).resolve()),
             "WANDB_RUN_ID": run_id, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
             "WANDB_SWEEP_PARAM_PATH": str(param_file),
-            "MLP_MODEL_DIR": str(self.models),
         })
         if self.jobs > 1:  # parallel agents on a small machine: one BLAS thread pool each, no oversubscription
             threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
@@ -280,7 +131,7 @@ class Agent:
         return env
 
     def execute(self, run, number):
-        run_id, params = run["id"], run["extra"]["sweep_params"]
+        run_id, params = run["id"], run["params"]
         self.logs.mkdir(parents=True, exist_ok=True)
         argv = self.command(params, run_id)
         total = f"/{self.count}" if self.count else ""
@@ -289,7 +140,7 @@ class Agent:
         with open(self.logs / f"{run_id}.log", "w") as log:
             log.write("$ " + " ".join(argv) + "\n")
             log.flush()
-            self.store.update_run(run_id, extra={**run["extra"], "log": str(self.logs / f"{run_id}.log"), "argv": argv})
+            self.store.update_run(run_id, log_path=self.logs / f"{run_id}.log", extra={**run["extra"], "argv": argv})
             try:
                 self.child = subprocess.Popen(argv, cwd=self.workdir, env=self.environment(run_id, params),
                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -309,7 +160,7 @@ class Agent:
         metric = (self.config.get("metric") or {}).get("name", "val_accuracy")
         value = final["summary"].get(metric)
         shown = f"{metric} {value:.4f}" if isinstance(value, float) else ""
-        extra = " (stopped by hyperband)" if final["extra"].get("stopped_by") else ""
+        extra = f" (stopped by {final['stopped_by']})" if final["stopped_by"] else ""
         self.out(f"    {final['state']}{extra} {shown} in {time.monotonic() - started:.0f}s")
         return final
 
@@ -363,7 +214,7 @@ class Agent:
                                       error=log_tail or f"exited with code {returncode}")
         run = self.store.get_run(run_id)
         if stopped_by and run["state"] == "killed":  # the stop landed (a run may finish first)
-            self.store.update_run(run_id, extra={**run["extra"], "stopped_by": stopped_by})
+            self.store.update_run(run_id, stopped_by=stopped_by)
             run = self.store.get_run(run_id)
         return run
 
@@ -399,6 +250,3 @@ def run_parallel_agents(store_path, sweep_id, count, jobs, out=None):
         return 130
     return max(codes) if codes else 0
 
-
-def dump_json(obj):
-    return json.dumps(obj, indent=2, allow_nan=False, default=str)

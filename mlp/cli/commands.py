@@ -1,0 +1,238 @@
+"""The `mlp` subcommands: argument parsing and output only; the work lives in the layers below."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlp import config as C
+from mlp.cli.flags import Parser
+from mlp.errors import UsageError
+
+__all__ = ["COMMANDS", "command_parsers"]
+
+
+def _store_arg(p):
+    p.add_argument("--store", default=None, help="SQLite store (else MLP_STORE, else ./mlp-runs.sqlite)")
+
+
+def _positive(text):
+    try:
+        return C.Param("count", "int", None, "", low=1, high=10**9).parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _dataset(text):
+    try:
+        return C.PARAMS["dataset"].parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _seed(text):
+    try:
+        return C.PARAMS["seed"].parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def command_parsers():
+    parsers = {}
+    p = parsers["sweep"] = Parser(prog="mlp sweep", description="Validate a W&B sweep YAML, create a local sweep and "
+                                  "print its id; with --count also run it (offline, W&B's own search engine).")
+    p.add_argument("file", help="sweep YAML (the same file `wandb sweep` takes)")
+    p.add_argument("--name", help="sweep name (default: the YAML's name or file name)")
+    p.add_argument("--seed", type=_seed, help="seed of the search (random and bayes are reproducible under it)")
+    p.add_argument("--count", type=_positive, help="run this many runs now")
+    p.add_argument("--jobs", type=_positive, default=1, help="agents in parallel (with --count)")
+    _store_arg(p)
+    p = parsers["agent"] = Parser(prog="mlp agent", description="Join a local sweep and run its runs.")
+    p.add_argument("sweep_id")
+    p.add_argument("--count", type=_positive, help="stop after this many runs (default: until the search is over)")
+    p.add_argument("--jobs", type=_positive, default=1, help=argparse.SUPPRESS)  # BLAS threads = cores / jobs
+    _store_arg(p)
+    p = parsers["evaluate"] = Parser(prog="mlp evaluate", description="Score a saved model (.npz) on a dataset's test set.")
+    p.add_argument("model", help="a model written by --save_model (or a sweep's mlp-models/SWEEP/RUN.npz)")
+    p.add_argument("-d", "--dataset", type=_dataset, default="fashion_mnist", help="mnist or fashion_mnist")
+    p.add_argument("--data_dir", help="folder with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = parsers["sweeps"] = Parser(prog="mlp sweeps", description="List the sweeps in the store.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _store_arg(p)
+    p = parsers["runs"] = Parser(prog="mlp runs", description="List the runs of a sweep.")
+    p.add_argument("sweep_id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _store_arg(p)
+    p = parsers["sync"] = Parser(prog="mlp sync", description="Upload a sweep's offline W&B runs with `wandb sync`.")
+    p.add_argument("sweep_id")
+    p.add_argument("--dry_run", action="store_true", help="print the wandb sync command instead of running it")
+    _store_arg(p)
+    p = parsers["report"] = Parser(prog="mlp report", description="Write a sweep's report (index.html, report.md and "
+                                   "one PNG per figure) from the local store, offline.")
+    p.add_argument("sweep_id")
+    p.add_argument("--out", help="output folder (default: reports/SWEEP_ID)")
+    p.add_argument("--compare", metavar="SWEEP_ID", help="the cross-entropy vs squared-error sweep (default: found "
+                   "in the store: a sweep whose loss values are cross_entropy and mean_squared_error)")
+    p.add_argument("--data_dir", help="folder with the IDX files (default: the sweep's, else MLP_DATA_DIR, cache, "
+                   "Debian, download)")
+    _store_arg(p)
+    p = parsers["rerun"] = Parser(prog="mlp rerun", description="Rerun a sweep's top-K validation configurations on "
+                                  "another dataset as a linked sweep (its report then shows both).")
+    p.add_argument("sweep_id")
+    p.add_argument("--top", type=_positive, default=3, help="how many of the best configurations (default: 3)")
+    p.add_argument("--dataset", type=_dataset, default="mnist", help="mnist or fashion_mnist (default: mnist)")
+    p.add_argument("--epochs", type=_positive, help="epochs per run (default: each config's own)")
+    p.add_argument("--data_dir", help="folder with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
+    _store_arg(p)
+    return parsers
+
+
+def _open_store(path, create=False):
+    from mlp.runs.store import Store, default_store_path
+    return Store(path or default_store_path(), create=create)
+
+
+def _dump_json(obj) -> str:
+    from mlp.runs.store import encode_json
+    return encode_json(obj, indent=2)
+
+
+def cmd_sweep(args):
+    from mlp.sweep.agent import Agent, create_sweep, prepare_sweep, run_parallel_agents
+    prepared = prepare_sweep(args.file)  # a bad file leaves no store behind
+    store = _open_store(args.store, create=True)
+    sweep_id = create_sweep(store, args.file, prepared, name=args.name, seed=args.seed)
+    print(sweep_id, flush=True)
+    print(f"created sweep {sweep_id} in {store.path}; run it with `mlp agent {sweep_id}`", file=sys.stderr, flush=True)
+    if not args.count:
+        return 0
+    if args.jobs == 1:
+        return Agent(store, sweep_id, count=args.count).run()
+    return run_parallel_agents(store.path, sweep_id, args.count, args.jobs)
+
+
+def cmd_agent(args):
+    from mlp.sweep.agent import Agent
+    return Agent(_open_store(args.store), args.sweep_id, count=args.count, jobs=args.jobs).run()
+
+
+def _best(runs, metric="val_accuracy"):
+    values = [r["summary"].get(metric) for r in runs if isinstance(r["summary"].get(metric), (int, float))]
+    values = [v for v in values if v == v]
+    return max(values) if values else None
+
+
+def _table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *rows])
+
+
+def _fmt(value, spec=".4f"):
+    return format(value, spec) if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def cmd_sweeps(args):
+    store = _open_store(args.store)
+    sweeps = store.list_sweeps()
+    for s in sweeps:
+        s["best_val_accuracy"] = _best(store.list_runs(s["id"]))
+    if args.json:
+        print(_dump_json([{k: s[k] for k in ("id", "name", "state", "seed", "created_at", "run_counts",
+                                             "best_val_accuracy", "origin", "wandb_path", "parent_sweep_id")}
+                          | {"config": s["config"], "summary": {"best_val_accuracy": s["best_val_accuracy"],
+                                                                 "runs": s["n_runs"]}} for s in sweeps]))
+        return 0
+    rows = [(s["id"], s["name"] or "", "W&B" if s["origin"] == "wandb" else "local", s["config"].get("method", ""),
+             s["state"], s["n_runs"], " ".join(f"{k}:{v}" for k, v in s["run_counts"].items() if v),
+             _fmt(s["best_val_accuracy"])) for s in sweeps]
+    print(_table(("ID", "NAME", "ORIGIN", "METHOD", "STATE", "RUNS", "STATES", "BEST VAL_ACC"), rows)
+          if rows else "no sweeps yet")
+    return 0
+
+
+def cmd_runs(args):
+    store = _open_store(args.store)
+    sweep = store.get_sweep(args.sweep_id)
+    runs = store.list_runs(args.sweep_id)
+    if args.json:
+        print(_dump_json([{k: r[k] for k in ("id", "seq", "name", "state", "config", "summary", "exit_code", "error",
+                                             "created_at", "started_at", "finished_at", "wandb_dir", "model_path",
+                                             "params", "stopped_by")} for r in runs]))
+        return 0
+    keys = list(sweep["config"].get("parameters", {}))
+    rows = []
+    for r in runs:
+        duration = (r["finished_at"] or time.time()) - r["started_at"] if r["started_at"] else None
+        state = r["state"] + ("*" if r["stopped_by"] else "")
+        rows.append((r["id"], state, *[_fmt(r["params"].get(k), "g") for k in keys],
+                     _fmt(r["summary"].get("val_accuracy")), _fmt(duration, ".1f")))
+    print(_table(("ID", "STATE", *keys, "VAL_ACC", "SECONDS"), rows) if rows else f"sweep {args.sweep_id} has no runs yet")
+    if any(r["stopped_by"] for r in runs):
+        print("* stopped early by hyperband")
+    return 0
+
+
+def cmd_sync(args):
+    from mlp.runs.tracking import wandb_credentials_exist
+    store = _open_store(args.store)
+    store.get_sweep(args.sweep_id)
+    dirs = [r["wandb_dir"] for r in store.list_runs(args.sweep_id) if r["wandb_dir"] and Path(r["wandb_dir"]).is_dir()]
+    if not dirs:
+        raise UsageError(f"sweep {args.sweep_id} has no offline W&B run directories to sync")
+    argv = [sys.executable, "-m", "wandb", "sync", *dirs]
+    if args.dry_run:
+        print(" ".join(argv))
+        return 0
+    if not wandb_credentials_exist():
+        raise UsageError("wandb sync needs W&B credentials: run `wandb login` (or set WANDB_API_KEY) first")
+    return subprocess.run(argv).returncode
+
+
+def cmd_report(args):
+    from mlp.report import make_report
+    result = make_report(_open_store(args.store), args.sweep_id, out=args.out, compare=args.compare,
+                         data_dir=args.data_dir)
+    print(result["html"], flush=True)
+    return 0
+
+
+def cmd_rerun(args):
+    from mlp.report import rerun
+    return rerun(_open_store(args.store), args.sweep_id, top=args.top, dataset=args.dataset, epochs=args.epochs,
+                 data_dir=args.data_dir)["exit_code"]
+
+
+def cmd_evaluate(args):
+    from mlp.core.network import load_model
+    from mlp.runs.data import load_dataset
+    from mlp.runs.experiment import confusion_matrix
+    net = load_model(args.model)
+    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    inputs, outputs = net.input_shape, net.n_outputs
+    if (inputs, outputs) != (data.x_test.shape[1:], len(data.class_names)):
+        raise UsageError(f"model {args.model} is of another architecture: it maps inputs of shape {inputs} to "
+                         f"{outputs} classes, {data.name} has {data.x_test.shape[1]} pixels and "
+                         f"{len(data.class_names)} classes")
+    loss, accuracy, pred = net.evaluate(data.x_test, data.y_test)
+    if args.json:
+        print(_dump_json({"model": args.model, "dataset": data.name, "test_loss": loss, "test_accuracy": accuracy,
+                          "confusion_matrix": confusion_matrix(data.y_test, pred, len(data.class_names)).tolist()}))
+    else:
+        print(f"{data.name} test: accuracy {accuracy:.4f}, loss {loss:.4f} ({len(data.y_test)} images)")
+    return 0
+
+
+COMMANDS = {
+    "train": ("train one network (the same flags as train.py)", None),
+    "sweep": ("create a local sweep from a W&B sweep YAML (and run it with --count)", cmd_sweep),
+    "agent": ("run the runs of a local sweep", cmd_agent),
+    "evaluate": ("score a saved model on a test set", cmd_evaluate),
+    "sweeps": ("list the sweeps in the store (local and W&B)", cmd_sweeps),
+    "runs": ("list the runs of a sweep", cmd_runs),
+    "sync": ("upload a sweep's offline runs to W&B", cmd_sync),
+    "report": ("write a sweep's report: HTML, Markdown and figures, offline", cmd_report),
+    "rerun": ("rerun a sweep's best configurations on another dataset", cmd_rerun),
+}

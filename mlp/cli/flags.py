@@ -1,0 +1,85 @@
+"""The train.py flag table, generated from the config schema (`mlp.config.PARAMS`).
+
+Flags only collect what the user typed; `mlp.config.resolve` turns that into the full config
+(defaults or a preset underneath, every value checked), the same function that sweep files and
+W&B's config go through.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from mlp import config as C
+from mlp.errors import UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one-line UsageErrors (exit 2 in `run_main`), never SystemExit."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _flag_type(param: C.Param):
+    def parse(text):
+        try:
+            return param.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = param.kind
+    return parse
+
+
+def _help(param: C.Param) -> str:
+    parts = [param.help]
+    if param.choice_names and param.kind == "choice":
+        parts.append("one of: " + ", ".join(param.choice_names) + " (case-insensitive)")
+    elif param.range_text():
+        parts.append(param.range_text())
+    default = param.default
+    if isinstance(default, list):
+        default = "[" + ", ".join(map(str, default)) + "]"
+    parts.append(f"default: {default if default is not None else 'not set'}")
+    return "; ".join(parts)
+
+
+def train_parser(prog: str = "train.py") -> Parser:
+    p = Parser(prog=prog, description="Train a NumPy MLP on Fashion-MNIST or MNIST, logging to W&B and the local "
+                                      "store. W&B agents' forms --key=value, --flag=True and --hidden_sizes=[128, 64] "
+                                      "are accepted.")
+    groups = {"assignment": p, "beyond": p.add_argument_group("beyond the assignment")}
+    for param in C.PARAMS.values():
+        flags = ([param.short] if param.short else []) + [f"--{param.name}"]
+        extra = {"nargs": "?", "const": True} if param.kind == "bool" else {}
+        metavar = None if param.kind == "choice" else param.kind.upper()
+        groups[param.group].add_argument(*flags, dest=param.name, type=_flag_type(param), default=argparse.SUPPRESS,
+                                         help=_help(param), metavar=metavar, **extra)
+    return p
+
+
+def parse_train_args(argv, prog: str = "train.py") -> dict:
+    """argv -> the complete config (see mlp.config.resolve): explicit flags over the preset
+    (if --preset is given) over the defaults."""
+    given = vars(train_parser(prog).parse_args(list(argv)))
+    return C.resolve(given)
+
+
+def run_main(fn, argv):
+    """Run a command body; bad input becomes one line on stderr and exit code 2."""
+    try:
+        return fn(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def accept_sigint():
+    """Turn SIGINT into KeyboardInterrupt even if it was ignored at start-up.
+
+    A shell starts background jobs (`nohup mlp agent ... &`, cluster scripts) with SIGINT ignored,
+    and Python then never installs its handler — but SIGINT is how an agent stops a run (hyperband,
+    Ctrl-C) without losing its offline W&B data, so it must always work."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,0 +1,222 @@
+"""Sweep files: read a W&B sweep YAML and refuse, before anything is written, every file that
+could only fail later.
+
+Checked here: the file itself (bounded size, UTF-8, safe YAML, no alias bomb), W&B's own JSON
+schema, the metric (logged, never a test metric), the `program` (inside the sweep's folder), and
+every parameter against the config schema (`mlp.config`): known to train.py, a hyperparameter
+(not plumbing such as `store` or `save_model`), a spec mapping, each `value`/`values` and each
+distribution bound valid for its type and range, a distribution that fits its type, and
+hyperband settings that give at least one bracket.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+from mlp import config as C
+from mlp.errors import UsageError
+from mlp.sweep.engine import dry_run_stop, engine, hyperband_brackets
+
+__all__ = ["load_sweep_file", "validate_sweep_config", "check_program", "METRICS", "MAX_FILE_BYTES"]
+
+METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+MAX_FILE_BYTES = 1 << 20          # a sweep file is a few hundred bytes; this bounds what is read
+MAX_NODES = 100_000               # YAML nodes after alias expansion (an alias bomb is refused)
+# Parameters that may appear in a sweep although they are not hyperparameters: where the data is.
+SWEEPABLE_PLUMBING = ("data_dir",)
+DISCRETE = ("int_uniform", "q_uniform", "q_log_uniform", "q_log_uniform_values", "q_normal", "q_log_normal",
+            "q_beta", "categorical", "constant")
+UNBOUNDED = ("normal", "q_normal", "log_normal", "q_log_normal")
+
+
+def _read_bounded(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except IsADirectoryError:
+        raise UsageError(f"sweep file {path} is a directory; give the path of a .yaml file") from None
+    except OSError as e:
+        raise UsageError(f"cannot read sweep file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise UsageError(f"sweep file {path} is larger than {MAX_FILE_BYTES // 1024} KiB; a sweep file is a short "
+                         f"YAML mapping (method, metric, parameters)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"sweep file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8 YAML") from None
+    if "\x00" in text:
+        raise UsageError(f"sweep file {path} holds NUL bytes; it is not a YAML text file")
+    return text
+
+
+def _count_nodes(obj, budget: list) -> None:
+    """Walk the loaded YAML counting nodes (aliases expand here); stop once over MAX_NODES."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise UsageError(f"the sweep file expands to more than {MAX_NODES} YAML nodes (an alias bomb?); a sweep "
+                         f"file is a short mapping")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _count_nodes(k, budget)
+            _count_nodes(v, budget)
+    elif isinstance(obj, list):
+        for v in obj:
+            _count_nodes(v, budget)
+
+
+def load_sweep_file(path) -> tuple[dict, str]:
+    """Read and validate a sweep YAML; returns (config dict, YAML text). Bad files -> UsageError."""
+    path = Path(path)
+    text = _read_bounded(path)
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UsageError(f"sweep file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise UsageError(f"sweep file {path} is nested too deeply to be a sweep config") from None
+    try:
+        _count_nodes(config, [MAX_NODES])
+    except RecursionError:
+        raise UsageError(f"sweep file {path} is nested too deeply to be a sweep config") from None
+    validate_sweep_config(config, str(path))
+    return config, text
+
+
+def validate_sweep_config(config, source: str = "sweep config") -> None:
+    """W&B's JSON schema, then what W&B checks only server-side or not at all."""
+    if not isinstance(config, dict):
+        raise UsageError(f"{source} must be a YAML mapping with method, metric and parameters")
+    violations = engine().schema_violations_from_proposed_config(config)
+    if violations:
+        first = str(violations[0]).replace("Additional properties are not allowed", "unknown top-level key")
+        raise UsageError(f"{source} is not a valid W&B sweep config: {first[:300]}")
+    params = config.get("parameters") or {}
+    if not isinstance(params, dict) or not params:
+        raise UsageError(f"{source} has no parameters to search")
+    _check_metric(config, source)
+    for name, spec in params.items():
+        _check_parameter(config["method"], str(name), spec, source)
+    if "run_cap" in config:
+        cap = config["run_cap"]
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise UsageError(f"{source}: run_cap must be a whole number ≥ 1; got {cap!r}")
+    _check_early_terminate(config, source)
+    command = config.get("command")
+    if command is not None and (not isinstance(command, list) or not all(isinstance(c, str) for c in command)):
+        raise UsageError(f"{source}: command must be a list of strings such as "
+                         f"[\"${{env}}\", \"${{interpreter}}\", \"${{program}}\", \"${{args}}\"]")
+
+
+def _check_metric(config: dict, source: str) -> None:
+    metric_spec = config.get("metric") or {}
+    metric = metric_spec.get("name") if isinstance(metric_spec, dict) else None
+    if config["method"] == "bayes" or "early_terminate" in config:
+        if not metric:
+            raise UsageError(f"{source}: method bayes and early_terminate need `metric: {{name: val_accuracy, goal: "
+                             f"maximize}}`")
+    if metric and str(metric).startswith("test_"):
+        raise UsageError(f"{source} optimises {metric}: selecting on the test set is not allowed; use val_accuracy")
+    if metric and metric not in METRICS:
+        raise UsageError(f"{source}: metric {metric!r} is never logged; choose one of {', '.join(METRICS)}")
+
+
+def _check_parameter(method: str, name: str, spec, source: str) -> None:
+    param = C.PARAMS.get(name)
+    if param is None:
+        raise UsageError(f"{source}: parameter {name!r} is not a train.py flag; see `python train.py --help`")
+    if param.plumbing and name not in SWEEPABLE_PLUMBING:
+        raise UsageError(f"{source}: parameter {name!r} says where things go, not what is trained; it cannot be "
+                         f"swept (set it on the command line or in the environment instead)")
+    if not isinstance(spec, dict):
+        raise UsageError(f"{source}: parameter {name!r} needs a mapping such as `{name}: {{value: {spec!r}}}` or "
+                         f"`{{values: [...]}}`, not a bare {type(spec).__name__}")
+    if "parameters" in spec:
+        raise UsageError(f"{source}: parameter {name!r} has nested parameters; train.py flags are flat values")
+    where = f"{source}: parameter {name!r}"
+    values = spec["values"] if "values" in spec else [spec["value"]] if "value" in spec else None
+    if values is not None:
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"{where}: `values` must be a non-empty list")
+        for value in values:
+            _check_value(name, value, where)
+        return
+    distribution = spec.get("distribution") or ("int_uniform" if isinstance(spec.get("min"), int)
+                                                and isinstance(spec.get("max"), int) else "uniform")
+    if method == "grid" and distribution not in DISCRETE:
+        raise UsageError(f"{where}: grid search needs `values` (or `value`, int_uniform, q_uniform) for "
+                         f"{name!r}, not a continuous distribution; use method random or bayes")
+    if param.kind not in ("int", "float"):
+        raise UsageError(f"{where}: a {param.kind} parameter takes `value` or `values`, not a {distribution} "
+                         f"distribution")
+    if distribution in UNBOUNDED and (param.low is not None or param.high is not None):
+        raise UsageError(f"{where}: a {distribution} distribution can draw any number, but {name} must be "
+                         f"{param.range_text()}; use uniform, log_uniform_values or int_uniform with min/max")
+    if param.kind == "int" and distribution not in ("int_uniform", "q_uniform", "q_log_uniform", "q_log_uniform_values"):
+        raise UsageError(f"{where}: {name} is a whole number; use int_uniform (or q_uniform with an integer q), "
+                         f"not {distribution}")
+    if param.kind == "int" and distribution.startswith("q_") and not float(spec.get("q", 1.0)).is_integer():
+        raise UsageError(f"{where}: {name} is a whole number; q must be an integer, got {spec.get('q')!r}")
+    for bound in ("min", "max"):
+        if bound in spec:
+            value = spec[bound]
+            if distribution in ("log_uniform", "q_log_uniform"):   # W&B: min/max are natural logs here
+                try:
+                    value = math.exp(float(value))
+                except (TypeError, ValueError, OverflowError):
+                    raise UsageError(f"{where}: {bound} {spec[bound]!r} of log_uniform is the natural log of the "
+                                     f"value and must be a moderate number") from None
+                if param.kind == "int":
+                    value = round(value)
+            _check_value(name, value, f"{where} ({bound})")
+    if "min" in spec and "max" in spec:
+        try:
+            if not float(spec["min"]) < float(spec["max"]):
+                raise UsageError(f"{where}: min {spec['min']!r} must be below max {spec['max']!r}")
+        except (TypeError, ValueError):
+            raise UsageError(f"{where}: min and max must be numbers") from None
+
+
+def _check_value(name: str, value, where: str) -> None:
+    try:
+        C.parse_value(name, value)
+    except UsageError as e:
+        reason = str(e).split(": ", 1)[-1]
+        raise UsageError(f"{where}: value {value!r} is rejected by train.py ({reason})") from None
+
+
+def _check_early_terminate(config: dict, source: str) -> None:
+    et = config.get("early_terminate")
+    if not et:
+        return
+    if et.get("type") != "hyperband":
+        raise UsageError(f"{source}: early_terminate type {et.get('type')!r} is not supported; use hyperband")
+    try:
+        brackets = hyperband_brackets(config)
+        dry_run_stop(config)
+    except Exception as e:  # the engine raises many types (ValueError, IndexError, OverflowError, jsonschema's)
+        raise UsageError(f"{source}: early_terminate has hyperband settings the engine cannot use ({e}); give "
+                         f"min_iter (≥ 1) and eta (≥ 2), or max_iter, s and eta") from None
+    if not brackets:
+        raise UsageError(f"{source}: early_terminate's hyperband settings give no bracket of at least one epoch, so "
+                         f"no run could ever be stopped; use e.g. min_iter: 3, eta: 2")
+
+
+def check_program(config: dict, workdir: Path, path) -> Path:
+    """The sweep's `program` as a file inside `workdir` (W&B runs it from there); UsageError otherwise."""
+    program = config.get("program", "train.py")
+    if not isinstance(program, str) or not program:
+        raise UsageError(f"{path}: program must be the path of a Python file, e.g. train.py")
+    candidate = (workdir / program).resolve()
+    try:
+        candidate.relative_to(workdir.resolve())
+    except ValueError:
+        raise UsageError(f"program {program!r} of {path} is outside the sweep's folder {workdir}; W&B runs the "
+                         f"program from the folder the sweep is started in") from None
+    if not candidate.is_file():
+        raise UsageError(f"program {program!r} of {path} is not in {workdir}; run `mlp sweep` from the folder that "
+                         f"holds it")
+    return candidate

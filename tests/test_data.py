@@ -619,17 +619,13 @@ def _debian_or_skip():
 @pytest.mark.slow
 def test_full_fashion_mnist_from_debian():
     _debian_or_skip()
-    t0 = time.perf_counter()
     ds = load_dataset("fashion_mnist", download=False)
-    elapsed = time.perf_counter() - t0
-    print(f"full Fashion-MNIST load: {elapsed:.2f}s")
     assert "Debian package dataset-fashion-mnist" in ds.source
     assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (54000, 6000, 10000)
     assert per_class(ds.y_val) == [600] * 10 and per_class(ds.y_test) == [1000] * 10
     assert ds.x_train.shape == (54000, 784) and ds.x_train.dtype == np.float32
     assert ds.y_test[:5].tolist() == [9, 2, 1, 1, 6]
     assert 0.28 < float(ds.x_test.mean()) < 0.29
-    assert elapsed < 15  # well under 2 s on a quiet machine; generous for a busy CI box
 
 
 @pytest.mark.slow

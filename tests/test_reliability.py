@@ -152,10 +152,6 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     assert {p.name: p.stat().st_size for p in tmp_path.iterdir() if p.is_file()} == before
 
 
-def test_at_least_thirty_bad_input_cases():
-    assert len(CASES) >= 30
-
-
 def test_bad_input_messages_name_the_fix(tmp_path):
     p = run(tmp_path, str(ROOT / TRAIN), "-b", "100000", "--data_dir", str(SUBSET))
     assert "use a smaller -b/--batch_size" in p.stderr
@@ -323,23 +319,43 @@ def test_four_agents_run_every_grid_point_exactly_once(tmp_path):
 SOURCES = sorted((ROOT / "mlp").rglob("*.py")) + [ROOT / "train.py"]
 
 
-def test_no_shell_no_unsafe_yaml_no_pickle():
-    for path in SOURCES:
-        text = path.read_text()
-        assert "shell=True" not in text, path
-        assert not re.search(r"yaml\.load\(", text), path           # safe_load only
-        assert "import pickle" not in text, path
-        for call in re.findall(r"np\.load\([^)]*\)", text):
-            assert "allow_pickle=False" in call, (path, call)
+def test_shell_metacharacters_in_sweep_values_are_never_run_by_a_shell(tmp_path):
+    """The agent launches runs without a shell: values full of shell syntax reach train.py as
+    single argv items (here: data folders that do not exist, so the runs fail), never as commands."""
+    marker = tmp_path / "pwned"
+    sweep = tmp_path / "evil.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "program": "train.py", "method": "grid", "metric": {"name": "val_accuracy", "goal": "maximize"},
+        "parameters": {"epochs": {"value": 1},
+                       "data_dir": {"values": [f"tests/data; touch {marker}", f"$(touch {marker})",
+                                               f"`touch {marker}`"]}},
+        "command": ["${env}", "${interpreter}", "${program}", "${args}"]}))
+    p = run(tmp_path, "-m", "mlp", "sweep", str(sweep), "--count", "3")
+    assert not marker.exists()
+    runs = Store(tmp_path / "s.sqlite").list_runs()
+    assert [(r["state"], r["exit_code"]) for r in runs] == [("failed", 2)] * 3, p.stdout + p.stderr
+    assert all("does not exist" in r["error"] for r in runs)
 
 
-def test_sql_is_parameterised():
-    text = (ROOT / "mlp" / "runs" / "store.py").read_text()
-    # f-strings in SQL only splice table/column names or placeholder lists, never values
-    for fstring in re.findall(r'f"[^"]*(?:SELECT|INSERT|UPDATE|DELETE)[^"]*"', text):
-        for field in re.findall(r"\{([^}]*)\}", fstring):
-            assert field in {"table", "cols", "marks", "assignments", "where", "_RUN_COLUMNS", "columns",
-                             "placeholders", "sets", "kind"} or field.startswith(("_", "'")), (fstring, field)
+def test_yaml_tags_that_construct_python_objects_are_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.yaml"
+    bad.write_text(f"method: grid\nparameters: !!python/object/apply:os.system ['touch {marker}']\n")
+    p = run(tmp_path, "-m", "mlp", "sweep", str(bad))
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and not marker.exists(), p.stderr
+
+
+def test_sql_is_parameterised(tmp_path):
+    """Values full of SQL syntax are stored and read back verbatim; the tables survive."""
+    store = Store(tmp_path / "s.sqlite")
+    evil = "x'); DROP TABLE runs; --"
+    sweep = store.create_sweep({"method": "grid", "name": evil}, evil, name=evil)
+    run_id = store.create_run({"note": evil}, sweep_id=sweep, name=evil)
+    store.finish_run(run_id, "failed", error=evil, summary={"k": evil})
+    store.update_run(run_id, name=evil + "2")
+    run = store.get_run(run_id)
+    assert (run["name"], run["error"], run["config"]["note"], run["summary"]["k"]) == (evil + "2", evil, evil, evil)
+    assert store.get_sweep(sweep)["name"] == evil and len(store.list_runs(sweep)) == 1
 
 
 def test_no_credential_is_written_anywhere(tmp_path):

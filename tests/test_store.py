@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mlp.errors import UsageError
-from mlp.runs.store import (FINAL_STATES, RUN_STATES, SCHEMA_VERSION, Store, decode_json,
+from mlp.runs.store import (APPLICATION_ID, FINAL_STATES, RUN_STATES, SCHEMA_VERSION, Store, decode_json,
                        default_store_path, encode_json)
 
 SWEEP_YAML = "method: grid\nmetric: {name: val_accuracy, goal: maximize}\n"
@@ -554,3 +554,64 @@ def test_store_shared_with_a_heartbeat_thread(store):
         store.log_history(run_id, {"epoch": epoch, "train_loss": 1.0 / epoch})
     beats.join(30)
     assert [row["epoch"] for row in store.history(run_id)] == list(range(1, 31))
+
+
+# ----------------------------------------------------------------------------- schema v1 -> v2
+
+V1_SCHEMA = """
+CREATE TABLE sweeps (id TEXT PRIMARY KEY, name TEXT, config_yaml TEXT NOT NULL, config_json TEXT NOT NULL,
+    seed INTEGER, state TEXT NOT NULL DEFAULT 'pending', created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    parent_sweep_id TEXT REFERENCES sweeps(id) ON DELETE SET NULL, extra_json TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE runs (id TEXT PRIMARY KEY, sweep_id TEXT REFERENCES sweeps(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+    name TEXT, config_json TEXT NOT NULL, state TEXT NOT NULL, pid INTEGER, host TEXT, created_at REAL NOT NULL,
+    started_at REAL, heartbeat_at REAL, finished_at REAL, exit_code INTEGER, summary_json TEXT NOT NULL DEFAULT '{}',
+    wandb_dir TEXT, model_path TEXT, error TEXT, extra_json TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE history (run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
+    metrics_json TEXT NOT NULL, logged_at REAL NOT NULL, PRIMARY KEY (run_id, epoch)) WITHOUT ROWID;
+"""
+
+
+def test_a_v1_store_is_migrated_in_place(tmp_path):
+    """Stores written before the typed columns open: the keys other modules read from extra_json
+    (sweep_params, stopped_by, log; workdir, file, rerun) become columns, the rest stays."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 1")
+    rerun = {"parent": "parent01", "source_runs": ["r1"], "configs": [{"epochs": 2}], "dataset": "mnist",
+             "epochs": None, "top": 1}
+    db.execute("INSERT INTO sweeps VALUES ('parent01', 'p', '', '{}', 7, 'finished', 1, 1, NULL, ?)",
+               (json.dumps({"workdir": "/w", "file": "/w/s.yaml", "note": "kept"}),))
+    db.execute("INSERT INTO sweeps VALUES ('child001', 'c', '', '{}', 7, 'finished', 2, 2, 'parent01', ?)",
+               (json.dumps({"workdir": "/w", "rerun": rerun}),))
+    db.execute("INSERT INTO runs (id, sweep_id, seq, config_json, state, created_at, extra_json) "
+               "VALUES ('r1', 'parent01', 1, '{}', 'killed', 1, ?)",
+               (json.dumps({"sweep_params": {"learning_rate": 0.01}, "stopped_by": "hyperband", "log": "/l/r1.log",
+                            "argv": ["python"]}),))
+    db.commit()
+    db.close()
+    with Store(path, create=False) as store:
+        run = store.get_run("r1")
+        assert (run["params"], run["stopped_by"], run["log_path"]) == ({"learning_rate": 0.01}, "hyperband", "/l/r1.log")
+        assert run["extra"] == {"argv": ["python"]}
+        parent, child = store.get_sweep("parent01"), store.get_sweep("child001")
+        assert (parent["workdir"], parent["source_file"], parent["extra"], parent["origin"]) == \
+            ("/w", "/w/s.yaml", {"note": "kept"}, "local")
+        assert child["rerun"].configs == [{"epochs": 2}] and child["rerun"].source_runs == ["r1"]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_json_output_is_total_for_non_finite_values(tmp_path):
+    """A config or summary holding inf/NaN never breaks `--json` output for the whole store."""
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        sweep = store.create_sweep({"method": "grid", "parameters": {"x": {"value": float("inf")}}}, "", name="s")
+        run = store.create_run({"learning_rate": float("inf")}, sweep_id=sweep)
+        store.finish_run(run, "diverged", summary={"val_loss": float("nan"), "val_accuracy": 0.1})
+    env = {**os.environ, "MLP_STORE": str(path)}
+    for argv in (["sweeps", "--json"], ["runs", sweep, "--json"]):
+        p = subprocess.run([sys.executable, "-m", "mlp", *argv], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        parsed = json.loads(p.stdout)          # strict JSON: would raise on a bare NaN/Infinity
+        assert parsed and "Infinity" in p.stdout

@@ -252,3 +252,25 @@ def test_rerun_sweep_resumes_with_its_exact_configs(tmp_path):
     agent = Agent(store, child)
     assert agent.proposer(store.list_runs(child)) == configs[1]
     assert agent.proposer(store.list_runs(child) * 2) is None
+
+
+def test_agent_stops_after_three_runs_in_a_row_fail_before_their_first_epoch(tmp_path):
+    """A broken program or value burns at most three runs, and the agent names the log."""
+    sweep = write_sweep(tmp_path, "broken", method="grid", parameters={
+        "epochs": {"value": 1}, "data_dir": {"values": [f"missing-{i}" for i in range(5)]}})
+    p = mlp(tmp_path, "sweep", str(sweep), "--count", "5")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "3 runs in a row failed before their first epoch" in p.stdout and ".log" in p.stdout
+    runs = Store(tmp_path / "s.sqlite").list_runs()
+    assert [r["state"] for r in runs] == ["failed"] * 3
+    assert all(Path(r["log_path"]).is_file() for r in runs)
+
+
+def test_a_run_that_learns_resets_the_count_of_failures(tmp_path):
+    sweep = write_sweep(tmp_path, "mixed", method="grid", parameters={
+        "epochs": {"value": 1}, "hidden_size": {"value": 8}, "num_layers": {"value": 1},
+        "data_dir": {"values": ["missing-a", "missing-b", "tests/data", "missing-c", "missing-d"]}})
+    p = mlp(tmp_path, "sweep", str(sweep), "--count", "5")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert [r["state"] for r in Store(tmp_path / "s.sqlite").list_runs()] == \
+        ["failed", "failed", "finished", "failed", "failed"]

@@ -202,6 +202,9 @@ def test_run_with_every_training_feature(tmp_path):
 
 
 def test_flip_is_refused_for_digits(tmp_path):
-    p = train(tmp_path, "-d", "mnist", "--augment_flip", "--data_dir", str(ROOT.parent / "shared" / "data"))
-    assert p.returncode == 2 and "fashion_mnist only" in p.stderr
+    # refused from the config alone, before any data is looked for: the folder does not even exist
+    p = train(tmp_path, "-d", "mnist", "--augment_flip", "--data_dir", str(tmp_path / "no-such-folder"))
+    assert p.returncode == 2 and "fashion_mnist only" in p.stderr, p.stderr
     assert not (tmp_path / "runs.sqlite").exists()
+    with pytest.raises(UsageError, match="fashion_mnist only"):
+        parse_train_args(["-d", "mnist", "--augment_flip"])

@@ -7,6 +7,8 @@ that keeps a BN network consistent with its averaged weights without an extra pa
 """
 import numpy as np
 
+from mlp.errors import UsageError
+
 
 class EMA:
     """avg ← decay·avg + (1 − decay)·w after every optimizer step."""
@@ -61,7 +63,6 @@ AVERAGING = {"none": None, "ema": EMA, "swa": SWA}
 
 
 def build(name, net):
-    from mlp.errors import UsageError
     key = str(name).strip().lower()
     if key not in AVERAGING:
         raise UsageError(f"unknown weight averaging {name!r}; choose one of: {', '.join(AVERAGING)}")

@@ -33,6 +33,9 @@ from mlp.core import augment, averaging, optimizers, schedules
 from mlp.core.network import MLP
 from mlp.errors import UsageError
 from mlp.runs.context import RunContext
+from mlp.runs.data import load_dataset
+from mlp.runs.store import Store, default_store_path, encode_json, model_path_for
+from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 from mlp.runs.training import Diverged, fit
 
 __all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "confusion_matrix", "check_data"]
@@ -160,9 +163,6 @@ def _check_output(path, what: str) -> None:
 
 
 def prepare(config, context: RunContext) -> Prepared:
-    from mlp.runs.data import load_dataset
-    from mlp.runs.store import default_store_path
-    from mlp.runs.tracking import resolve_wandb_mode
 
     if context.sweep_params:     # what the sweep chose for this run wins over argv (W&B's rule)
         config = C.resolve(context.sweep_params, base=config, source="the sweep's parameters (WANDB_SWEEP_PARAM_PATH)")
@@ -182,8 +182,6 @@ def prepare(config, context: RunContext) -> Prepared:
 # ---- 2. open the run: store row and W&B run under one id ---------------------------------------------
 
 def open_run(p: Prepared):
-    from mlp.runs.store import Store
-    from mlp.runs.tracking import StoreTracker, WandbTracker
 
     store = Store(p.store_path, create=True)
     record = StoreTracker.claim(store, p.context)          # adopts `mlp agent`'s row, else a new id
@@ -286,7 +284,6 @@ def run(config, context: RunContext | None = None, out=sys.stdout) -> RunResult:
 # ---- 4. finish: test, save, record ---------------------------------------------------------------------
 
 def finish(p: Prepared, record, wandb, net, state, error, history, started, out, diverged=None) -> RunResult:
-    from mlp.runs.store import model_path_for
 
     config, data = p.config, p.data
     summary = _summary(history, started)
@@ -343,7 +340,6 @@ def confusion_matrix(y_true, y_pred, n_classes):
 
 
 def _write_json(path, payload) -> None:
-    from mlp.runs.store import encode_json
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from mlp.errors import UsageError
+from mlp.runs.store import new_id
 
 
 # ---- W&B ----------------------------------------------------------------------------------
@@ -123,7 +124,6 @@ class StoreTracker:
 
     @classmethod
     def claim(cls, store, context):
-        from mlp.runs.store import new_id
         if context.run_id:
             existing = store.find_run(context.run_id)
             if existing is not None:

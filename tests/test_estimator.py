@@ -4,6 +4,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.datasets import make_classification
 from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mlp import MLP, MLPClassifier, UsageError, load_model
 
@@ -12,6 +15,13 @@ from mlp import MLP, MLPClassifier, UsageError, load_model
 def blobs():
     X, y = make_classification(n_samples=300, n_features=12, n_informative=8, n_classes=3, random_state=0)
     return X.astype(np.float32), np.array(["a", "b", "c"])[y]
+
+
+@parametrize_with_checks([MLPClassifier(epochs=3)])
+def test_scikit_learn_estimator_checks(estimator, check):
+    """scikit-learn's own checks. Skipped by scikit-learn itself only: the array-API check (it
+    needs SCIPY_ARRAY_API=1 and array-api-strict; this estimator is NumPy by design)."""
+    check(estimator)
 
 
 def test_fit_predict_score_with_string_labels(blobs):
@@ -79,3 +89,60 @@ def test_garbage_model_file(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(UsageError):
         load_model(path)
+
+
+def test_loss_curve_n_iter_and_classes(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(16,), epochs=6, seed=0).fit(X, y)
+    assert clf.n_iter_ == 6 and len(clf.loss_curve_) == 6
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]           # it learns
+    assert list(clf.classes_) == ["a", "b", "c"] and clf.n_features_in_ == 12
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(X[:, :5])
+
+
+def test_partial_fit_continues_where_it_stopped(blobs):
+    """partial_fit is one epoch at a time with the optimizer state kept: two calls on the same
+    data move the loss down, and the first call needs the classes."""
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(16,), learning_rate=3e-3, seed=0)
+    with pytest.raises(ValueError, match="classes"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[:150], y[:150], classes=["a", "b", "c"])
+    t_after_one, first_score = clf.optimizer_.t, clf.score(X, y)
+    clf.partial_fit(X[150:], y[150:])
+    for _ in range(20):
+        clf.partial_fit(X, y)
+    assert clf.n_iter_ == 22 and clf.optimizer_.t == t_after_one + 5 + 20 * 10 and t_after_one == 5
+    assert clf.loss_curve_[-1] < clf.loss_curve_[1] and clf.score(X, y) > max(first_score, 0.75)  # 0.82-0.86 over seeds 0-4
+    with pytest.raises(ValueError, match="not in classes"):
+        clf.partial_fit(X[:5], np.array(["z"] * 5))
+
+
+def test_early_stopping_as_scikit_learn_names_it(blobs):
+    X, y = blobs
+    clf = MLPClassifier(hidden_layer_sizes=(16,), epochs=200, learning_rate=1e-2, early_stopping=True,
+                        validation_fraction=0.2, n_iter_no_change=3, seed=0).fit(X, y)
+    assert clf.n_iter_ < 200 and len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_) > 0.6
+    with pytest.raises(ValueError, match="val_fraction"):
+        MLPClassifier(early_stopping=True, validation_fraction=1.5).fit(X, y)
+
+
+def test_bad_constructor_values_are_value_errors_with_the_schema_message(blobs):
+    X, y = blobs
+    for kwargs, fragment in (({"learning_rate": -1}, "learning_rate"), ({"activation": "swish"}, "activation"),
+                             ({"hidden_layer_sizes": (0,)}, "hidden_sizes"), ({"epochs": 0}, "epochs")):
+        with pytest.raises(ValueError, match=fragment):
+            MLPClassifier(**kwargs).fit(X, y)
+
+
+def test_in_a_pipeline_with_set_output(blobs):
+    """A scaler that outputs pandas frames in front of the MLP (set_output), as users build them."""
+    X, y = blobs
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16,), epochs=30, learning_rate=3e-3,
+                                                         seed=0))
+    pipe.set_output(transform="pandas")
+    pipe.fit(X, y)
+    assert pipe.score(X, y) > 0.75                 # it learns through the frames (chance: 1/3)
+    assert list(pipe[-1].feature_names_in_) == [f"x{i}" for i in range(12)]

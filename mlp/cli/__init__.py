@@ -23,6 +23,7 @@ def _sigterm_is_interrupt():
 
 def train_main(argv=None, prog="train.py"):
     accept_sigint()
+    _sigterm_is_interrupt()
 
     def body(args):
         from mlp.runs.experiment import run

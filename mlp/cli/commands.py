@@ -103,20 +103,22 @@ def _dump_json(obj) -> str:
 def cmd_sweep(args):
     from mlp.sweep.agent import Agent, create_sweep, prepare_sweep, run_parallel_agents
     prepared = prepare_sweep(args.file)  # a bad file leaves no store behind
-    store = _open_store(args.store, create=True)
-    sweep_id = create_sweep(store, args.file, prepared, name=args.name, seed=args.seed)
-    print(sweep_id, flush=True)
-    print(f"created sweep {sweep_id} in {store.path}; run it with `mlp agent {sweep_id}`", file=sys.stderr, flush=True)
-    if not args.count:
-        return 0
-    if args.jobs == 1:
-        return Agent(store, sweep_id, count=args.count).run()
+    with _open_store(args.store, create=True) as store:
+        sweep_id = create_sweep(store, args.file, prepared, name=args.name, seed=args.seed)
+        print(sweep_id, flush=True)
+        print(f"created sweep {sweep_id} in {store.path}; run it with `mlp agent {sweep_id}`", file=sys.stderr,
+              flush=True)
+        if not args.count:
+            return 0
+        if args.jobs == 1:
+            return Agent(store, sweep_id, count=args.count).run()
     return run_parallel_agents(store.path, sweep_id, args.count, args.jobs)
 
 
 def cmd_agent(args):
     from mlp.sweep.agent import Agent
-    return Agent(_open_store(args.store), args.sweep_id, count=args.count, jobs=args.jobs).run()
+    with _open_store(args.store) as store:
+        return Agent(store, args.sweep_id, count=args.count, jobs=args.jobs).run()
 
 
 def _best(runs, metric="val_accuracy"):
@@ -135,7 +137,11 @@ def _fmt(value, spec=".4f"):
 
 
 def cmd_sweeps(args):
-    store = _open_store(args.store)
+    with _open_store(args.store) as store:
+        return _list_sweeps(store, args)
+
+
+def _list_sweeps(store, args):
     sweeps = store.list_sweeps()
     for s in sweeps:
         s["best_val_accuracy"] = _best(store.list_runs(s["id"]))
@@ -154,7 +160,11 @@ def cmd_sweeps(args):
 
 
 def cmd_runs(args):
-    store = _open_store(args.store)
+    with _open_store(args.store) as store:
+        return _list_runs(store, args)
+
+
+def _list_runs(store, args):
     sweep = store.get_sweep(args.sweep_id)
     runs = store.list_runs(args.sweep_id)
     if args.json:
@@ -177,9 +187,10 @@ def cmd_runs(args):
 
 def cmd_sync(args):
     from mlp.runs.tracking import wandb_credentials_exist
-    store = _open_store(args.store)
-    store.get_sweep(args.sweep_id)
-    dirs = [r["wandb_dir"] for r in store.list_runs(args.sweep_id) if r["wandb_dir"] and Path(r["wandb_dir"]).is_dir()]
+    with _open_store(args.store) as store:
+        store.get_sweep(args.sweep_id)
+        dirs = [r["wandb_dir"] for r in store.list_runs(args.sweep_id)
+                if r["wandb_dir"] and Path(r["wandb_dir"]).is_dir()]
     if not dirs:
         raise UsageError(f"sweep {args.sweep_id} has no offline W&B run directories to sync")
     argv = [sys.executable, "-m", "wandb", "sync", *dirs]
@@ -193,16 +204,17 @@ def cmd_sync(args):
 
 def cmd_report(args):
     from mlp.report import make_report
-    result = make_report(_open_store(args.store), args.sweep_id, out=args.out, compare=args.compare,
-                         data_dir=args.data_dir)
+    with _open_store(args.store) as store:
+        result = make_report(store, args.sweep_id, out=args.out, compare=args.compare, data_dir=args.data_dir)
     print(result["html"], flush=True)
     return 0
 
 
 def cmd_rerun(args):
     from mlp.report import rerun
-    return rerun(_open_store(args.store), args.sweep_id, top=args.top, dataset=args.dataset, epochs=args.epochs,
-                 data_dir=args.data_dir)["exit_code"]
+    with _open_store(args.store) as store:
+        return rerun(store, args.sweep_id, top=args.top, dataset=args.dataset, epochs=args.epochs,
+                     data_dir=args.data_dir)["exit_code"]
 
 
 def cmd_evaluate(args):

@@ -67,12 +67,16 @@ def parse_train_args(argv, prog: str = "train.py") -> dict:
 
 
 def run_main(fn, argv):
-    """Run a command body; bad input becomes one line on stderr and exit code 2."""
+    """Run a command body; bad input becomes one line on stderr and exit code 2 (a store locked
+    too long: 75); Ctrl-C or SIGTERM before anything was started: 130, without a traceback."""
     try:
         return fn(argv)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def accept_sigint():

@@ -207,14 +207,6 @@ def open_run(p: Prepared):
 
 # ---- the whole run ------------------------------------------------------------------------------------
 
-class _Terminated(BaseException):
-    """SIGTERM, turned into an exception so the run is recorded as killed."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
-
-
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
@@ -238,8 +230,10 @@ class _signals:
             signal.signal(sig, handler)
 
 
-def run(config, context: RunContext | None = None, out=sys.stdout) -> RunResult:
-    """Train one configuration end to end; returns its RunResult."""
+def run(config, context: RunContext | None = None, out=None) -> RunResult:
+    """Train one configuration end to end; returns its RunResult (results go to `out`,
+    default: the current sys.stdout)."""
+    out = out or sys.stdout
     context = context or RunContext.from_environment()
     p = prepare(config, context)
     store, record, wandb = open_run(p)
@@ -255,15 +249,16 @@ def run(config, context: RunContext | None = None, out=sys.stdout) -> RunResult:
         def on_epoch(row):
             history.append(row)
             wandb.log(row)
-            record.log(row)
+            record.log(row)          # a store that fails now is reported once; training goes on
 
         net, state, error, diverged = None, "finished", None, None
-        with _signals(None, _on_sigterm):
+        # SIGTERM stops a run like Ctrl-C (the CLI's entry points make both a KeyboardInterrupt)
+        with _signals(signal.default_int_handler, signal.default_int_handler):
             try:
                 net, _ = train(p.config, p.data, on_epoch=on_epoch, built=p.built)
             except Diverged as e:
                 state, error, diverged = "diverged", str(e), e
-            except (KeyboardInterrupt, _Terminated):
+            except KeyboardInterrupt:
                 state, error = "killed", "interrupted"
         # test, save, record: a late SIGINT/SIGTERM (a hyperband stop racing the last epoch, a
         # second Ctrl-C) must not cut this short
@@ -272,7 +267,7 @@ def run(config, context: RunContext | None = None, out=sys.stdout) -> RunResult:
     except BaseException as e:
         # anything else after the row exists: record it, keep what was computed, re-raise
         if record.open:
-            state = "killed" if isinstance(e, (KeyboardInterrupt, _Terminated)) else "failed"
+            state = "killed" if isinstance(e, KeyboardInterrupt) else "failed"
             message = "interrupted" if state == "killed" else f"{type(e).__name__}: {e}"
             record.finish(state, summary=_summary(history, started), exit_code=EXIT_CODES[state], error=message)
             wandb.finish(state, exit_code=EXIT_CODES[state])
@@ -304,18 +299,19 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
             except OSError as e:
                 state, error, model_path = "failed", f"could not save the model to {model_path}: {e.strerror or e}", None
     summary["state"] = state
-    record.finish(state, summary=summary, exit_code=EXIT_CODES[state], error=error, model_path=model_path)
-    wandb.finish(state, {k: v for k, v in summary.items() if _loggable(v)}, confusion, exit_code=EXIT_CODES[state])
+    # every output on its own: one that fails (a full disk, a damaged store) does not cost the others
     if config["summary_json"]:
         try:
             _write_json(config["summary_json"], {"run_id": record.run_id, "state": state, "error": error,
                                                  "config": C.hyperparameters(config), "summary": summary})
         except OSError as e:
             print(f"warning: could not write {config['summary_json']}: {e.strerror or e}", file=sys.stderr)
+    wandb.finish(state, {k: v for k, v in summary.items() if _loggable(v)}, confusion, exit_code=EXIT_CODES[state])
     _print_result(state, summary, error, out)
     if wandb.offline_dir:
         print(f"W&B offline run in {wandb.offline_dir}; upload it with `wandb sync {wandb.offline_dir}`",
               file=sys.stderr, flush=True)
+    record.finish(state, summary=summary, exit_code=EXIT_CODES[state], error=error, model_path=model_path)
     return RunResult(record.run_id, state, summary, error)
 
 

@@ -52,13 +52,13 @@ from mlp.errors import UsageError
 __all__ = [
     "Store", "default_store_path", "RUN_STATES", "FINAL_STATES", "ACTIVE_STATES",
     "SWEEP_STATES", "SCHEMA_VERSION", "encode_json", "decode_json", "new_id", "RerunPlan", "ORIGINS",
-    "model_path_for",
+    "model_path_for", "StoreError", "StoreBusy", "busy_timeout",
 ]
 
 DEFAULT_STORE = "mlp-runs.sqlite"
 SCHEMA_VERSION = 2                 # PRAGMA user_version of the stores this code writes
 APPLICATION_ID = 0x6D6C7073        # PRAGMA application_id: b"mlps", marks the file as ours
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = 30.0             # default wait for another writer; MLP_STORE_TIMEOUT (seconds) overrides
 
 RUN_STATES = ("pending", "running", "finished", "failed", "diverged", "killed", "crashed")
 ACTIVE_STATES = ("pending", "running")
@@ -71,6 +71,31 @@ ID_LENGTH = 8
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _INHERITED: list = []   # connections inherited through fork: never used, never closed
+
+
+class StoreError(UsageError):
+    """The store cannot be used (damaged, unwritable, full): one line naming the store, exit 2."""
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's write lock longer than the busy timeout. Exit code 75
+    (EX_TEMPFAIL: try again later)."""
+
+    exit_code = 75
+
+
+def busy_timeout() -> float:
+    """Seconds to wait for another writer: MLP_STORE_TIMEOUT, else 30."""
+    text = os.environ.get("MLP_STORE_TIMEOUT")
+    if not text:
+        return BUSY_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 3600:
+        raise UsageError(f"MLP_STORE_TIMEOUT={text!r} must be a number of seconds in (0, 3600]; unset it for 30")
+    return value
 
 
 def default_store_path() -> str:
@@ -330,6 +355,10 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def _is_busy(e: BaseException) -> bool:
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e))
+
+
 def _check_state(state: str, allowed: tuple[str, ...], what: str) -> str:
     if state not in allowed:
         raise ValueError(f"unknown {what} state {state!r}; expected one of {', '.join(allowed)}")
@@ -373,6 +402,7 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._host = socket.gethostname()
+        self.timeout = busy_timeout()
         self._check_file()
         self._conn = self._connect()
 
@@ -409,14 +439,14 @@ class Store:
         uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + \
               ("?mode=rwc" if self.create else "?mode=rw")
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False)
         except sqlite3.Error as e:
             raise UsageError(f"cannot open store {path}: {e}; check the path and its permissions "
                              f"or pass --store with another path") from None
         conn.row_factory = sqlite3.Row
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
             self._check_schema(conn)
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -424,9 +454,9 @@ class Store:
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as e:
             conn.close()
-            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise
-            raise UsageError(f"{path} is not an mlp-sweeps store (unreadable SQLite database: "
+            if "not a database" not in str(e):      # locked, full, I/O, read-only, damaged
+                raise self._error(e) from None
+            raise StoreError(f"{path} is not an mlp-sweeps store (unreadable SQLite database: "
                              f"{e}); pass --store with another path") from None
         except BaseException:
             conn.close()
@@ -516,18 +546,44 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.path!r})"
 
+    def _error(self, e: sqlite3.Error) -> StoreError:
+        """What an SQLite error means for the user, on one line naming the store."""
+        text, path = str(e), self.path
+        if _is_busy(e):
+            return StoreBusy(f"store {path} is locked by another process for more than {self.timeout:g} s ({text}); "
+                             f"retry when it is done, or set MLP_STORE_TIMEOUT to wait longer")
+        if "full" in text or "disk I/O" in text:
+            return StoreError(f"store {path} cannot be written ({text}): is the disk full? Free space (or pass "
+                              f"--store on another disk) and retry")
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"store {path} is read-only ({text}); fix its permissions or pass --store with a "
+                              f"writable path")
+        return StoreError(f"store {path} is damaged ({text}); move it aside (keep it for recovery) and pass --store "
+                          f"with a new path")
+
+    @contextlib.contextmanager
+    def _sqlite_errors(self):
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise self._error(e) from None
+
     @contextlib.contextmanager
     def _write(self):
         """One write transaction. BEGIN IMMEDIATE takes the write lock up front, waiting up to
-        the busy timeout, so a transaction never fails half-way on lock upgrade."""
-        with self._lock:
+        the busy timeout, so a transaction never fails half-way on lock upgrade. SQLite errors
+        become one-line StoreErrors; the transaction is rolled back."""
+        with self._lock, self._sqlite_errors():
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
             except BaseException:
                 if db.in_transaction:
-                    db.execute("ROLLBACK")
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
             db.execute("COMMIT")
 
@@ -535,7 +591,7 @@ class Store:
     def _read(self):
         """A consistent snapshot for multi-statement reads. Inside a write transaction of this
         thread (e.g. a claim_run proposer reading histories) it simply joins that transaction."""
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             db = self._db()
             if db.in_transaction:
                 yield db
@@ -738,8 +794,8 @@ class Store:
 
     def find_run(self, run_id: str) -> dict | None:
         """The run, or None if the store has no run of that id."""
-        with self._lock:
-            row = self._db().execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
+        with self._read() as db:
+            row = db.execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
         return None if row is None else _run_dict(row)
 
     def claim_run(self, sweep_id: str,
@@ -838,8 +894,8 @@ class Store:
                 raise self._unknown_run(run_id)
 
     def get_run(self, run_id: str) -> dict:
-        with self._lock:
-            row = self._db().execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
+        with self._read() as db:
+            row = db.execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise self._unknown_run(run_id)
         return _run_dict(row)

@@ -5,13 +5,14 @@ experiment code fans out to them without knowing which is which.
 """
 import netrc
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 
 from mlp.errors import UsageError
-from mlp.runs.store import new_id
+from mlp.runs.store import StoreError, new_id
 
 
 # ---- W&B ----------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ class StoreTracker:
     def __init__(self, store, run_id, sweep_id=None, adopted=False, context=None):
         self.store, self.run_id, self.sweep_id, self.adopted = store, run_id, sweep_id, adopted
         self.context = context
-        self.open = False
+        self.open = self.warned = False
 
     @classmethod
     def claim(cls, store, context):
@@ -149,7 +150,14 @@ class StoreTracker:
                 "params": dict(getattr(context, "sweep_params", {}) or {})}
 
     def log(self, row):
-        self.store.log_history(self.run_id, row)
+        """One epoch into the store. If the store fails (disk full, damaged), say so once and go
+        on: the run keeps training and logging to W&B, and its final record is retried at the end."""
+        try:
+            self.store.log_history(self.run_id, row)
+        except StoreError as e:
+            if not self.warned:
+                print(f"warning: {e}; training goes on", file=sys.stderr, flush=True)
+                self.warned = True
 
     def finish(self, state, summary=None, exit_code=0, error=None, model_path=None):
         self.store.finish_run(self.run_id, state, summary=summary, exit_code=exit_code, error=error,

@@ -38,7 +38,17 @@ def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed
     augment(batch, rng) transforms each training batch; an averager (mlp.averaging) keeps EMA/SWA
     weights, which are the ones validated, restored and left in the network at the end.
     on_step(step) is called after every optimizer step.
+
+    Overflow on the way to a NaN/infinite loss is not warned about: it is the divergence that
+    the loop detects and reports (Diverged) at the batch where it happens.
     """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed, on_epoch, patience,
+                    progress, schedule, augment, averager, on_step)
+
+
+def _fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed, on_epoch, patience, progress,
+         schedule, augment, averager, on_step):
     rng = np.random.default_rng([seed, 1])  # a stream of its own: init and dropout use others
     x_train = np.asarray(x_train, dtype=net.dtype)
     y_train = np.asarray(y_train)

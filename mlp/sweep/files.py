@@ -90,7 +90,14 @@ def validate_sweep_config(config, source: str = "sweep config") -> None:
     """W&B's JSON schema, then what W&B checks only server-side or not at all."""
     if not isinstance(config, dict):
         raise UsageError(f"{source} must be a YAML mapping with method, metric and parameters")
-    violations = engine().schema_violations_from_proposed_config(config)
+    for name, spec in (config.get("parameters") or {}).items() if isinstance(config.get("parameters"), dict) else ():
+        if not isinstance(spec, dict):
+            raise UsageError(f"{source}: parameter {name!r} needs a mapping such as `{name}: {{value: {spec!r}}}` or "
+                             f"`{{values: [...]}}`, not a bare {type(spec).__name__}")
+    try:
+        violations = engine().schema_violations_from_proposed_config(config)
+    except Exception as e:  # the engine raises for shapes its schema cannot even express
+        raise UsageError(f"{source} is not a valid W&B sweep config: {str(e)[:300]}") from None
     if violations:
         first = str(violations[0]).replace("Additional properties are not allowed", "unknown top-level key")
         raise UsageError(f"{source} is not a valid W&B sweep config: {first[:300]}")

@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 
 __all__ = ["engine", "engine_run", "propose", "runs_to_stop", "fixed_list", "build_command", "format_value",
-           "hyperband_brackets", "dry_run_stop", "DEFAULT_COMMAND"]
+           "hyperband_brackets", "dry_run_stop", "engine_config", "DEFAULT_COMMAND"]
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 # sweeps' RunState for each of our run states (diverged runs are failures: bayes imputes the worst)
@@ -55,10 +55,23 @@ def propose(config, runs, seed, histories):
     random.seed(draw)
     np.random.seed(draw)
     engine_runs = [engine_run(r, histories(r["id"])) for r in runs]
-    suggestion = engine().next_run(config, engine_runs)
+    suggestion = engine().next_run(engine_config(config), engine_runs)
     if suggestion is None:
         return None
-    return {k: v["value"] for k, v in suggestion.config.items()}
+    return {k: _plain(v["value"]) for k, v in suggestion.config.items()}
+
+
+def engine_config(config):
+    """The sweep config as the engine sees it: `run_cap` is ours to enforce (`propose`), and
+    sweeps < 0.3 (what pip picks where NumPy 1.x has no wheels) does not know the key."""
+    return {k: v for k, v in config.items() if k != "run_cap"}
+
+
+def _plain(value):
+    """Python scalars for the engine's NumPy scalars (YAML, JSON and argv then agree everywhere)."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
 
 
 def fixed_list(configs):
@@ -71,14 +84,14 @@ def runs_to_stop(config, runs, histories):
     if (config.get("early_terminate") or {}).get("type") != "hyperband":
         return set()
     engine_runs = [engine_run(r, histories(r["id"])) for r in runs]
-    return {r.name for r in engine().stop_runs(config, engine_runs)}
+    return {r.name for r in engine().stop_runs(engine_config(config), engine_runs)}
 
 
 def hyperband_brackets(config) -> list[int]:
     """The epochs at which hyperband compares runs (as W&B's engine computes them), after the
     engine has accepted the settings; [] means it can never stop a run."""
     from sweeps.hyperband_stopping import hyperband_baseline_validate_and_fill
-    et = hyperband_baseline_validate_and_fill(config)["early_terminate"]
+    et = hyperband_baseline_validate_and_fill(engine_config(config))["early_terminate"]
     eta = float(et["eta"])
     if not eta > 1:
         raise ValueError(f"eta must be > 1, got {et['eta']}")
@@ -104,7 +117,7 @@ def dry_run_stop(config) -> None:
     runs = [SweepRun(name=name, state="running", config={}, summary_metrics={},
                      history=[{metric: value * (1 + e)} for e in range(4)])
             for name, value in (("a", 0.1), ("b", 0.2))]
-    engine().stop_runs(config, runs)
+    engine().stop_runs(engine_config(config), runs)
 
 
 # ---- the command line W&B's agent would build -----------------------------------------------------

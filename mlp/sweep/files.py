@@ -17,7 +17,7 @@ import yaml
 
 from mlp import config as C
 from mlp.errors import UsageError
-from mlp.sweep.engine import dry_run_stop, engine, hyperband_brackets
+from mlp.sweep.engine import dry_run_stop, engine, engine_config, hyperband_brackets
 
 __all__ = ["load_sweep_file", "validate_sweep_config", "check_program", "METRICS", "MAX_FILE_BYTES"]
 
@@ -95,7 +95,7 @@ def validate_sweep_config(config, source: str = "sweep config") -> None:
             raise UsageError(f"{source}: parameter {name!r} needs a mapping such as `{name}: {{value: {spec!r}}}` or "
                              f"`{{values: [...]}}`, not a bare {type(spec).__name__}")
     try:
-        violations = engine().schema_violations_from_proposed_config(config)
+        violations = engine().schema_violations_from_proposed_config(engine_config(config))
     except Exception as e:  # the engine raises for shapes its schema cannot even express
         raise UsageError(f"{source} is not a valid W&B sweep config: {str(e)[:300]}") from None
     if violations:

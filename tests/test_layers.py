@@ -84,6 +84,28 @@ def test_inplace_plan():
     assert net._plans[False] == [False, False, True, True, False, True, False, False]
 
 
+class Exp(L.Layer):
+    """A layer outside the registry whose fresh output its backward reads (as a softmax would)."""
+
+    def forward(self, x, training, inplace=False):
+        self.out = np.exp(x)
+        return self.out
+
+    def backward_reads(self, inplace):
+        return ("output",)
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out * self.out
+
+
+def test_an_output_that_backward_reads_is_not_overwritten():
+    X, y = batch(n=7)
+    net = Network([{"type": "dense", "units": 6}, Exp(), {"type": "activation", "name": "tanh"},
+                   {"type": "dense", "units": 4}], input_shape=(5,), seed=0, dtype="float64")
+    assert net._plans[True] == [False, False, False, False] and net._plans[False] == [False, False, True, False]
+    check_network(net, X, y)
+
+
 @pytest.mark.parametrize("first", ["relu", "tanh", "sigmoid"])
 def test_callers_input_is_never_overwritten(first):
     X, y = batch(n=6, d=4)

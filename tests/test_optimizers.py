@@ -73,8 +73,10 @@ def test_eve_follows_the_paper():
     lr, b1, b2, b3, eps, k, K = 0.1, 0.9, 0.999, 0.999, 1e-8, 0.1, 10.0
     opt = optimizers.get("eve", learning_rate=lr)
     p = np.array([1.0, -2.0])
-    grads = [np.array([0.5, -1.0]), np.array([0.25, 2.0]), np.array([-0.5, 0.1]), np.array([1.5, -0.3])]
-    step_losses = [1.0, 2.0, 0.02, 0.01]
+    grads = [np.array([0.5, -1.0]), np.array([0.25, 2.0]), np.array([-0.5, 0.1]), np.array([1.5, -0.3]),
+             np.array([0.2, 0.2]), np.array([-1.0, 0.4]), np.array([0.3, -2.0])]
+    # f/f̂ in range, clipped at 1/(K+1) twice, at 1/(k+1), at k+1, then in range again
+    step_losses = [1.0, 2.0, 0.02, 0.01, 0.016, 0.0159, 0.03]
     m = v = np.zeros(2)
     theta, d, f_hat = p.copy(), None, None
     for t, (g, f) in enumerate(zip(grads, step_losses), start=1):
@@ -97,6 +99,10 @@ def test_eve_follows_the_paper():
             assert opt.f_hat == pytest.approx(2.0) and opt.d == pytest.approx(0.999 + 0.001)
         if t == 3:  # the loss fell 100×: c clipped at 1/(K+1), r = (1 − 1/11)/(1/11) = 10
             assert opt.f_hat == pytest.approx(2.0 / 11) and opt.d == pytest.approx(0.999 * 1.0 + 0.001 * 10)
+        if t == 5:  # the loss fell by 3%: c clipped at 1/(k+1), r = 0.1
+            assert opt.f_hat == pytest.approx(2.0 / 121 / 1.1)
+        if t == 6:  # the loss rose by 6%: c clipped at k+1, r = 0.1
+            assert opt.f_hat == pytest.approx(2.0 / 121)
     # the step really is Adam's divided by d: d ≠ 1 changed p
     assert opt.d != 1.0
     with pytest.raises(ValueError, match="loss"):

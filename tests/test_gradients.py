@@ -58,11 +58,21 @@ def test_every_activation_and_loss(activation, loss):
     check_network(net, X, y)
 
 
-def test_regression_mse_with_identity_output():
+def test_regression_squared_error_with_identity_output():
     rng = np.random.default_rng(3)
     X, Y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
-    net = MLP([3, 4, 2], activation="tanh", loss="mse", seed=0, dtype="float64")
+    net = MLP([3, 4, 2], activation="tanh", loss="regression_squared_error", seed=0, dtype="float64")
+    assert not net.is_classifier
     check_network(net, X, Y)
+    # the value: batch mean of Σ_outputs (z − y)² on the raw outputs
+    W1, b1, W2, b2 = net.params
+    z = np.tanh(X @ W1 + b1) @ W2 + b2
+    assert net.loss_and_grads(X, Y)[0] == pytest.approx(((z - Y) ** 2).sum(axis=1).mean(), rel=1e-12)
+
+
+def test_mse_means_the_classification_loss():
+    assert losses.canonical_name("mse") == "mean_squared_error"
+    assert MLP([3, 2], loss="mse").is_classifier
 
 
 def test_weight_decay_term_and_gradient():
@@ -99,8 +109,10 @@ def test_dropout_with_fixed_mask():
 
 def test_dropout_is_identity_at_evaluation():
     X, _ = batch()
-    net = MLP([5, 6, 4], dropout=0.5, seed=0, dtype="float64")
-    assert np.array_equal(net.forward(X), net.forward(X))
+    net = MLP([5, 6, 4], dropout=0.5, input_dropout=0.3, seed=0, dtype="float64")
+    W1, b1, W2, b2 = net.params
+    by_hand = np.maximum(X @ W1 + b1, 0) @ W2 + b2  # no mask, no 1/(1−p) scaling
+    np.testing.assert_allclose(net.forward(X), by_hand, rtol=1e-12, atol=1e-12)
 
 
 def test_batch_norm_gradients_and_modes():

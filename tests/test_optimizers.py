@@ -68,18 +68,45 @@ def test_nadam_by_hand_first_step():
 
 
 def test_eve_follows_the_paper():
-    # t=1: d = 1 → Adam step. t=2: loss doubles: c = min(max(1.1, 2.0), 11) = 2 → r = 1, d = 0.999 + 0.001
-    opt = optimizers.get("eve", learning_rate=0.1)
-    p = np.array([1.0])
-    opt.step([p], [np.array([0.5])], loss=1.0)
-    assert opt.d == 1.0 and opt.f_hat == 1.0
-    opt.step([p], [np.array([0.5])], loss=2.0)
-    assert opt.f_hat == pytest.approx(2.0) and opt.d == pytest.approx(0.999 * 1 + 0.001 * 1.0)
-    # loss falls 100×: c clipped at 1/(K+1); r = (1 − 1/11)/(1/11) = 10
-    opt.step([p], [np.array([0.5])], loss=0.02)
-    assert opt.f_hat == pytest.approx(2.0 / 11) and opt.d == pytest.approx(0.999 * 1.0 + 0.001 * 10)
+    """Hayashi et al. 2016, Algorithm 1, by hand: p after every step, and d, f̂ where they are
+    easy to read off."""
+    lr, b1, b2, b3, eps, k, K = 0.1, 0.9, 0.999, 0.999, 1e-8, 0.1, 10.0
+    opt = optimizers.get("eve", learning_rate=lr)
+    p = np.array([1.0, -2.0])
+    grads = [np.array([0.5, -1.0]), np.array([0.25, 2.0]), np.array([-0.5, 0.1]), np.array([1.5, -0.3]),
+             np.array([0.2, 0.2]), np.array([-1.0, 0.4]), np.array([0.3, -2.0])]
+    # f/f̂ in range, clipped at 1/(K+1) twice, at 1/(k+1), at k+1, then in range again
+    step_losses = [1.0, 2.0, 0.02, 0.01, 0.016, 0.0159, 0.03]
+    m = v = np.zeros(2)
+    theta, d, f_hat = p.copy(), None, None
+    for t, (g, f) in enumerate(zip(grads, step_losses), start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        if t == 1:
+            d, f_hat = 1.0, f
+        else:
+            delta, Delta = (k + 1, K + 1) if f >= f_hat else (1 / (K + 1), 1 / (k + 1))
+            c = min(max(delta, f / f_hat), Delta)
+            new_f_hat = c * f_hat
+            r = abs(new_f_hat - f_hat) / min(new_f_hat, f_hat)
+            d, f_hat = b3 * d + (1 - b3) * r, new_f_hat
+        theta = theta - lr * m_hat / (d * np.sqrt(v_hat) + eps)
+        opt.step([p], [g.copy()], loss=f)
+        np.testing.assert_allclose(p, theta, rtol=1e-13)
+        assert opt.d == pytest.approx(d, rel=1e-13) and opt.f_hat == pytest.approx(f_hat, rel=1e-13)
+        if t == 2:  # the loss doubled: c = 2, r = 1
+            assert opt.f_hat == pytest.approx(2.0) and opt.d == pytest.approx(0.999 + 0.001)
+        if t == 3:  # the loss fell 100×: c clipped at 1/(K+1), r = (1 − 1/11)/(1/11) = 10
+            assert opt.f_hat == pytest.approx(2.0 / 11) and opt.d == pytest.approx(0.999 * 1.0 + 0.001 * 10)
+        if t == 5:  # the loss fell by 3%: c clipped at 1/(k+1), r = 0.1
+            assert opt.f_hat == pytest.approx(2.0 / 121 / 1.1)
+        if t == 6:  # the loss rose by 6%: c clipped at k+1, r = 0.1
+            assert opt.f_hat == pytest.approx(2.0 / 121)
+    # the step really is Adam's divided by d: d ≠ 1 changed p
+    assert opt.d != 1.0
     with pytest.raises(ValueError, match="loss"):
-        opt.step([p], [np.array([0.5])])
+        opt.step([p], [np.array([0.5, 0.5])])
 
 
 @pytest.mark.parametrize("name,hyper", [
@@ -148,7 +175,7 @@ def test_float32_state_stays_float32():
     for name in ["sgd", "momentum", "nag", "rmsprop", "adam", "nadam"]:
         opt = optimizers.get(name)
         opt.step([p], [np.full(3, 0.1, dtype=np.float32)])
-        assert p.dtype == np.float32 and all(a.dtype == np.float32 for a in opt.state[0].values())
+        assert p.dtype == np.float32 and all(a.dtype == np.float32 for a in opt.state_of(p).values())
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum", "nag", "rmsprop", "adam", "nadam", "eve"])
@@ -173,3 +200,106 @@ def test_flat_buffer_path_equals_per_parameter_path(name, monkeypatch):
             np.testing.assert_array_equal(p, q)
         for p, q in zip(net.params, copies):  # the next gradients are taken at the same point
             q[...] = p
+
+
+# ---- state keyed by parameter; checkpoints -----------------------------------------------------
+
+ALL = ["sgd", "momentum", "nag", "rmsprop", "adam", "nadam", "eve"]
+
+
+def test_state_follows_the_array_not_its_position():
+    a, b = np.ones(3), np.full(2, 5.0)
+    ga, gb = np.full(3, 0.5), np.full(2, -1.0)
+    ref_a, ref_b = a.copy(), b.copy()
+    opt, ref = optimizers.get("adam", learning_rate=0.1), optimizers.get("adam", learning_rate=0.1)
+    for i in range(4):
+        ref.step([ref_a, ref_b], [ga, gb])
+        opt.step([a, b] if i % 2 == 0 else [b, a], [ga, gb] if i % 2 == 0 else [gb, ga])
+    np.testing.assert_array_equal(a, ref_a)
+    np.testing.assert_array_equal(b, ref_b)
+    assert opt.state_of(a)["m"].shape == (3,) and opt.state_of(np.ones(3)) is None
+
+
+def network_and_optimizer(name, seed=0, hyper=HYPER):
+    from mlp import MLP
+    net = MLP([37, 29, 23, 5], activation="tanh", batch_norm=True, weight_decay=0.01, seed=seed, dtype="float32")
+    opt = optimizers.from_config(name, hyper)
+    opt.chunk = 100  # several pieces, with boundaries inside parameters
+    return net, opt
+
+
+def train(net, opt, data):
+    for X, y in data:
+        step = net.train_pass(X, y)
+        opt.step(net.params, step.grads, loss=step.data_loss + step.l2)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_checkpoint_and_resume_is_bit_identical(name, tmp_path):
+    rng = np.random.default_rng(7)
+    data = [(rng.standard_normal((16, 37)).astype(np.float32), rng.integers(0, 5, 16)) for _ in range(9)]
+    n = 5
+    straight, straight_opt = network_and_optimizer(name)
+    train(straight, straight_opt, data)
+
+    net, opt = network_and_optimizer(name)
+    train(net, opt, data[:n])
+    np.savez(tmp_path / "ckpt.npz", **{f"net/{k}": v for k, v in net.state_arrays().items()},
+             **{f"opt/{k}": v for k, v in opt.state_dict().items()})
+    # a fresh network (another seed) and a fresh optimizer (default hyperparameters) restored
+    fresh, fresh_opt = network_and_optimizer(name, seed=99, hyper={})
+    with np.load(tmp_path / "ckpt.npz", allow_pickle=False) as f:
+        fresh.load_state({k[4:]: f[k] for k in f.files if k.startswith("net/")})
+        fresh_opt.load_state_dict({k[4:]: f[k] for k in f.files if k.startswith("opt/")})
+    assert fresh_opt.t == n and fresh_opt.hyperparameters == straight_opt.hyperparameters
+    train(fresh, fresh_opt, data[n:])
+    for key, value in straight.state_arrays().items():
+        np.testing.assert_array_equal(fresh.state_arrays()[key], value, err_msg=key)
+    assert fresh_opt.state_dict().keys() == straight_opt.state_dict().keys()
+    for key, value in straight_opt.state_dict().items():
+        np.testing.assert_array_equal(fresh_opt.state_dict()[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_checkpoint_of_separate_arrays(name):
+    """The per-parameter path (arrays that do not tile one buffer) resumes exactly too."""
+    rng = np.random.default_rng(3)
+    grads = [[rng.standard_normal((4, 3)), rng.standard_normal(3)] for _ in range(6)]
+    start = [rng.standard_normal((4, 3)), rng.standard_normal(3)]
+    losses = [2.0, 1.5, 1.7, 0.9, 1.1, 1.0]
+    straight, opt = [p.copy() for p in start], optimizers.from_config(name, HYPER)
+    for g, f in zip(grads, losses):
+        opt.step(straight, g, loss=f)
+    params, first = [p.copy() for p in start], optimizers.from_config(name, HYPER)
+    for g, f in zip(grads[:3], losses[:3]):
+        first.step(params, g, loss=f)
+    resumed = optimizers.get(name)
+    resumed.load_state_dict(first.state_dict())
+    params = [p.copy() for p in params]  # new arrays: the state binds by position
+    for g, f in zip(grads[3:], losses[3:]):
+        resumed.step(params, g, loss=f)
+    for p, q in zip(params, straight):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_state_dict_is_plain_and_checked():
+    opt = optimizers.get("nadam")
+    p = np.ones((2, 2))
+    opt.step([p], [np.ones((2, 2))])
+    sd = opt.state_dict()
+    assert sd["optimizer"] == "nadam" and sd["step"] == 1 and sd["n_params"] == 1
+    assert set(sd) >= {"mu_product", "learning_rate", "state.0.m", "state.0.v"}
+    assert all(isinstance(v, (int, float, str, np.ndarray)) for v in sd.values())
+    with pytest.raises(UsageError, match="nadam"):
+        optimizers.get("adam").load_state_dict(sd)
+    with pytest.raises(UsageError, match="lacks"):
+        optimizers.get("nadam").load_state_dict({k: v for k, v in sd.items() if k != "mu_product"})
+    with pytest.raises(UsageError, match="beta1"):
+        optimizers.get("nadam").load_state_dict({**sd, "beta1": 1.5})
+    other = optimizers.get("nadam")
+    other.load_state_dict(sd)
+    with pytest.raises(UsageError, match="1 parameters; this step has 2"):
+        other.step([p, p.copy()], [p, p])
+    other.load_state_dict(sd)
+    with pytest.raises(UsageError, match="does not fit"):
+        other.step([np.ones(3)], [np.ones(3)])

@@ -16,6 +16,22 @@ def test_constant_and_warmup():
     assert [lr(s) for s in (0, 4, 9, 10, 99)] == pytest.approx([0.01, 0.05, 0.1, 0.1, 0.1])
 
 
+def test_warmup_then_step_decay():
+    # 10 warmup steps, then the step schedule over the remaining 300 steps (30 epochs of 10):
+    # ×0.1 after 10 and 20 epochs counted from the end of warmup
+    lr = schedules.build("step", 1.0, total_steps=310, steps_per_epoch=10, warmup_steps=10)
+    assert [lr(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert [lr(s) for s in (10, 109, 110, 209, 210, 309)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_warmup_then_cosine():
+    # 10 warmup steps, then half a cosine over the remaining 101 steps: 0.2 → 0.1 (midway) → 0
+    lr = schedules.build("cosine", 0.2, total_steps=111, steps_per_epoch=10, warmup_steps=10)
+    assert [lr(s) for s in (0, 1, 9)] == pytest.approx([0.02, 0.04, 0.2])
+    assert lr(10) == pytest.approx(0.2) and lr(60) == pytest.approx(0.1) and lr(110) == pytest.approx(0.0, abs=1e-12)
+    assert all(lr(s) > lr(s + 1) for s in range(10, 110))
+
+
 def test_step_decay_at_thirds_of_the_run():
     lr = schedules.build("step", 1.0, total_steps=300, steps_per_epoch=10)  # 30 epochs: decays at 10, 20
     assert [lr(s) for s in (0, 99, 100, 199, 200, 299)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
@@ -62,7 +78,7 @@ def centred_images(n, rng):
 def test_shift_preserves_pixel_mass_and_moves_content():
     rng = np.random.default_rng(0)
     batch = centred_images(64, rng)
-    labels = np.arange(64) % 10
+    before = batch.copy()
     shifted = augment.random_shift(batch, 2, np.random.default_rng(1))
     assert shifted.shape == batch.shape and shifted.dtype == batch.dtype
     np.testing.assert_allclose(shifted.sum(axis=1), batch.sum(axis=1), rtol=1e-6)   # mass preserved
@@ -72,7 +88,7 @@ def test_shift_preserves_pixel_mass_and_moves_content():
         matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                    if np.array_equal(np.roll(original, (dy, dx), axis=(0, 1)), moved)]
         assert len(matches) == 1
-    assert np.array_equal(labels, np.arange(64) % 10)   # labels are never touched
+    np.testing.assert_array_equal(batch, before)   # the input batch is not modified in place
 
 
 def test_flip_mirrors_about_half():
@@ -118,14 +134,44 @@ def test_schedule_drives_the_optimizer():
 
 @pytest.mark.parametrize("kind", ["ema", "swa"])
 def test_averaged_weights_are_what_is_evaluated(kind):
+    """Each epoch's val metrics are those of the averaged weights, here averaged independently of
+    mlp.averaging (EMA from the weights after every step, SWA from the end-of-epoch weights), and
+    the network ends holding them."""
     Xt, yt, Xv, yv = toy_data()
-    net = MLP([20, 16, 4], seed=0)
+    epochs = 8
+    net = MLP([20, 16, 4], seed=0, dtype="float64")
     averager = averaging.build(kind, net)
-    fit(net, optimizers.get("adam", learning_rate=1e-2), Xt, yt, Xv, yv, epochs=4, batch_size=50,
-        progress=False, averager=averager)
-    expected = averager.state(net.dtype)
+    ema = {k: v.copy() for k, v in net.state_arrays().items()}
+    snapshots, expected = [], []
+
+    def on_step(step):  # after the optimizer step and the averager's own update
+        for key, value in net.state_arrays().items():
+            ema[key] = 0.999 * ema[key] + 0.001 * value
+
+    def on_epoch(row):  # the training weights are back in the network here
+        weights = {k: v.copy() for k, v in net.state_arrays().items()}
+        if row["epoch"] > 0.75 * epochs:
+            snapshots.append(weights)
+        if kind == "ema":
+            average = ema
+        elif snapshots:
+            average = {k: np.mean([s[k] for s in snapshots], axis=0) for k in weights}
+        else:  # SWA has not started: the training weights are validated
+            average = weights
+        probe = MLP([20, 16, 4], seed=1, dtype="float64")
+        probe.load_state(average)
+        expected.append((probe.evaluate(Xv, yv)[:2], average))
+
+    history = fit(net, optimizers.get("adam", learning_rate=1e-2), Xt, yt, Xv, yv, epochs=epochs, batch_size=50,
+                  progress=False, averager=averager, on_step=on_step, on_epoch=on_epoch)
+    assert len(snapshots) == 2
+    for row, ((loss, accuracy), _) in zip(history, expected):
+        assert row["val_loss"] == pytest.approx(loss, rel=1e-9) and row["val_accuracy"] == accuracy
+    # the averaged weights differ from the last training weights, so this is not vacuous
+    final_average = expected[-1][1]
+    assert not np.allclose(final_average["0.W"], snapshots[-1]["0.W"])
     for key, value in net.state_arrays().items():
-        np.testing.assert_array_equal(value, expected[key])
+        np.testing.assert_allclose(value, final_average[key], rtol=1e-9, atol=1e-12)
 
 
 def test_swa_is_the_mean_of_end_of_epoch_weights():
@@ -137,7 +183,7 @@ def test_swa_is_the_mean_of_end_of_epoch_weights():
         swa.after_epoch(net, epoch, 4)
         if epoch > 2:
             snapshots.append(epoch)
-    assert swa.count == 2 and np.all(swa.state(np.float32)["param_0"] == np.mean(snapshots))
+    assert swa.count == 2 and np.all(swa.state(np.float32)["0.W"] == np.mean(snapshots))
 
 
 def test_ema_update_rule():
@@ -146,4 +192,4 @@ def test_ema_update_rule():
     start = net.params[0].copy()
     net.params[0][...] = start + 1.0
     ema.after_step(net)
-    np.testing.assert_allclose(ema.average["param_0"], start + 0.1, rtol=1e-6)
+    np.testing.assert_allclose(ema.average["0.W"], start + 0.1, rtol=1e-6)

@@ -2,7 +2,8 @@
 
 Each loss is a function `loss(z, y) -> (value, dz)`: the batch-mean loss and its gradient with
 respect to the logits z, computed together because they share the softmax. Classification losses
-take integer labels; `mse` (regression) takes float targets of z's shape and an identity output.
+take integer labels; `regression_squared_error` takes float targets of z's shape (the outputs are
+used as they are). `mse` is another name for `mean_squared_error`, the classification loss.
 
 To add a loss, write one such function and add one line to LOSSES (and to CLASSIFICATION if its
 outputs are class scores).
@@ -63,8 +64,9 @@ def mean_squared_error(z, y):
     return value, dz
 
 
-def mse(z, y):
-    """Regression: mean over the batch of Σ_outputs (z − y)², for an identity output layer."""
+def regression_squared_error(z, y):
+    """Regression: mean over the batch of Σ_outputs (z − y)² on the raw outputs z (no softmax),
+    for float targets y of z's shape. Gradient 2(z − y)/n."""
     n = z.shape[0]
     diff = z - y
     return float(np.einsum("ij,ij->", diff, diff) / n), diff * (2.0 / n)
@@ -73,12 +75,12 @@ def mse(z, y):
 LOSSES = {
     "cross_entropy": cross_entropy,
     "mean_squared_error": mean_squared_error,
-    "mse": mse,
+    "regression_squared_error": regression_squared_error,
 }
 # Losses whose outputs are class scores read through a softmax.
 CLASSIFICATION = {"cross_entropy", "mean_squared_error"}
 
-_ALIASES = {"ce": "cross_entropy", "squared_error": "mean_squared_error"}
+_ALIASES = {"ce": "cross_entropy", "squared_error": "mean_squared_error", "mse": "mean_squared_error"}
 
 
 def canonical_name(name: str) -> str:

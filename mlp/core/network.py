@@ -1,22 +1,41 @@
-"""The multilayer perceptron: a stack of layers with one forward and one backward pass.
+"""The network: an ordered list of layers built from a spec, with one forward and one backward pass.
 
-Hidden block i is Dense → [BatchNorm] → activation → [Dropout]; the output is a Dense layer whose
-logits go to the loss (softmax inside the classification losses). Models save to `.npz` files
-that load with `allow_pickle=False`: the configuration is a JSON string, the rest plain arrays.
+`Network(layers, input_shape, ...)` takes layer specs (dicts, see mlp.core.layers) and builds
+them in order, each from the previous one's output shape; the last layer's outputs (logits) go
+to the loss (softmax inside the classification losses). `MLP(layer_sizes, ...)` only writes the
+spec of a fully connected stack: hidden block i is Dense → [BatchNorm] → activation → [Dropout].
+
+Around the layers the network owns three things:
+- the flat parameter buffer (`_pack`): all params in one array and their grads in another, the
+  decaying weights first, every layer's arrays views into them — so weight decay is two
+  whole-array operations and optimizers update cache-sized pieces of one array;
+- the in-place plan (`_plan`): which layers may overwrite their input, decided from what each
+  layer declares (the caller's input array is never overwritten);
+- save/load: `.npz` files read with `allow_pickle=False`. Version 2 holds the network spec
+  (and, for an MLP, its constructor arguments) as JSON plus named arrays "{layer}.{name}";
+  version 1 (MLP kwargs, arrays param_{i} / buffer_{layer}_{key}) still loads. Every array's
+  .npy header is checked against the spec before any data is read.
 """
 import json
+import math
+import numbers
 import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from mlp.core import activations, initializers, losses
+from mlp.core.layers import Layer, from_spec
 from mlp.errors import UsageError
-from mlp.core.layers import Activation, BatchNorm, Dense, Dropout
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 DTYPES = ("float32", "float64")
+MAX_LOAD_ELEMENTS = 1 << 28        # parameters and buffers in a model file (1 GiB of float32)
+MAX_LOAD_LAYERS = 10_000
+MAX_META_BYTES = 4 << 20           # the JSON metadata of a model file
 
 
 class TrainPass(NamedTuple):
@@ -26,80 +45,82 @@ class TrainPass(NamedTuple):
     outputs: np.ndarray
 
 
-class MLP:
-    """A fully connected network.
+def _number(name, value, low=0.0, high=math.inf, high_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
+            or not (low <= value and (value < high if high_open else value <= high)):
+        raise UsageError(f"{name} must be a number in [{low}, {high}{')' if high_open else ']'}; got {value!r}")
+    return float(value)
 
-    `layer_sizes` = [inputs, hidden..., outputs]. `activation` is one name or a list with one per
-    hidden layer. Weight decay λ adds (λ/2)·ΣW² over weights (not biases, not batch-norm scales).
-    With dtype float64 every computation stays float64.
-    """
 
-    def __init__(self, layer_sizes, activation="relu", weight_init="xavier", loss="cross_entropy",
-                 weight_decay=0.0, dropout=0.0, batch_norm=False, seed=0, dtype="float32",
-                 input_dropout=0.0, label_smoothing=0.0):
-        sizes = [int(s) for s in layer_sizes]
-        if len(sizes) < 2 or any(s < 1 for s in sizes):
-            raise UsageError(f"layer_sizes must be at least [inputs, outputs], all ≥ 1; got {list(layer_sizes)}")
-        n_hidden = len(sizes) - 2
-        names = [activation] * n_hidden if isinstance(activation, str) else list(activation)
-        if len(names) != n_hidden:
-            raise UsageError(f"got {len(names)} activations for {n_hidden} hidden layers; give one name or one per layer")
+class Network:
+    """A stack of layers: `layers` are spec dicts (or unbuilt Layer objects), `input_shape` the
+    shape of one sample. Weight decay λ adds (λ/2)·Σw² over the params layers mark as decaying
+    (Dense weights; not biases, not batch-norm scales). With dtype float64 every computation
+    stays float64. `seed` drives initialisation (each layer in order) and dropout masks."""
+
+    config = None  # an MLP's constructor arguments; None for other networks
+
+    def __init__(self, layers, input_shape, loss="cross_entropy", weight_decay=0.0, label_smoothing=0.0,
+                 dtype="float32", seed=0, weight_init="xavier"):
         if str(dtype) not in DTYPES:
             raise UsageError(f"dtype must be one of {DTYPES}; got {dtype!r}")
-        for name, value, top in (("dropout", dropout, 1.0), ("input_dropout", input_dropout, 1.0),
-                                 ("label_smoothing", label_smoothing, 1.0)):
-            if not 0.0 <= float(value) < top:
-                raise UsageError(f"{name} must be in [0, 1); got {value}")
-        if not float(weight_decay) >= 0.0:
-            raise UsageError(f"weight_decay must be ≥ 0; got {weight_decay}")
-
-        self.config = {
-            "layer_sizes": sizes,
-            "activation": [activations.canonical_name(a) for a in names],
-            "weight_init": initializers.canonical_name(weight_init),
-            "loss": losses.canonical_name(loss),
-            "weight_decay": float(weight_decay),
-            "dropout": float(dropout),
-            "input_dropout": float(input_dropout),
-            "batch_norm": bool(batch_norm),
-            "label_smoothing": float(label_smoothing),
-            "dtype": str(dtype),
-        }
-        self.dtype = np.dtype(dtype)
-        self.weight_decay = self.config["weight_decay"]
-        self.rng = np.random.default_rng(seed)
-        self._loss = losses.get(self.config["loss"])
-        if self.config["label_smoothing"] and self.config["loss"] != "cross_entropy":
+        self.loss = losses.canonical_name(loss)
+        self.weight_decay = _number("weight_decay", weight_decay)
+        self.label_smoothing = _number("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True)
+        if self.label_smoothing and self.loss != "cross_entropy":
             raise UsageError("label_smoothing applies to the cross_entropy loss only")
-        self.layers = self._build(sizes, initializers.get(self.config["weight_init"]))
+        self.weight_init = initializers.canonical_name(weight_init)
+        self.dtype = np.dtype(str(dtype))
+        self.input_shape = _shape(input_shape, "input_shape")
+        self.extra = {}
+        self.rng = np.random.default_rng(seed)
+        self._loss = losses.get(self.loss)
+        self.layers = [layer if isinstance(layer, Layer) else from_spec(layer) for layer in layers]
+        init = initializers.get(self.weight_init)
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = tuple(layer.build(shape, self.rng, self.dtype, init))
+        if len(shape) != 1:
+            raise UsageError(f"the last layer must give one score per output (a flat shape); it gives {shape}")
+        self.output_shape = shape
+        self._plans = {True: self._plan(True), False: self._plan(False)}
         self._pack()
 
-    def _build(self, sizes, init):
-        c = self.config
-        layers = []
-        if c["input_dropout"]:
-            layers.append(Dropout(c["input_dropout"], self.rng))
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            W = init(fan_in, fan_out, self.rng, self.dtype)
-            is_output = i == len(sizes) - 2
-            bias = None if c["batch_norm"] and not is_output else np.zeros(fan_out, dtype=self.dtype)
-            layers.append(Dense(W, bias))
-            if is_output:
-                break
-            if c["batch_norm"]:
-                layers.append(BatchNorm(fan_out, self.dtype))
-            # in place: every hidden activation's input is a temporary the network owns
-            layers.append(Activation(c["activation"][i], inplace=True))
-            if c["dropout"]:
-                layers.append(Dropout(c["dropout"], self.rng))
-        return layers
+    @property
+    def n_outputs(self):
+        return self.output_shape[0]
+
+    @property
+    def is_classifier(self):
+        return self.loss in losses.CLASSIFICATION
+
+    def spec(self):
+        """The JSON-able arguments that rebuild this network: Network(**net.spec(), seed=...)."""
+        return {"input_shape": list(self.input_shape), "layers": [layer.spec() for layer in self.layers],
+                "loss": self.loss, "weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing,
+                "dtype": self.dtype.name, "weight_init": self.weight_init}
+
+    def _plan(self, training):
+        """For each layer, whether it may overwrite its input in this mode: only an array that a
+        layer of this network made and that no layer's backward will read (never the caller's
+        input, nor an array passed through from it)."""
+        free, plan = False, []
+        for layer in self.layers:
+            inplace = free and layer.can_overwrite_input
+            plan.append(inplace)
+            reads = set(layer.backward_reads(inplace)) if training else set()
+            if inplace or layer.aliases_input:  # the output may be the input array
+                free = free and not reads
+            else:                               # a fresh array of the layer's own
+                free = "output" not in reads
+        return plan
 
     # ---- parameters -------------------------------------------------------------------------
     @property
     def params(self):
-        """All trainable arrays in layer order: [W1, b1, W2, b2, ...]; with batch norm each hidden
-        block is [W, gamma, beta] (its bias would be cancelled by the normalisation)."""
-        return [p for layer in self.layers for p in layer.params]
+        """All trainable arrays in layer order: [W1, b1, W2, b2, ...] for an MLP; with batch norm
+        each hidden block is [W, gamma, beta] (its bias would be cancelled by the normalisation)."""
+        return [p for layer in self.layers for p in layer.params.values()]
 
     def _pack(self):
         """Put all parameters into one flat array, and their gradients into another with the same
@@ -111,62 +132,50 @@ class MLP:
         The list order of `params` is unchanged. Called again whenever a layer's arrays are no
         longer views of the flat arrays (after copy.deepcopy or pickling, or a replaced array).
         """
-        slots = [(layer, i, p, bool(decays and self.weight_decay)) for layer in self.layers
-                 for i, (p, decays) in enumerate(zip(layer.params, layer.decay))]
+        slots = [(layer, name, p, bool(name in layer.decay and self.weight_decay))
+                 for layer in self.layers for name, p in layer.params.items()]
         order = [s for s in slots if s[3]] + [s for s in slots if not s[3]]
         total = sum(p.size for _, _, p, _ in slots)
         flat = np.empty(total, self.dtype)
         flat_grads = np.zeros(total, self.dtype)
         offset = 0
-        for layer, i, p, _ in order:
+        for layer, name, p, _ in order:
             view = flat[offset:offset + p.size].reshape(p.shape)
             view[...] = p
-            layer.params[i] = view
-            if len(layer.grads) != len(layer.params):
-                layer.grads = [None] * len(layer.params)
-            layer.grads[i] = flat_grads[offset:offset + p.size].reshape(p.shape)
+            layer.params[name] = view
+            layer.grads[name] = flat_grads[offset:offset + p.size].reshape(p.shape)
             offset += p.size
         n_decay = sum(p.size for _, _, p, decays in order if decays)
         self._flat, self._flat_grads, self._n_decay = flat, flat_grads, n_decay
-        self._grad_views = [g for layer in self.layers for g in layer.grads]
+        self._grad_list = [layer.grads[name] for layer in self.layers for name in layer.params]
         self._decay_work = np.empty(n_decay, self.dtype) if n_decay else None
+        # layers before the first with parameters have nothing to learn: backward stops there
+        self._first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
 
     def _packed(self):
-        """True when every layer's params are still the views `_pack` made."""
-        flat = self._flat
-        views = self._grad_views
+        """True when every layer's params and grads are still the views `_pack` made."""
+        flat, grads = self._flat, self._grad_list
         k = 0
         for layer in self.layers:
-            for p in layer.params:
-                if p.base is not flat or k >= len(views) or p.shape != views[k].shape:
+            for name, p in layer.params.items():
+                if p.base is not flat or k >= len(grads) or layer.grads.get(name) is not grads[k] \
+                        or p.shape != grads[k].shape:
                     return False
                 k += 1
-        return k == len(views)
-
-    @property
-    def input_shape(self):
-        return (self.config["layer_sizes"][0],)
-
-    @property
-    def n_outputs(self):
-        return self.config["layer_sizes"][-1]
-
-    @property
-    def is_classifier(self):
-        return self.config["loss"] in losses.CLASSIFICATION
+        return k == len(grads)
 
     # ---- forward / backward -----------------------------------------------------------------
     def _as_input(self, X):
         X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.config["layer_sizes"][0]:
-            raise UsageError(f"input has shape {X.shape}; this network expects (n, {self.config['layer_sizes'][0]})")
+        if X.shape[1:] != self.input_shape or X.ndim != len(self.input_shape) + 1:
+            raise UsageError(f"input has shape {X.shape}; this network expects (n, {', '.join(map(str, self.input_shape))})")
         return X.astype(self.dtype, copy=False)
 
     def forward(self, X, training=False):
         """Logits (or regression outputs) for a batch."""
         out = self._as_input(X)
-        for layer in self.layers:
-            out = layer.forward(out, training)
+        for layer, inplace in zip(self.layers, self._plans[training]):
+            out = layer.forward(out, training, inplace)
         return out
 
     def train_pass(self, X, y):
@@ -183,21 +192,13 @@ class MLP:
             y = np.asarray(y)
         else:
             y = np.asarray(y, dtype=self.dtype).reshape(z.shape)
-        if self.config["label_smoothing"]:
-            data_loss, grad = self._loss(z, y, self.config["label_smoothing"])
+        if self.label_smoothing:
+            data_loss, grad = self._loss(z, y, self.label_smoothing)
         else:
             data_loss, grad = self._loss(z, y)
-        first = next(i for i, layer in enumerate(self.layers) if layer.params)
-        for i in range(len(self.layers) - 1, first - 1, -1):  # layers before `first` have nothing to learn
+        first = self._first
+        for i in range(len(self.layers) - 1, first - 1, -1):
             grad = self.layers[i].backward(grad, need_input_grad=i > first)
-        grads = self._grad_views
-        k = 0
-        for layer in self.layers:  # a layer that replaced its grad arrays: copy into the flat buffer
-            for j, g in enumerate(layer.grads):
-                if g is not grads[k]:
-                    grads[k][...] = g
-                    layer.grads[j] = grads[k]
-                k += 1
         l2 = 0.0
         if self._n_decay:  # the decaying weights are the first _n_decay entries of the flat arrays
             lam = self.weight_decay
@@ -205,7 +206,7 @@ class MLP:
             l2 = 0.5 * lam * float(np.dot(w, w))
             work = np.multiply(w, lam, out=self._decay_work)
             np.add(self._flat_grads[:self._n_decay], work, out=self._flat_grads[:self._n_decay])
-        return TrainPass(data_loss, l2, list(grads), z)
+        return TrainPass(data_loss, l2, list(self._grad_list), z)
 
     def loss_and_grads(self, X, y):
         """Batch-mean loss including the (λ/2)·ΣW² term, and gradients aligned with `params`.
@@ -218,7 +219,7 @@ class MLP:
     def predict_outputs(self, X, batch_size=4096):
         X = self._as_input(X)
         return np.concatenate([self.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]) \
-            if len(X) else np.zeros((0, self.config["layer_sizes"][-1]), self.dtype)
+            if len(X) else np.zeros((0, self.n_outputs), self.dtype)
 
     def predict_proba(self, X, batch_size=4096):
         return losses.softmax(self.predict_outputs(X, batch_size))
@@ -237,17 +238,34 @@ class MLP:
         pred = z.argmax(axis=1)
         return loss, float(np.mean(pred == y)), pred
 
-    # ---- persistence ------------------------------------------------------------------------
+    # ---- state and persistence -----------------------------------------------------------------
     def state_arrays(self):
-        arrays = {f"param_{i}": p for i, p in enumerate(self.params)}
+        """Every array a saved model keeps, by name "{layer index}.{name}": params, then buffers."""
+        arrays = {}
         for i, layer in enumerate(self.layers):
-            for key, value in layer.buffers.items():
-                arrays[f"buffer_{i}_{key}"] = value
+            for name, value in layer.params.items():
+                arrays[f"{i}.{name}"] = value
+            for name, value in layer.buffers.items():
+                arrays[f"{i}.{name}"] = value
         return arrays
 
+    def load_state(self, arrays, source="state"):
+        """Copy saved arrays (as `state_arrays` names them) into this network, in place; a
+        different architecture is a UsageError."""
+        expected = self.state_arrays()
+        if set(arrays) != set(expected):
+            raise UsageError(f"{source} was saved from another architecture (arrays differ); build the network it was saved from")
+        for key, target in expected.items():
+            if np.shape(arrays[key]) != target.shape:
+                raise UsageError(f"{source} was saved from another architecture: {key} has shape "
+                                 f"{np.shape(arrays[key])}, this network needs {target.shape}")
+            target[...] = arrays[key]
+
     def save(self, path, extra=None):
-        """Write architecture, config and weights to an .npz (no pickled objects)."""
-        meta = {"format": "mlp-sweeps", "version": FORMAT_VERSION, "config": self.config, "extra": extra or {}}
+        """Write the spec and the named arrays to an .npz (no pickled objects), atomically."""
+        meta = {"format": "mlp-sweeps", "version": FORMAT_VERSION, "network": self.spec(), "extra": extra or {}}
+        if self.config is not None:
+            meta["mlp"] = self.config
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -257,41 +275,295 @@ class MLP:
 
     @classmethod
     def load(cls, path):
-        """Rebuild a saved network; any malformed file is a UsageError, never unpickled."""
-        path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"model file {path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except ValueError as e:
-            raise UsageError(f"model file {path} holds pickled objects ({e}); refusing to load it") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as e:
-            raise UsageError(f"model file {path} is not an .npz model saved by mlp-sweeps ({e})") from None
-        try:
-            meta = json.loads(str(arrays.pop("__meta__")))
-            assert meta["format"] == "mlp-sweeps"
-            config = dict(meta["config"])
-        except Exception:
-            raise UsageError(f"model file {path} has no mlp-sweeps metadata; was it saved by MLP.save?") from None
-        if meta.get("version") != FORMAT_VERSION:
-            raise UsageError(f"model file {path} has format version {meta.get('version')}; this build reads {FORMAT_VERSION}")
-        net = cls(**config, seed=0)
-        net.load_state(arrays, source=str(path))
-        net.extra = meta.get("extra", {})
+        net = load_model(path)
+        if not isinstance(net, cls):
+            raise UsageError(f"model file {path} holds a {type(net).__name__}, not an {cls.__name__}")
         return net
 
-    def load_state(self, arrays, source="state"):
-        """Copy saved arrays into this network; a different architecture is a UsageError."""
-        expected = self.state_arrays()
-        if set(arrays) != set(expected):
-            raise UsageError(f"{source} was saved from another architecture (arrays differ); build the network it was saved from")
-        for key, target in expected.items():
-            if arrays[key].shape != target.shape:
-                raise UsageError(f"{source} was saved from another architecture: {key} has shape "
-                                 f"{arrays[key].shape}, this network needs {target.shape}")
-            target[...] = arrays[key]
 
+def _shape(value, name):
+    if not isinstance(value, (list, tuple)) or not value \
+            or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in value):
+        raise UsageError(f"{name} must be a list of positive integers; got {value!r:.80}")
+    return tuple(int(s) for s in value)
+
+
+# ---- the MLP ------------------------------------------------------------------------------------
+
+class MLP(Network):
+    """A fully connected network.
+
+    `layer_sizes` = [inputs, hidden..., outputs]. `activation` is one name or a list with one per
+    hidden layer. Weight decay λ adds (λ/2)·ΣW² over weights (not biases, not batch-norm scales).
+    With dtype float64 every computation stays float64. `net.config` holds the arguments.
+    """
+
+    def __init__(self, layer_sizes, activation="relu", weight_init="xavier", loss="cross_entropy",
+                 weight_decay=0.0, dropout=0.0, batch_norm=False, seed=0, dtype="float32",
+                 input_dropout=0.0, label_smoothing=0.0):
+        config = mlp_config(layer_sizes=layer_sizes, activation=activation, weight_init=weight_init, loss=loss,
+                            weight_decay=weight_decay, dropout=dropout, batch_norm=batch_norm, dtype=dtype,
+                            input_dropout=input_dropout, label_smoothing=label_smoothing)
+        self.config = config
+        super().__init__(mlp_layers(config), input_shape=config["layer_sizes"][:1], loss=config["loss"],
+                         weight_decay=config["weight_decay"], label_smoothing=config["label_smoothing"],
+                         dtype=config["dtype"], seed=seed, weight_init=config["weight_init"])
+
+
+def mlp_config(layer_sizes, activation="relu", weight_init="xavier", loss="cross_entropy", weight_decay=0.0,
+               dropout=0.0, batch_norm=False, dtype="float32", input_dropout=0.0, label_smoothing=0.0):
+    """MLP's arguments checked and in canonical form (registry names, floats): `MLP.config`."""
+    sizes = [int(s) for s in layer_sizes]
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise UsageError(f"layer_sizes must be at least [inputs, outputs], all ≥ 1; got {list(layer_sizes)}")
+    n_hidden = len(sizes) - 2
+    names = [activation] * n_hidden if isinstance(activation, str) else list(activation)
+    if len(names) != n_hidden:
+        raise UsageError(f"got {len(names)} activations for {n_hidden} hidden layers; give one name or one per layer")
+    if str(dtype) not in DTYPES:
+        raise UsageError(f"dtype must be one of {DTYPES}; got {dtype!r}")
+    for name, value, top in (("dropout", dropout, 1.0), ("input_dropout", input_dropout, 1.0),
+                             ("label_smoothing", label_smoothing, 1.0)):
+        if not 0.0 <= float(value) < top:
+            raise UsageError(f"{name} must be in [0, 1); got {value}")
+    if not float(weight_decay) >= 0.0:
+        raise UsageError(f"weight_decay must be ≥ 0; got {weight_decay}")
+    return {
+        "layer_sizes": sizes,
+        "activation": [activations.canonical_name(a) for a in names],
+        "weight_init": initializers.canonical_name(weight_init),
+        "loss": losses.canonical_name(loss),
+        "weight_decay": float(weight_decay),
+        "dropout": float(dropout),
+        "input_dropout": float(input_dropout),
+        "batch_norm": bool(batch_norm),
+        "label_smoothing": float(label_smoothing),
+        "dtype": str(dtype),
+    }
+
+
+def mlp_layers(config):
+    """The layer specs of an MLP (a checked `mlp_config`), in the order that fixes the rng draws:
+    [Dropout(input)], then per hidden layer Dense → [BatchNorm] → activation → [Dropout], then
+    the output Dense. Before a batch norm the Dense has no bias."""
+    sizes, layers = config["layer_sizes"], []
+    if config["input_dropout"]:
+        layers.append({"type": "dropout", "rate": config["input_dropout"]})
+    for i, units in enumerate(sizes[1:]):
+        if i == len(sizes) - 2:
+            layers.append({"type": "dense", "units": units, "bias": True})
+            break
+        layers.append({"type": "dense", "units": units, "bias": not config["batch_norm"]})
+        if config["batch_norm"]:
+            layers.append({"type": "batch_norm"})
+        layers.append({"type": "activation", "name": config["activation"][i]})
+        if config["dropout"]:
+            layers.append({"type": "dropout", "rate": config["dropout"]})
+    return layers
+
+
+# ---- loading --------------------------------------------------------------------------------------
 
 def load_model(path):
-    return MLP.load(path)
+    """Rebuild a saved network (an MLP when it was saved from one). Any malformed file is a
+    one-line UsageError; nothing is unpickled, and no array is read (or allocated) before its
+    header has been checked against the spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _load(zf, path)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, RuntimeError, NotImplementedError) as e:
+        raise UsageError(f"model file {path} is not an .npz model saved by mlp-sweeps ({_short(e)})") from None
+
+
+def _short(e):
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+def _headers(zf, path):
+    """{array name: (zip entry, shape, dtype, bytes of data after the header)} from each member's
+    .npy header alone."""
+    out = {}
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy"):
+            raise UsageError(f"model file {path} holds {info.filename!r:.60}, which is not an .npy array")
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise UsageError(f"model file {path}: array {info.filename!r:.60} has .npy format {version}; expected 1.0 or 2.0")
+            data_bytes = info.file_size - f.tell()
+        if dtype.hasobject:
+            raise UsageError(f"model file {path} holds pickled objects ({info.filename}); refusing to load it")
+        out[info.filename[:-4]] = (info, tuple(shape), dtype, data_bytes)
+    return out
+
+
+def _check_size(key, header, path):
+    """The data behind a header must be exactly what it declares (checked before reading it)."""
+    _, shape, dtype, data_bytes = header
+    if math.prod(shape) * dtype.itemsize != data_bytes:
+        raise UsageError(f"model file {path}: array {key!r} declares {dtype} of shape {shape} but holds "
+                         f"{data_bytes:,} bytes of data")
+
+
+def _read(zf, info, path):
+    with zf.open(info) as f:
+        try:
+            return np.lib.format.read_array(f, allow_pickle=False)
+        except ValueError as e:
+            raise UsageError(f"model file {path}: array {info.filename!r:.60} is damaged ({_short(e)})") from None
+
+
+def _load(zf, path):
+    headers = _headers(zf, path)
+    meta = _metadata(zf, headers.pop("__meta__", None), path)
+    version = meta.get("version")
+    if type(version) is not int or version not in READ_VERSIONS:
+        raise UsageError(f"model file {path} has format version {version!r:.20}; this build reads versions "
+                         f"{', '.join(map(str, READ_VERSIONS))}")
+    extra = meta.get("extra", {})
+    if not isinstance(extra, dict):
+        raise UsageError(f"model file {path}: 'extra' must be a JSON object; got {type(extra).__name__}")
+    if version == 1:
+        config = _file_mlp_config(meta.get("config"), path)
+        spec = _mlp_spec(config)
+    else:
+        spec = meta.get("network")
+        config = _file_mlp_config(meta["mlp"], path) if meta.get("mlp") is not None else None
+    layers, dtype, shapes, buffers = _check_spec(spec, path)
+    if config is not None and _normalized(spec, layers) != _mlp_spec(config):
+        raise UsageError(f"model file {path}: its MLP arguments and its network spec disagree")
+    names = _file_names(shapes, buffers, version)       # file name -> our name
+    missing, unexpected = sorted(set(names) - set(headers)), sorted(set(headers) - set(names))
+    problems = ([f"missing arrays {missing[:5]}"] if missing else []) \
+        + ([f"unexpected arrays {unexpected[:5]}"] if unexpected else [])
+    if problems:
+        raise UsageError(f"model file {path} does not match its spec: {'; '.join(problems)}")
+    for key, ours in names.items():
+        _, shape, file_dtype, _ = headers[key]
+        if shape != shapes[ours] or file_dtype != dtype:
+            raise UsageError(f"model file {path}: array {key!r} is {file_dtype} of shape {shape}; "
+                             f"its spec needs {dtype} of shape {shapes[ours]}")
+        _check_size(key, headers[key], path)
+    # every declared size is now bounded and matches the spec: build, then read
+    net = MLP(**config, seed=0) if config is not None else Network(**spec, seed=0)
+    net.load_state({ours: _read(zf, headers[key][0], path) for key, ours in names.items()}, source=str(path))
+    net.extra = extra
+    return net
+
+
+def _metadata(zf, header, path):
+    if header is None:
+        raise UsageError(f"model file {path} has no mlp-sweeps metadata; was it saved by MLP.save?")
+    info, shape, dtype, _ = header
+    if shape != () or dtype.kind != "U" or dtype.itemsize > MAX_META_BYTES:
+        raise UsageError(f"model file {path}: its metadata is not a JSON string of at most {MAX_META_BYTES >> 20} MiB")
+    _check_size("__meta__", header, path)
+    try:
+        meta = json.loads(str(_read(zf, info, path)))
+    except (ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != "mlp-sweeps":
+        raise UsageError(f"model file {path} has no mlp-sweeps metadata; was it saved by MLP.save?")
+    return meta
+
+
+def _mlp_spec(config):
+    """The spec (as Network.spec() gives it) of the MLP a checked mlp_config describes."""
+    return {"input_shape": config["layer_sizes"][:1], "layers": [from_spec(s).spec() for s in mlp_layers(config)],
+            "loss": config["loss"], "weight_decay": config["weight_decay"], "label_smoothing": config["label_smoothing"],
+            "dtype": config["dtype"], "weight_init": config["weight_init"]}
+
+
+def _normalized(spec, layers):
+    """A checked file spec in the form of Network.spec(), defaults filled in."""
+    return {"input_shape": list(spec["input_shape"]), "layers": [layer.spec() for layer in layers],
+            "loss": losses.canonical_name(spec.get("loss", "cross_entropy")),
+            "weight_decay": float(spec.get("weight_decay", 0.0)),
+            "label_smoothing": float(spec.get("label_smoothing", 0.0)), "dtype": spec.get("dtype", "float32"),
+            "weight_init": initializers.canonical_name(spec.get("weight_init", "xavier"))}
+
+
+_MLP_TYPES = {"layer_sizes": "ints", "activation": "names", "weight_init": str, "loss": str, "weight_decay": "real",
+              "dropout": "real", "input_dropout": "real", "batch_norm": bool, "label_smoothing": "real", "dtype": str}
+
+
+def _file_mlp_config(config, path):
+    """A checked mlp_config from a file's JSON, strict about types (a file is not a user typing)."""
+    if not isinstance(config, dict):
+        raise UsageError(f"model file {path}: the MLP arguments must be a JSON object")
+    for key, value in config.items():
+        kind = _MLP_TYPES.get(key)
+        ok = kind is not None and (
+            (kind == "ints" and isinstance(value, list) and all(type(v) is int for v in value))
+            or (kind == "names" and (isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)))
+            or (kind == "real" and type(value) in (int, float))
+            or (isinstance(kind, type) and type(value) is kind))
+        if not ok:
+            raise UsageError(f"model file {path}: MLP argument {key!r:.40} = {value!r:.60} is not valid")
+    if "layer_sizes" not in config:
+        raise UsageError(f"model file {path}: the MLP arguments lack layer_sizes")
+    if len(config["layer_sizes"]) > MAX_LOAD_LAYERS:
+        raise UsageError(f"model file {path}: {len(config['layer_sizes']):,} layer sizes; this loader accepts at most {MAX_LOAD_LAYERS:,}")
+    if not all(0 < s <= MAX_LOAD_ELEMENTS for s in config["layer_sizes"]):
+        raise UsageError(f"model file {path}: layer_sizes {config['layer_sizes']!r:.80} are out of range")
+    return mlp_config(**config)
+
+
+def _check_spec(spec, path):
+    """(unbuilt layers, dtype, {our array name: shape} in state_arrays order, {names of buffers})
+    for a file's network spec, every field checked and the total size bounded, allocating nothing."""
+    allowed = {"input_shape", "layers", "loss", "weight_decay", "label_smoothing", "dtype", "weight_init"}
+    if not isinstance(spec, dict) or not {"input_shape", "layers"} <= set(spec) <= allowed:
+        raise UsageError(f"model file {path}: its network spec must be an object with input_shape, layers and "
+                         f"at most {sorted(allowed)}")
+    if not isinstance(spec["layers"], list) or len(spec["layers"]) > MAX_LOAD_LAYERS:
+        raise UsageError(f"model file {path}: the spec's layers must be a list of at most {MAX_LOAD_LAYERS:,}")
+    for key in ("loss", "dtype", "weight_init"):
+        if key in spec and not isinstance(spec[key], str):
+            raise UsageError(f"model file {path}: the spec's {key} must be a name; got {spec[key]!r:.60}")
+    for key in ("weight_decay", "label_smoothing"):
+        if key in spec:
+            _number(key, spec[key], 0.0, 1.0 if key == "label_smoothing" else math.inf, key == "label_smoothing")
+    dtype = spec.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise UsageError(f"model file {path}: dtype must be one of {DTYPES}; got {dtype!r:.40}")
+    losses.canonical_name(spec.get("loss", "cross_entropy"))
+    initializers.canonical_name(spec.get("weight_init", "xavier"))
+    shape = _shape(spec["input_shape"], "input_shape")
+    total = math.prod(shape)
+    layers, shapes, buffer_names = [], {}, set()
+    for i, layer_spec in enumerate(spec["layers"]):
+        layer = from_spec(layer_spec)
+        shape, params, buffers = layer.shapes(shape)
+        for name, s in {**params, **buffers}.items():
+            shapes[f"{i}.{name}"] = tuple(s)
+            total += math.prod(s)
+        buffer_names.update(f"{i}.{name}" for name in buffers)
+        total += math.prod(shape)
+        if total > MAX_LOAD_ELEMENTS:
+            raise UsageError(f"model file {path} declares a network of over {MAX_LOAD_ELEMENTS:,} values; "
+                             f"this loader refuses sizes that large")
+        layers.append(layer)
+    return layers, np.dtype(dtype), shapes, buffer_names
+
+
+def _file_names(shapes, buffers, version):
+    """{name in the file: our state_arrays name}; `shapes` lists our names in state_arrays order."""
+    if version != 1:
+        return {name: name for name in shapes}
+    names, k = {}, 0
+    for name in shapes:  # version 1: params numbered across the network, buffers by layer and key
+        if name in buffers:
+            layer, key = name.split(".", 1)
+            names[f"buffer_{layer}_{key}"] = name
+        else:
+            names[f"param_{k}"] = name
+            k += 1
+    return names

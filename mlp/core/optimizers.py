@@ -11,8 +11,8 @@ same order of operations as the plain formulas (so the results are bit for bit t
 optimizer whose update is elementwise with scalars shared by all parameters (it sets
 `elementwise = True` in its own class body; all built-in ones do) updates parameters that tile one
 flat array — as `MLP.params` and the grads of `MLP.train_pass` do — with one `update` per
-cache-sized piece of the flat arrays instead of one per parameter; `state[i]` then holds views
-of flat state arrays. The result is the same, bit for bit.
+cache-sized piece of the flat arrays instead of one per parameter; each parameter's state then
+holds views of flat state arrays. The result is the same, bit for bit.
 """
 import inspect
 import math
@@ -67,6 +67,9 @@ class Optimizer:
     # True only where a class body says so (subclasses do not inherit it): `update` is
     # elementwise with scalars shared by all parameters, so it may run once on flat arrays.
     elementwise = False
+    # Attributes that are state shared by all parameters (NAdam's μ product, Eve's d and f̂):
+    # saved by state_dict with the step count and the per-parameter arrays.
+    global_state = ()
     # Flat arrays are updated in pieces of this many elements: each piece's p, g, state and
     # scratch stay in cache across the update's dozen passes instead of streaming from memory
     # every pass (a large network's arrays do not fit in the cache), while the per-piece Python
@@ -76,24 +79,39 @@ class Optimizer:
     def __init__(self, learning_rate=1e-3):
         self.learning_rate = _check("learning_rate", learning_rate, 0.0, math.inf, low_open=True)
         self.t = 0          # steps taken
-        self.state = {}     # parameter index -> dict of arrays
+        self.state = {}     # id(parameter) -> dict of arrays; see state_of
+        self._params = {}   # id(parameter) -> parameter: the reference keeps that id from being reused
+        self._last = []     # the parameters of the last step, in order (state_dict's order)
+        self._pending = None  # per-parameter state from load_state_dict, bound at the next step
         self._scratch = {}  # (dtype, k) -> flat scratch array, see `work`
         self._flat = None   # (params, grads, pieces) of the last flat step, see _flat_pieces
+
+    def state_of(self, p):
+        """The state dict of parameter array `p` (None before its first step)."""
+        return self.state.get(id(p))
+
+    def _set_state(self, p, state):
+        self.state[id(p)] = state
+        self._params[id(p)] = p
+        return state
 
     def step(self, params, grads, loss=None):
         if len(params) != len(grads):
             raise ValueError(f"{len(params)} params but {len(grads)} grads")
+        if self._pending is not None:
+            self._bind(params)
         self.t += 1
         self.begin_step(loss)
+        self._last = list(params)
         pieces = self._flat_pieces(params, grads) if type(self).__dict__.get("elementwise") else None
         if pieces is not None:
             for p, g, state in pieces:
                 self.update(p, g, state)
             return
-        for i, (p, g) in enumerate(zip(params, grads)):
-            state = self.state.get(i)
+        for p, g in zip(params, grads):
+            state = self.state.get(id(p))
             if state is None:
-                state = self.state[i] = self.init_state(p)
+                state = self._set_state(p, self.init_state(p))
             self.update(p, g, state)
 
     def _flat_pieces(self, params, grads):
@@ -112,18 +130,87 @@ class Optimizer:
             return None
         (flat_p, offsets), flat_g = tp, tg[0]
         flat_state = self.init_state(flat_p)
-        for i, (p, offset) in enumerate(zip(params, offsets)):
+        for p, offset in zip(params, offsets):
             views = {k: a[offset:offset + p.size].reshape(p.shape) for k, a in flat_state.items()}
-            old = self.state.get(i)
+            old = self.state.get(id(p))
             if old is not None:  # carry state over from earlier (per-parameter) steps
                 for k, view in views.items():
                     view[...] = old[k]
-            self.state[i] = views
+            self._set_state(p, views)
         pieces = [(flat_p[i:i + self.chunk], flat_g[i:i + self.chunk],
                    {k: a[i:i + self.chunk] for k, a in flat_state.items()})
                   for i in range(0, flat_p.size, self.chunk)]
         self._flat = (list(params), list(grads), pieces)
         return pieces
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def state_dict(self):
+        """Everything needed to continue exactly: a flat dict of numbers, strings and arrays
+        (copies), so it can go straight into np.savez. Keys: "optimizer", "step", the
+        hyperparameters (with the current learning rate), the global state, "n_params" and
+        "state.{i}.{key}" for parameter i of the last step."""
+        out = {"optimizer": self.name, "step": self.t, **self.hyperparameters}
+        for name in self.global_state:
+            value = getattr(self, name)
+            out[name] = math.nan if value is None else value
+        if self._pending is not None:
+            per_param = self._pending
+        else:
+            per_param = [self.state.get(id(p), {}) for p in self._last]
+        out["n_params"] = len(per_param)
+        for i, state in enumerate(per_param):
+            for key, array in state.items():
+                out[f"state.{i}.{key}"] = np.array(array, copy=True)
+        return out
+
+    def load_state_dict(self, state_dict):
+        """Restore a `state_dict` (also after an .npz round trip, where numbers are 0-d arrays).
+        The per-parameter state is bound by position to the params of the next `step`."""
+        sd = dict(state_dict)
+        name = str(sd.get("optimizer"))
+        if name != self.name:
+            raise UsageError(f"optimizer state is for {name!r}; this optimizer is {self.name!r}")
+        names = list(self.hyperparameters)
+        try:
+            hyper = {k: _scalar(sd[k]) for k in names}
+            step, n_params = int(_scalar(sd["step"])), int(_scalar(sd["n_params"]))
+            globals_ = {k: _scalar(sd[k]) for k in self.global_state}
+        except KeyError as e:
+            raise UsageError(f"optimizer state lacks {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"optimizer state holds a value that is not a number ({e})") from None
+        if step < 0 or n_params < 0:
+            raise UsageError(f"optimizer state has step {step} and {n_params} parameters")
+        checked = type(self)(**hyper)  # the constructor's range checks
+        pending = [{} for _ in range(n_params)]
+        known = {"optimizer", "step", "n_params", *names, *self.global_state}
+        for key, value in sd.items():
+            if key in known:
+                continue
+            parts = str(key).split(".")
+            if len(parts) != 3 or parts[0] != "state" or not parts[1].isdigit() or int(parts[1]) >= n_params:
+                raise UsageError(f"optimizer state has an unexpected entry {key!r:.60}")
+            pending[int(parts[1])][parts[2]] = np.asarray(value)
+        for k in names:
+            setattr(self, k, getattr(checked, k))
+        for k, value in globals_.items():
+            setattr(self, k, None if math.isnan(value) else value)
+        self.t = step
+        self._pending = pending
+        self._flat = None  # the next step rebuilds its flat state from the restored arrays
+
+    def _bind(self, params):
+        pending, self._pending = self._pending, None
+        if len(pending) != len(params):
+            raise UsageError(f"optimizer state is for {len(pending)} parameters; this step has {len(params)}")
+        for i, (p, saved) in enumerate(zip(params, pending)):
+            fresh = self.init_state(p)
+            if set(saved) != set(fresh) or any(np.shape(saved[k]) != a.shape for k, a in fresh.items()):
+                raise UsageError(f"optimizer state of parameter {i} ({sorted(saved)}) does not fit a "
+                                 f"parameter of shape {p.shape} ({sorted(fresh)})")
+            for k, a in fresh.items():
+                a[...] = saved[k]
+            self._set_state(p, fresh)
 
     def work(self, like, k=0):
         """Scratch array number k with the shape and dtype of `like` (contents undefined)."""
@@ -145,6 +232,14 @@ class Optimizer:
     @property
     def hyperparameters(self):
         return {k: getattr(self, k) for k in inspect.signature(type(self).__init__).parameters if k != "self"}
+
+
+def _scalar(value):
+    """A number from a state dict entry (a Python number or a 0-d array after np.load)."""
+    array = np.asarray(value)
+    if array.shape != () or array.dtype.kind not in "biuf":
+        raise TypeError(f"{value!r:.40}")
+    return array.item()
 
 
 @register("sgd")
@@ -266,6 +361,7 @@ class NAdam(Adam):
     p ← p − lr·(1−μₜ)/(1−Πₜ)·g/d − lr·μₜ₊₁/(1−Πₜ·μₜ₊₁)·m/d."""
 
     elementwise = True
+    global_state = ("mu_product",)
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, momentum_decay=4e-3):
         super().__init__(learning_rate, beta1, beta2, epsilon)
@@ -307,6 +403,7 @@ class Eve(Adam):
 
     elementwise = True
     needs_loss = True
+    global_state = ("d", "f_hat")
 
     def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8, beta3=0.999, k=0.1, K=10.0):
         super().__init__(learning_rate, beta1, beta2, epsilon)

@@ -11,16 +11,26 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Stamps record what was installed, so a later `make` only reinstalls when pyproject.toml changes.
+# W&B's search engine `sweeps` 0.3.0 declares numpy<2, so where only NumPy 2 installs (Python
+# 3.13+) pip falls back to sweeps 0.2.0, whose schema and bayes search differ. The same engine on
+# every Python keeps seeded sweeps identical: 0.3.0 is pure Python and runs on NumPy 2 (the suite
+# checks it), so it is installed without its pin after the rest.
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+SWEEPS := sweeps==0.3.0
+
 $(VENV)/.installed-run: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PIP) -e .
+	$(PIP) --no-deps '$(SWEEPS)'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps '$(SWEEPS)'
 	touch $@ $(VENV)/.installed-run
 
 $(VENV)/.installed-bench: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PIP) -e '.[dev,bench]'
+	$(PIP) --no-deps '$(SWEEPS)'
 	touch $@ $(VENV)/.installed-dev $(VENV)/.installed-run
 
 # Train the default configuration on Fashion-MNIST (W&B offline unless you are logged in).

@@ -1,5 +1,7 @@
 """Optimizer updates: hand-computed values, and step-by-step equality with the PyTorch twins."""
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,44 +132,68 @@ def test_from_config_takes_only_relevant_flags():
 
 
 # ---- PyTorch twins -------------------------------------------------------------------------
+# tests/reference/torch_twins.npz holds what torch's optimizers do on fixed inputs (written by
+# tests/reference/make_torch_reference.py, torch version inside): the default suite compares with
+# it in plain NumPy; `-m torch` also compares with a live torch when it is installed.
 
-TWINS = {
-    "sgd": lambda torch, ps, h: torch.optim.SGD(ps, lr=h["learning_rate"]),
-    "momentum": lambda torch, ps, h: torch.optim.SGD(ps, lr=h["learning_rate"], momentum=h["momentum"]),
-    "nag": lambda torch, ps, h: torch.optim.SGD(ps, lr=h["learning_rate"], momentum=h["momentum"], nesterov=True),
-    "rmsprop": lambda torch, ps, h: torch.optim.RMSprop(ps, lr=h["learning_rate"], alpha=h["beta"], eps=h["epsilon"]),
-    "adam": lambda torch, ps, h: torch.optim.Adam(ps, lr=h["learning_rate"], betas=(h["beta1"], h["beta2"]), eps=h["epsilon"]),
-    "nadam": lambda torch, ps, h: torch.optim.NAdam(ps, lr=h["learning_rate"], betas=(h["beta1"], h["beta2"]), eps=h["epsilon"]),
-}
+REFERENCE = Path(__file__).parent / "reference" / "torch_twins.npz"
 HYPER = {"learning_rate": 0.01, "momentum": 0.8, "beta": 0.95, "beta1": 0.85, "beta2": 0.99, "epsilon": 1e-6}
+TWIN_NAMES = ["sgd", "momentum", "nag", "rmsprop", "adam", "nadam"]
 
 
-@pytest.mark.parametrize("name", sorted(TWINS))
-def test_equals_pytorch_twin(name):
-    torch = pytest.importorskip("torch", reason="torch (the dev extra) is needed for the PyTorch twin comparison")
-    # torch keeps scalar state (NAdam's μ product, step counts) in the default dtype: make it float64
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
+def reference_inputs(steps=25):
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal((4, 3)), rng.standard_normal(3)]
+    grads = [[rng.standard_normal(p.shape) for p in params] for _ in range(steps)]
+    return params, grads
+
+
+def our_trajectory(name):
+    params, grads = reference_inputs()
+    opt = optimizers.from_config(name, HYPER)
+    after = []
+    for step in grads:
+        opt.step(params, step)
+        after.append([p.copy() for p in params])
+    return after
+
+
+def test_reference_file_is_what_its_script_says():
+    with np.load(REFERENCE, allow_pickle=False) as ref:
+        meta = json.loads(str(ref["__meta__"]))
+        assert meta["hyper"] == HYPER and meta["twins"] == TWIN_NAMES and meta["torch"].startswith("2.")
+        assert len([k for k in ref.files if k.startswith("adam.")]) == 2 * meta["steps"]
+
+
+@pytest.mark.parametrize("name", TWIN_NAMES)
+def test_equals_pytorch_reference_trajectory(name):
+    """Every step of 25 equals what torch.optim's twin did (float64, rtol 1e-12)."""
+    with np.load(REFERENCE, allow_pickle=False) as ref:
+        for step, params in enumerate(our_trajectory(name)):
+            for i, p in enumerate(params):
+                np.testing.assert_allclose(p, ref[f"{name}.step{step}.param{i}"], rtol=1e-12, atol=1e-14,
+                                           err_msg=f"{name} step {step} param {i}")
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", TWIN_NAMES)
+def test_equals_live_pytorch_twin(name):
+    torch = pytest.importorskip("torch", reason="the live comparison needs torch (pip install '.[torch]')")
+    import sys
+    sys.path.insert(0, str(REFERENCE.parent))
     try:
-        compare_with_twin(torch, name)
+        import make_torch_reference as live
+    finally:
+        sys.path.pop(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)   # torch keeps scalar state (NAdam's μ product) in it
+    try:
+        theirs = live.trajectory(name)
     finally:
         torch.set_default_dtype(default)
-
-
-def compare_with_twin(torch, name):
-    rng = np.random.default_rng(0)
-    ours = [rng.standard_normal((4, 3)), rng.standard_normal(3)]
-    theirs = [torch.tensor(p.copy(), dtype=torch.float64, requires_grad=True) for p in ours]
-    opt = optimizers.from_config(name, HYPER)
-    twin = TWINS[name](torch, theirs, HYPER)
-    for _ in range(25):
-        grads = [rng.standard_normal(p.shape) for p in ours]
-        opt.step(ours, grads)
-        for t, g in zip(theirs, grads):
-            t.grad = torch.tensor(g, dtype=torch.float64)
-        twin.step()
-    for p, t in zip(ours, theirs):
-        np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-12, atol=1e-14)
+    for step, (ours, t) in enumerate(zip(our_trajectory(name), theirs)):
+        for p, q in zip(ours, t):
+            np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14, err_msg=f"{name} step {step}")
 
 
 def test_float32_state_stays_float32():

@@ -1,6 +1,8 @@
 """Issue-7 training features: schedules, augmentation, weight averaging, early stopping."""
 import math
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,16 @@ def test_onecycle_matches_torch_shape():
     assert values[0] == pytest.approx(1 / 25)
     assert max(values) == pytest.approx(1.0) and int(np.argmax(values)) == 299
     assert values[-1] == pytest.approx(1 / 25 / 1e4)
-    torch = pytest.importorskip("torch", reason="torch (dev extra) compares the schedule with OneCycleLR")
+    # torch's OneCycleLR on the same cycle, recorded by tests/reference/make_torch_reference.py
+    with np.load(Path(__file__).parent / "reference" / "torch_twins.npz", allow_pickle=False) as ref:
+        np.testing.assert_allclose(values, ref["onecycle_lr"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.torch
+def test_onecycle_matches_live_torch():
+    torch = pytest.importorskip("torch", reason="the live comparison needs torch (pip install '.[torch]')")
+    total = 1000
+    lr = schedules.build("onecycle", 1.0, total_steps=total, steps_per_epoch=100)
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=total, cycle_momentum=False)
@@ -58,7 +69,7 @@ def test_onecycle_matches_torch_shape():
         theirs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    np.testing.assert_allclose(values, theirs, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose([lr(s) for s in range(total)], theirs, rtol=1e-9, atol=1e-12)
 
 
 def test_unknown_schedule():

@@ -29,7 +29,8 @@ from mlp.core.registry import resolve as resolve_name
 from mlp.errors import UsageError
 
 __all__ = ["Param", "PARAMS", "DEFAULTS", "PRESETS", "PLUMBING", "DATASETS", "ConfigError", "parse_value",
-           "resolve", "hyperparameters", "hidden_widths", "run_name"]
+           "resolve", "hyperparameters", "hidden_widths", "run_name", "CONFIGURATION", "expand_configuration",
+           "DATA_KEYS"]
 
 DATASETS = ("mnist", "fashion_mnist")
 SPLITS = ("standard", "80-10-10")
@@ -262,6 +263,14 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
 
 DEFAULTS: dict[str, Any] = {name: p.default for name, p in PARAMS.items()}
 PLUMBING: tuple[str, ...] = tuple(name for name, p in PARAMS.items() if p.plumbing)
+DATA_KEYS = ("dataset", "data_dir", "split", "val_fraction")   # what decides the data a run loads
+
+# A sweep parameter whose values are whole configurations ({name: value} mappings): a W&B grid over
+# it runs exactly those configurations, one run each, where a grid over separate parameters would
+# run every combination (this is how `mlp rerun` asks W&B for its K configurations). W&B hands it to
+# a run as one nested value, through the sweep's parameter file and `wandb.config`;
+# `expand_configuration` spreads it into the parameters it holds.
+CONFIGURATION = "configuration"
 
 # Named configurations (`--preset NAME`); values given explicitly override a preset's.
 PRESETS: dict[str, dict] = {
@@ -315,6 +324,26 @@ def _check_together(config: dict, source: str) -> None:
     if config["augment_flip"] and config["dataset"] != "fashion_mnist":
         raise ConfigError(f"{where}--augment_flip mirrors images, which changes what digits mean; use it with "
                           f"fashion_mnist only")
+
+
+def expand_configuration(values: Mapping[str, Any], source: str = "") -> dict:
+    """`values` with a `configuration` mapping spread into its parameters. A parameter given both
+    inside and outside it must agree (else ConfigError); values are left as given (not parsed)."""
+    values = dict(values)
+    bundle = values.pop(CONFIGURATION, None)
+    if bundle is None:
+        return values
+    where = f"{source}: " if source else ""
+    if not isinstance(bundle, Mapping):
+        raise ConfigError(f"{where}{CONFIGURATION} must be a mapping of parameters such as "
+                          f"{{learning_rate: 0.001, optimizer: adam}}, not {type(bundle).__name__}")
+    for key, value in bundle.items():
+        if key == CONFIGURATION:
+            raise ConfigError(f"{where}{CONFIGURATION} cannot hold another {CONFIGURATION}")
+        if key in values and values[key] != value:
+            raise ConfigError(f"{where}{key} is {values[key]!r} but {CONFIGURATION} says {value!r}; give it once")
+        values[str(key)] = value
+    return values
 
 
 def hyperparameters(config: Mapping) -> dict:

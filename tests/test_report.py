@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from mlp import config as C
 from mlp.cli import main
 from mlp.report import analysis as A
 from mlp.report import make_report
@@ -263,7 +264,19 @@ def test_rerun_sweep_is_a_valid_wandb_grid():
     validate_sweep_config(config)
     assert config["method"] == "grid" and config["run_cap"] == 2
     assert config["parameters"]["dataset"] == {"value": "mnist"}
-    assert config["parameters"]["optimizer"] == {"values": ["nadam", "adam"]}
+    # two parameters differ: one grid parameter whose values are the configs, so the grid is exactly
+    # these two runs (separate lists would make a 2x2 grid); its values reach train.py through W&B's
+    # parameter file, not argv
+    assert config["parameters"]["configuration"] == {"values": [{"optimizer": "nadam", "learning_rate": 3e-4},
+                                                                {"optimizer": "adam", "learning_rate": 1e-3}]}
+    assert "optimizer" not in config["parameters"] and "${args}" not in config["command"]
+    runs, proposed = [], []
+    while (suggestion := _engine().next_run(config, runs)) is not None:
+        runs.append(_engine().SweepRun(name=str(len(runs)), state="finished", config=suggestion.config))
+        proposed.append(C.expand_configuration({k: v["value"] for k, v in suggestion.config.items()}))
+    assert proposed == configs
+    one = rerun_sweep_config(parent, [configs[0], {**configs[0], "learning_rate": 1e-3}], "mnist")
+    assert one["parameters"]["learning_rate"] == {"values": [3e-4, 1e-3]} and "configuration" not in one["parameters"]
 
 
 # ---- rerun on the real MNIST ------------------------------------------------------------------------------------

@@ -599,7 +599,29 @@ def test_a_v1_store_is_migrated_in_place(tmp_path):
         assert (parent["workdir"], parent["source_file"], parent["extra"], parent["origin"]) == \
             ("/w", "/w/s.yaml", {"note": "kept"}, "local")
         assert child["rerun"].configs == [{"epochs": 2}] and child["rerun"].source_runs == ["r1"]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert (run["wandb_entity"], run["wandb_project"]) == (None, None)       # v3's columns, empty
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+def test_a_v2_store_is_migrated_to_v3_in_place(tmp_path):
+    """v2 stores gain a run's W&B entity and project (what `mlp sync` uploads to); nothing else
+    changes, and the store is usable at once."""
+    path = tmp_path / "v2.sqlite"
+    with Store(path) as store:
+        sweep = store.create_sweep({"method": "grid", "parameters": {"epochs": {"values": [1]}}}, "", name="s")
+        run = store.create_run({"epochs": 1}, sweep_id=sweep, params={"epochs": 1})
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE runs DROP COLUMN wandb_entity")
+    db.execute("ALTER TABLE runs DROP COLUMN wandb_project")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with Store(path, create=False) as store:
+        old = store.get_run(run)
+        assert (old["params"], old["wandb_entity"], old["wandb_project"]) == ({"epochs": 1}, None, None)
+        new = store.create_run({"epochs": 1}, sweep_id=sweep, wandb_entity="team", wandb_project="proj")
+        assert (store.get_run(new)["wandb_entity"], store.get_run(new)["wandb_project"]) == ("team", "proj")
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_json_output_is_total_for_non_finite_values(tmp_path):

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from mlp import config as C
 from mlp.cli.flags import Parser
 from mlp.errors import UsageError
 
 __all__ = ["COMMANDS", "command_parsers"]
+
+
+SWEEP_REF = "a sweep id, or a W&B sweep: its id if the store knows it, or ENTITY/PROJECT/SWEEP_ID"
 
 
 def _store_arg(p):
@@ -50,7 +51,7 @@ def command_parsers():
     p.add_argument("--jobs", type=_positive, default=1, help="agents in parallel (with --count)")
     _store_arg(p)
     p = parsers["agent"] = Parser(prog="mlp agent", description="Join a local sweep and run its runs.")
-    p.add_argument("sweep_id")
+    p.add_argument("sweep_id", help="a local sweep id (or the W&B path it was synced as)")
     p.add_argument("--count", type=_positive, help="stop after this many runs (default: until the search is over)")
     p.add_argument("--jobs", type=_positive, default=1, help=argparse.SUPPRESS)  # BLAS threads = cores / jobs
     _store_arg(p)
@@ -63,16 +64,25 @@ def command_parsers():
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _store_arg(p)
     p = parsers["runs"] = Parser(prog="mlp runs", description="List the runs of a sweep.")
-    p.add_argument("sweep_id")
+    p.add_argument("sweep_id", help=SWEEP_REF)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _store_arg(p)
-    p = parsers["sync"] = Parser(prog="mlp sync", description="Upload a sweep's offline W&B runs with `wandb sync`.")
+    p = parsers["sync"] = Parser(prog="mlp sync", description="Upload a sweep's offline runs with `wandb sync`, then "
+                                 "create the W&B sweep that holds them (once; its URL is printed).")
     p.add_argument("sweep_id")
+    p.add_argument("--project", help="W&B project for the runs and the sweep (default: the one the runs logged to)")
+    p.add_argument("--entity", help="W&B entity (default: the runs', else your default entity)")
     p.add_argument("--dry_run", action="store_true", help="print the wandb sync command instead of running it")
     _store_arg(p)
+    p = parsers["import"] = Parser(prog="mlp import", description="Copy a W&B sweep and its finished runs (config, "
+                                   "state, summary, per-epoch history) into the store; again later adds the runs "
+                                   "finished since.")
+    p.add_argument("path", help="ENTITY/PROJECT/SWEEP_ID (as `wandb sweep` prints it)")
+    _store_arg(p)
     p = parsers["report"] = Parser(prog="mlp report", description="Write a sweep's report (index.html, report.md and "
-                                   "one PNG per figure) from the local store, offline.")
-    p.add_argument("sweep_id")
+                                   "one PNG per figure) from the local store, offline (a W&B sweep's runs are "
+                                   "imported first when W&B is reachable).")
+    p.add_argument("sweep_id", help=SWEEP_REF)
     p.add_argument("--out", help="output folder (default: reports/SWEEP_ID)")
     p.add_argument("--compare", metavar="SWEEP_ID", help="the cross-entropy vs squared-error sweep (default: found "
                    "in the store: a sweep whose loss values are cross_entropy and mean_squared_error)")
@@ -80,12 +90,14 @@ def command_parsers():
                    "Debian, download)")
     _store_arg(p)
     p = parsers["rerun"] = Parser(prog="mlp rerun", description="Rerun a sweep's top-K validation configurations on "
-                                  "another dataset as a linked sweep (its report then shows both).")
-    p.add_argument("sweep_id")
+                                  "another dataset as a linked sweep (its report then shows both): a W&B sweep's "
+                                  "rerun is a W&B sweep for `wandb agent` when W&B is reachable, else it runs here.")
+    p.add_argument("sweep_id", help=SWEEP_REF)
     p.add_argument("--top", type=_positive, default=3, help="how many of the best configurations (default: 3)")
     p.add_argument("--dataset", type=_dataset, default="mnist", help="mnist or fashion_mnist (default: mnist)")
     p.add_argument("--epochs", type=_positive, help="epochs per run (default: each config's own)")
     p.add_argument("--data_dir", help="folder with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
+    p.add_argument("--local", action="store_true", help="run the rerun here even for a W&B sweep")
     _store_arg(p)
     return parsers
 
@@ -93,6 +105,12 @@ def command_parsers():
 def _open_store(path, create=False):
     from mlp.runs.store import Store, default_store_path
     return Store(path or default_store_path(), create=create)
+
+
+def _store_for(args):
+    """The store; created if missing when the sweep is a W&B path W&B can give now."""
+    from mlp.sweep.bridge import open_store
+    return open_store(args.store, args.sweep_id)
 
 
 def _dump_json(obj) -> str:
@@ -117,8 +135,9 @@ def cmd_sweep(args):
 
 def cmd_agent(args):
     from mlp.sweep.agent import Agent
+    from mlp.sweep.bridge import resolve
     with _open_store(args.store) as store:
-        return Agent(store, args.sweep_id, count=args.count, jobs=args.jobs).run()
+        return Agent(store, resolve(store, args.sweep_id, fetch=False), count=args.count, jobs=args.jobs).run()
 
 
 def _best(runs, metric="val_accuracy"):
@@ -153,20 +172,21 @@ def _list_sweeps(store, args):
         return 0
     rows = [(s["id"], s["name"] or "", "W&B" if s["origin"] == "wandb" else "local", s["config"].get("method", ""),
              s["state"], s["n_runs"], " ".join(f"{k}:{v}" for k, v in s["run_counts"].items() if v),
-             _fmt(s["best_val_accuracy"])) for s in sweeps]
-    print(_table(("ID", "NAME", "ORIGIN", "METHOD", "STATE", "RUNS", "STATES", "BEST VAL_ACC"), rows)
+             _fmt(s["best_val_accuracy"]), s["wandb_path"] or "") for s in sweeps]
+    print(_table(("ID", "NAME", "ORIGIN", "METHOD", "STATE", "RUNS", "STATES", "BEST VAL_ACC", "IN W&B"), rows)
           if rows else "no sweeps yet")
     return 0
 
 
 def cmd_runs(args):
-    with _open_store(args.store) as store:
+    with _store_for(args) as store:
         return _list_runs(store, args)
 
 
 def _list_runs(store, args):
-    sweep = store.get_sweep(args.sweep_id)
-    runs = store.list_runs(args.sweep_id)
+    from mlp.sweep.bridge import resolve
+    sweep = store.get_sweep(resolve(store, args.sweep_id))
+    runs = store.list_runs(sweep["id"])
     if args.json:
         print(_dump_json([{k: r[k] for k in ("id", "seq", "name", "state", "config", "summary", "exit_code", "error",
                                              "created_at", "started_at", "finished_at", "wandb_dir", "model_path",
@@ -179,32 +199,38 @@ def _list_runs(store, args):
         state = r["state"] + ("*" if r["stopped_by"] else "")
         rows.append((r["id"], state, *[_fmt(r["params"].get(k), "g") for k in keys],
                      _fmt(r["summary"].get("val_accuracy")), _fmt(duration, ".1f")))
-    print(_table(("ID", "STATE", *keys, "VAL_ACC", "SECONDS"), rows) if rows else f"sweep {args.sweep_id} has no runs yet")
+    print(_table(("ID", "STATE", *keys, "VAL_ACC", "SECONDS"), rows) if rows else f"sweep {sweep['id']} has no runs yet")
     if any(r["stopped_by"] for r in runs):
         print("* stopped early by hyperband")
+    if sweep["origin"] == "wandb":
+        print(f"W&B sweep {sweep['wandb_path'] or sweep['id']}: runs that ran here and runs imported from W&B")
+    elif sweep["wandb_path"]:
+        print(f"synced to W&B as sweep {sweep['wandb_path']}")
     return 0
 
 
 def cmd_sync(args):
-    from mlp.runs.tracking import wandb_credentials_exist
+    from mlp.sweep.bridge import sync
     with _open_store(args.store) as store:
-        store.get_sweep(args.sweep_id)
-        dirs = [r["wandb_dir"] for r in store.list_runs(args.sweep_id)
-                if r["wandb_dir"] and Path(r["wandb_dir"]).is_dir()]
-    if not dirs:
-        raise UsageError(f"sweep {args.sweep_id} has no offline W&B run directories to sync")
-    argv = [sys.executable, "-m", "wandb", "sync", *dirs]
-    if args.dry_run:
-        print(" ".join(argv))
-        return 0
-    if not wandb_credentials_exist():
-        raise UsageError("wandb sync needs W&B credentials: run `wandb login` (or set WANDB_API_KEY) first")
-    return subprocess.run(argv).returncode
+        return sync(store, args.sweep_id, project=args.project, entity=args.entity, dry_run=args.dry_run)
+
+
+def cmd_import(args):
+    from mlp.runs.wandb_api import SweepPath
+    from mlp.sweep.bridge import import_sweep, open_store
+    path = SweepPath.parse(args.path)
+    if path is None:
+        raise UsageError(f"{args.path!r} is not a W&B sweep path; give ENTITY/PROJECT/SWEEP_ID (as `wandb sweep` "
+                         f"prints it)")
+    with open_store(args.store, args.path, importing=True) as store:
+        result = import_sweep(store, path)
+    print(result.sweep_id, flush=True)
+    return 0
 
 
 def cmd_report(args):
     from mlp.report import make_report
-    with _open_store(args.store) as store:
+    with _store_for(args) as store:
         result = make_report(store, args.sweep_id, out=args.out, compare=args.compare, data_dir=args.data_dir)
     print(result["html"], flush=True)
     return 0
@@ -212,9 +238,9 @@ def cmd_report(args):
 
 def cmd_rerun(args):
     from mlp.report import rerun
-    with _open_store(args.store) as store:
+    with _store_for(args) as store:
         return rerun(store, args.sweep_id, top=args.top, dataset=args.dataset, epochs=args.epochs,
-                     data_dir=args.data_dir)["exit_code"]
+                     data_dir=args.data_dir, local=args.local)["exit_code"]
 
 
 def cmd_evaluate(args):
@@ -244,7 +270,8 @@ COMMANDS = {
     "evaluate": ("score a saved model on a test set", cmd_evaluate),
     "sweeps": ("list the sweeps in the store (local and W&B)", cmd_sweeps),
     "runs": ("list the runs of a sweep", cmd_runs),
-    "sync": ("upload a sweep's offline runs to W&B", cmd_sync),
+    "sync": ("upload a sweep's offline runs to W&B, as a W&B sweep", cmd_sync),
+    "import": ("copy a W&B sweep and its runs into the store", cmd_import),
     "report": ("write a sweep's report: HTML, Markdown and figures, offline", cmd_report),
     "rerun": ("rerun a sweep's best configurations on another dataset", cmd_rerun),
 }

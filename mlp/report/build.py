@@ -8,6 +8,7 @@ from typing import Callable
 from mlp.report.collect import check_out_dir, collect
 from mlp.report.figures import FIGURES, render_all
 from mlp.report.page import build_blocks, write_html, write_markdown
+from mlp.sweep.bridge import resolve
 
 __all__ = ["make_report", "default_out"]
 
@@ -22,8 +23,9 @@ def default_out(sweep_id: str) -> Path:
 
 def make_report(store, sweep_id: str, out=None, compare: str | None = None, data_dir: str | None = None,
                 log: Callable[[str], None] = _log) -> dict:
-    """Write the report of `sweep_id` into `out`; returns {"out", "html", "markdown", "figures", "data"}."""
-    store.get_sweep(sweep_id)                    # unknown id: a UsageError before anything is written
+    """Write the report of `sweep_id` into `out`; returns {"out", "html", "markdown", "figures", "data"}.
+    `sweep_id` may be a W&B sweep (`mlp.sweep.bridge.resolve`: imported first when W&B is reachable)."""
+    sweep_id = resolve(store, sweep_id, log=log)  # unknown id: a UsageError before anything is written
     out = check_out_dir(out if out is not None else default_out(sweep_id), create=False)
     data = collect(store, sweep_id, out, compare=compare, data_dir=data_dir, log=log)
     check_out_dir(out)

@@ -2,13 +2,18 @@
 another dataset, as a child sweep linked to the original (parent_sweep_id), so the parent's
 report can put both datasets' accuracies side by side.
 
-The child sweep's YAML is a valid W&B grid sweep: a parameter shared by all K configs is a
-`value`, one that differs lists the K configs' values, and `run_cap: K`. A grid varies those
-lists independently, though, while a rerun needs the K configs exactly as they were, so the
-local agent hands out the K configs in order from the sweep's rerun plan (`RerunPlan`, a store
-column; so `mlp agent CHILD_ID` resumes a rerun exactly). Each config is the source run's full effective config — not just
-the parameters the parent sweep searched — so a later change of train.py's defaults cannot
-change what is rerun.
+The child sweep's YAML is a valid W&B grid sweep over exactly the K configs: a parameter shared by
+all K is a `value`; if one parameter differs, it lists the K values; if several differ, the grid
+is over one `configuration` parameter whose K values are the differing parts of each config (a
+grid over separate lists would run every combination), and the values reach train.py through
+W&B's parameter file (the command has no `${args}`). `run_cap: K`. Each config is the source run's
+full effective config — not just the parameters the parent sweep searched — so a later change of
+train.py's defaults cannot change what is rerun.
+
+Where it runs: a W&B sweep's rerun (the parent lives in W&B) becomes a W&B sweep when W&B is
+reachable — `wandb agent` runs it on any machine, and `mlp report` of the parent imports its runs;
+otherwise, or with `local=True`, the local agent runs it here, handing out the K configs in order
+from the sweep's rerun plan (`RerunPlan`, a store column; so `mlp agent CHILD_ID` resumes it).
 """
 from __future__ import annotations
 
@@ -22,7 +27,12 @@ import yaml
 from mlp import config as C
 from mlp.errors import UsageError
 from mlp.report import analysis as A
+from mlp.runs.data import load_dataset
 from mlp.runs.store import RerunPlan
+from mlp.runs.wandb_api import SweepPath, WandbUnreachable, sweep_url
+from mlp.sweep import bridge
+from mlp.sweep.agent import Agent
+from mlp.sweep.files import validate_sweep_config
 
 __all__ = ["rerun", "rerun_configs", "rerun_sweep_config"]
 
@@ -47,28 +57,44 @@ def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str |
     return configs
 
 
+ARG_MACROS = ("${args}", "${args_no_equals}", "${args_no_hyphens}", "${args_no_boolean_flags}", "${args_json}",
+              "${args_json_file}", "${args_append_hydra}", "${args_override_hydra}")
+
+
 def rerun_sweep_config(parent: dict, configs: list[dict], dataset: str) -> dict:
-    """A valid W&B grid sweep over the configs (see the module docstring)."""
+    """A valid W&B grid sweep over exactly the configs (see the module docstring)."""
     keys = list(dict.fromkeys(k for c in configs for k in c))
-    parameters = {}
+    shared, differing = {}, []
     for key in keys:
         values = []
         for c in configs:
             if c.get(key) not in values:
                 values.append(c.get(key))
-        parameters[key] = {"value": values[0]} if len(values) == 1 else {"values": values}
+        if len(values) == 1:
+            shared[key] = {"value": values[0]}
+        else:
+            differing.append(key)
+    parameters = dict(shared)
     pc = parent.get("config") or {}
+    command = list(pc.get("command") or [])
+    if len(differing) == 1:
+        parameters[differing[0]] = {"values": [c.get(differing[0]) for c in configs]}
+    elif differing:
+        parameters[C.CONFIGURATION] = {"values": [{k: c[k] for k in differing if k in c} for c in configs]}
+        command = [part for part in (command or ["${env}", "${interpreter}", "${program}", "${args}"])
+                   if part not in ARG_MACROS]
+    where = parent.get("wandb_path") or parent["id"]
     config = {
         "name": f"{parent.get('name') or parent['id']}-top{len(configs)}-{dataset}",
-        "description": f"The {len(configs)} best validation configurations of sweep {parent['id']}, rerun on {dataset}",
+        "description": f"The {len(configs)} best validation configurations of sweep {where}, rerun on {dataset}",
         "program": pc.get("program", "train.py"),
         "method": "grid",
         "metric": pc.get("metric") or {"name": "val_accuracy", "goal": "maximize"},
         "run_cap": len(configs),
         "parameters": parameters,
     }
-    if pc.get("command"):
-        config["command"] = pc["command"]
+    if command:
+        config["command"] = command
     return config
 
 
@@ -89,15 +115,26 @@ def _workdir(parent: dict, program: str) -> Path:
                      f"nor in the current folder; run `mlp rerun` from the folder that holds it")
 
 
-def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: int | None = None,
-          data_dir: str | None = None, log: Callable[[str], None] = _log,
-          out: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict:
-    """Create the child sweep, run its K runs with the local agent (one after another) and
-    return {"sweep_id", "rows", "exit_code"}. The child id is printed on `out` first."""
-    from mlp.runs.data import load_dataset
-    from mlp.sweep.agent import Agent
-    from mlp.sweep.files import validate_sweep_config
+def _online(parent: dict, local: bool, log):
+    """W&B's API when the rerun goes to W&B (a W&B sweep, W&B reachable, not --local), else None."""
+    if local or parent["origin"] != "wandb" or not parent["wandb_path"]:
+        return None
+    try:
+        return bridge.connection()
+    except WandbUnreachable as e:
+        log(f"{e}; rerunning here instead (as with --local)")
+        return None
 
+
+def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: int | None = None,
+          data_dir: str | None = None, local: bool = False, log: Callable[[str], None] = _log,
+          out: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict:
+    """Create the child sweep and run it: here with the local agent (one run after another), or,
+    for a W&B sweep with W&B reachable (and not `local`), as a W&B sweep for `wandb agent`.
+    Returns {"sweep_id", "rows", "exit_code"} (and "wandb_path" online). `sweep_id` may be any
+    reference `mlp.sweep.bridge.resolve` takes. The child id (online: its W&B path, then the
+    `wandb agent` command) is printed on `out` first."""
+    sweep_id = bridge.resolve(store, sweep_id, log=log)
     parent = store.get_sweep(sweep_id)
     if int(top) < 1:
         raise UsageError(f"--top must be ≥ 1, got {top}")
@@ -111,6 +148,9 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
     chosen = best[:int(top)]
     if len(chosen) < top:
         log(f"sweep {sweep_id} has only {len(chosen)} runs with a {metric}; rerunning those")
+    api = _online(parent, local, log)
+    if api is not None:
+        return _rerun_online(store, api, parent, chosen, top, dataset, epochs, data_dir, log, out)
     log(f"checking that {dataset} is available ...")
     load_dataset(dataset, data_dir=data_dir, progress=log)   # fail now, not in K subprocesses
     configs = rerun_configs(chosen, dataset, epochs, data_dir)
@@ -137,6 +177,29 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
                [[r["rank"], r["source_run"], _f(r["source_val"]), _f(r["source_test"]), _f(r["target_val"]),
                  _f(r["target_test"]), r["state"]] for r in rows]))
     return {"sweep_id": child_id, "rows": rows, "exit_code": code}
+
+
+def _rerun_online(store, api, parent, chosen, top, dataset, epochs, data_dir, log, out) -> dict:
+    """The rerun as a W&B sweep in the parent's project, recorded in the store as the parent's
+    child (with its plan), so the parent's report shows its runs once they are imported."""
+    configs = rerun_configs(chosen, dataset, epochs, data_dir)
+    config = rerun_sweep_config(parent, configs, dataset)
+    validate_sweep_config(config, f"rerun sweep of {parent['id']}")
+    where = SweepPath.parse(parent["wandb_path"])
+    target = api.create_sweep(config, where.entity, where.project)
+    sources = [r["id"] for r in chosen]
+    child_id = store.create_sweep(
+        config, _yaml_text(config, str(where), sources, configs), name=config["name"], parent_sweep_id=parent["id"],
+        workdir=parent.get("workdir"), origin="wandb", wandb_path=str(target), sweep_id=target.sweep_id,
+        rerun=RerunPlan(parent=parent["id"], source_runs=sources, configs=configs, dataset=dataset, epochs=epochs,
+                        top=int(top)))
+    out(str(target))
+    out(f"wandb agent {target}")
+    log(f"created W&B sweep {sweep_url(target, api.url)}: the top {len(configs)} configs of {where} on {dataset}, "
+        f"a grid of exactly {len(configs)} runs. Run `wandb agent {target}` on any machine (in train.py's folder, with "
+        f"its environment active{'' if data_dir else f', {dataset} found there'}); then `mlp report {where}` imports "
+        f"them and shows both datasets side by side")
+    return {"sweep_id": child_id, "wandb_path": str(target), "rows": [], "exit_code": 0}
 
 
 def _f(value) -> str:

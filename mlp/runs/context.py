@@ -17,6 +17,7 @@ from typing import Mapping
 
 import yaml
 
+from mlp.config import expand_configuration
 from mlp.errors import UsageError
 
 __all__ = ["RunContext", "read_sweep_params"]
@@ -59,7 +60,8 @@ def _identifier(value: str | None, name: str) -> str | None:
 
 def read_sweep_params(path) -> dict:
     """{name: value} from a W&B sweep parameter file (`name: {value: v}` entries; W&B's own
-    `wandb_version` and `_wandb` keys are skipped)."""
+    `wandb_version` and `_wandb` keys are skipped; a `configuration` entry, a whole configuration
+    chosen by a grid over configurations, is spread into its parameters)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -84,4 +86,4 @@ def read_sweep_params(path) -> dict:
         if not isinstance(entry, dict) or "value" not in entry:
             raise UsageError(f"WANDB_SWEEP_PARAM_PATH={path}: entry {key!r} must be `{{value: ...}}`")
         params[str(key)] = entry["value"]
-    return params
+    return expand_configuration(params, f"WANDB_SWEEP_PARAM_PATH={path}")

@@ -37,6 +37,7 @@ from mlp.runs.data import load_dataset
 from mlp.runs.store import Store, default_store_path, encode_json, model_path_for
 from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 from mlp.runs.training import Diverged, fit
+from mlp.runs.wandb_api import describe_wandb_sweep
 
 __all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "confusion_matrix", "check_data"]
 
@@ -171,12 +172,16 @@ def prepare(config, context: RunContext) -> Prepared:
     store_path = config["store"] or default_store_path()
     _check_output(config["save_model"], "--save_model")
     _check_output(config["summary_json"], "--summary_json")
-    data = load_dataset(config["dataset"], data_dir=config["data_dir"], split=config["split"],
-                        val_fraction=config["val_fraction"])
+    data = _load_data(config)
     check_data(config, data)
     if (built[0].input_shape, built[0].n_outputs) != ((data.x_train.shape[1],), len(data.class_names)):
         built = build(config, data.x_train.shape[1], len(data.class_names))
     return Prepared(config, context, data, built, mode, store_path)
+
+
+def _load_data(config):
+    return load_dataset(config["dataset"], data_dir=config["data_dir"], split=config["split"],
+                        val_fraction=config["val_fraction"])
 
 
 # ---- 2. open the run: store row and W&B run under one id ---------------------------------------------
@@ -188,8 +193,13 @@ def open_run(p: Prepared):
     wandb = WandbTracker(p.wandb_mode, p.config["wandb_project"], p.config["wandb_entity"])
     try:
         effective = wandb.start(C.hyperparameters(p.config), C.run_name(p.config), record.run_id)
-        config = C.resolve(effective, base=p.config, source="W&B's config")
+        config = C.resolve(C.expand_configuration(effective, "W&B's config"), base=p.config, source="W&B's config")
         if config != p.config:            # W&B changed something: check and build again
+            changed = [f"{k}={config[k]}" for k in C.DATA_KEYS if config[k] != p.config[k]]
+            if changed:                   # train on the data W&B's config names, not the data loaded
+                print(f"W&B's config asks for other data ({', '.join(changed)}); loading it", file=sys.stderr,
+                      flush=True)
+                p.data = _load_data(config)
             check_data(config, p.data)
             p.built = build(config, p.data.x_train.shape[1], len(p.data.class_names))
             p.config = config
@@ -197,11 +207,13 @@ def open_run(p: Prepared):
     except BaseException as e:
         state = "killed" if isinstance(e, KeyboardInterrupt) else "failed"
         code = EXIT_CODES["killed"] if state == "killed" else getattr(e, "exit_code", 1)
-        record.start(C.hyperparameters(p.config), C.run_name(p.config), wandb.offline_dir)
+        record.start(C.hyperparameters(p.config), C.run_name(p.config), wandb.offline_dir, wandb.where)
         record.finish(state, exit_code=code, error=str(e) or type(e).__name__)
         wandb.finish(state, exit_code=code)
         raise
-    record.start(C.hyperparameters(p.config), C.run_name(p.config), wandb.offline_dir)
+    record.start(C.hyperparameters(p.config), C.run_name(p.config), wandb.offline_dir, wandb.where)
+    if p.context.sweep_id and p.wandb_mode == "online":   # W&B can tell the sweep's real config
+        describe_wandb_sweep(store, record.sweep_id, *wandb.where)
     return store, record, wandb
 
 

@@ -17,8 +17,11 @@ Returned rows are plain dicts: JSON columns are decoded (``config``, ``summary``
 sweep (``sweep_id``), the parameters the search proposed (``params``), its model file
 (``model_path``), why it was stopped (``stopped_by``), its log (``log_path``); a sweep's origin
 (``local`` or ``wandb``), its W&B path, its folder and file, and for a rerun sweep its plan
-(``rerun``, a `RerunPlan`). ``extra`` holds only free-form notes for humans (e.g. the argv).
-Schema v1 stores (before these columns) are migrated in place when first opened.
+(``rerun``, a `RerunPlan`); where a run logs in W&B (``wandb_entity``, ``wandb_project``). A sweep's
+``wandb_path`` (``ENTITY/PROJECT/SWEEP_ID``) is its address in W&B: where a W&B sweep lives, or what
+W&B sweep a local sweep was synced as (`mlp sync`), so it is never created twice. ``extra`` holds
+only free-form notes for humans (e.g. the argv). Older stores (schema v1, v2) are migrated in place
+when first opened.
 
 JSON convention for non-finite floats
 -------------------------------------
@@ -56,7 +59,7 @@ __all__ = [
 ]
 
 DEFAULT_STORE = "mlp-runs.sqlite"
-SCHEMA_VERSION = 2                 # PRAGMA user_version of the stores this code writes
+SCHEMA_VERSION = 3                 # PRAGMA user_version of the stores this code writes
 APPLICATION_ID = 0x6D6C7073        # PRAGMA application_id: b"mlps", marks the file as ours
 BUSY_TIMEOUT_S = 30.0             # default wait for another writer; MLP_STORE_TIMEOUT (seconds) overrides
 
@@ -249,7 +252,9 @@ CREATE TABLE runs (
     extra_json   TEXT NOT NULL DEFAULT '{{}}',
     params_json  TEXT NOT NULL DEFAULT '{{}}',
     stopped_by   TEXT,
-    log_path     TEXT
+    log_path     TEXT,
+    wandb_entity TEXT,
+    wandb_project TEXT
 );
 CREATE UNIQUE INDEX runs_sweep_seq ON runs(sweep_id, seq);
 CREATE INDEX runs_state ON runs(state);
@@ -281,6 +286,12 @@ _MIGRATION_V2 = [
     "stopped_by = json_extract(extra_json, '$.stopped_by'), log_path = json_extract(extra_json, '$.log'), "
     "extra_json = json_remove(extra_json, '$.sweep_params', '$.stopped_by', '$.log')",
 ]
+# What schema v2 lacked: where in W&B a run logs (what `mlp sync` uploads to and attaches to a sweep).
+_MIGRATION_V3 = [
+    "ALTER TABLE runs ADD COLUMN wandb_entity TEXT",
+    "ALTER TABLE runs ADD COLUMN wandb_project TEXT",
+]
+_MIGRATIONS = {1: _MIGRATION_V2, 2: _MIGRATION_V3}      # from version -> statements to the next
 
 _SWEEP_COLUMNS = ("id", "name", "config_yaml", "config_json", "seed", "state", "created_at",
                   "updated_at", "parent_sweep_id", "extra_json", "origin", "wandb_path", "workdir",
@@ -288,7 +299,7 @@ _SWEEP_COLUMNS = ("id", "name", "config_yaml", "config_json", "seed", "state", "
 _RUN_COLUMNS = ("id", "sweep_id", "seq", "name", "config_json", "state", "pid", "host",
                 "created_at", "started_at", "heartbeat_at", "finished_at", "exit_code",
                 "summary_json", "wandb_dir", "model_path", "error", "extra_json", "params_json",
-                "stopped_by", "log_path")
+                "stopped_by", "log_path", "wandb_entity", "wandb_project")
 _RUN_SELECT = "SELECT " + ", ".join(_RUN_COLUMNS) + " FROM runs"
 _SWEEP_SELECT = "SELECT " + ", ".join(_SWEEP_COLUMNS) + " FROM sweeps"
 
@@ -301,6 +312,7 @@ _RUN_UPDATABLE = {
     "wandb_dir": ("wandb_dir", False), "model_path": ("model_path", False),
     "error": ("error", False), "extra": ("extra_json", True), "params": ("params_json", True),
     "stopped_by": ("stopped_by", False), "log_path": ("log_path", False),
+    "wandb_entity": ("wandb_entity", False), "wandb_project": ("wandb_project", False),
 }
 _SWEEP_UPDATABLE = {
     "name": ("name", False), "seed": ("seed", False), "state": ("state", False),
@@ -332,6 +344,7 @@ def _run_dict(row: sqlite3.Row) -> dict:
         "model_path": row["model_path"], "error": row["error"],
         "extra": decode_json(row["extra_json"], {}), "params": decode_json(row["params_json"], {}),
         "stopped_by": row["stopped_by"], "log_path": row["log_path"],
+        "wandb_entity": row["wandb_entity"], "wandb_project": row["wandb_project"],
     }
 
 
@@ -501,20 +514,24 @@ class Store:
             raise UsageError(f"{path} was written by a newer mlp-sweeps (store schema "
                              f"v{version}, this version reads v{SCHEMA_VERSION}); upgrade "
                              f"mlp-sweeps or pass --store with another path")
-        if version == 1:
-            self._migrate_v1(conn)
+        if version in _MIGRATIONS:
+            self._migrate(conn)
         elif version < SCHEMA_VERSION:
             raise UsageError(f"{path} has store schema v{version}, which this mlp-sweeps "
                              f"cannot read (needs v{SCHEMA_VERSION}); pass --store with another "
                              f"path")
 
-    def _migrate_v1(self, conn: sqlite3.Connection) -> None:
-        """v1 -> v2 in one transaction: the keys other modules read from extra_json become columns."""
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Up to the current schema in one transaction: v1 -> v2 (the keys other modules read from
+        extra_json become columns), v2 -> v3 (a run's W&B entity and project)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:   # nobody migrated it while we waited
-                for statement in _MIGRATION_V2:
-                    conn.execute(statement)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]   # as found once we hold the lock
+            if version in _MIGRATIONS:
+                while version < SCHEMA_VERSION:
+                    for statement in _MIGRATIONS[version]:
+                        conn.execute(statement)
+                    version += 1
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -721,7 +738,8 @@ class Store:
     # ---------------------------------------------------------------- runs
     def _new_run(self, db, config: dict, sweep_id: str | None, name: str | None, state: str,
                  pid: int | None, wandb_dir: str | None, extra: dict | None,
-                 run_id: str | None = None, params: dict | None = None) -> str:
+                 run_id: str | None = None, params: dict | None = None,
+                 wandb_entity: str | None = None, wandb_project: str | None = None) -> str:
         if not isinstance(config, dict):
             raise TypeError("run config must be a dict")
         _check_state(state, RUN_STATES, "run")
@@ -740,6 +758,7 @@ class Store:
             "finished_at": now if state in FINAL_STATES else None,
             "wandb_dir": None if wandb_dir is None else os.fspath(wandb_dir),
             "extra_json": encode_json(extra or {}), "params_json": encode_json(params or {}),
+            "wandb_entity": wandb_entity, "wandb_project": wandb_project,
         }
         return self._insert(db, "runs", "run", values, run_id)
 
@@ -747,7 +766,8 @@ class Store:
                    state: str = "running", pid: int | None = None,
                    wandb_dir: str | None = None, extra: dict | None = None,
                    run_id: str | None = None, params: dict | None = None,
-                   wandb_sweep: dict | None = None) -> str:
+                   wandb_sweep: dict | None = None, wandb_entity: str | None = None,
+                   wandb_project: str | None = None) -> str:
         """Record a run and return its id (8 characters, also usable as the W&B run id);
         `run_id` reuses a given id (e.g. the one a W&B agent assigned).
 
@@ -756,17 +776,43 @@ class Store:
         ``wandb_sweep`` ({entity, project, params}): the run was launched by `wandb agent` for
         the W&B sweep ``sweep_id``; that sweep's row is created on first sight (origin "wandb",
         in the same transaction, so parallel agents cannot collide) and the run's parameters
-        are recorded as proposed by it.
+        are recorded as proposed by it. If a local sweep of this store was synced as that W&B
+        sweep (its ``wandb_path``), the run joins the local sweep instead.
+        ``wandb_entity``/``wandb_project``: where the run logs in W&B.
         """
         with self._write() as db:
             if wandb_sweep is not None and sweep_id is not None:
                 params = dict(wandb_sweep.get("params") or {})
-                self._note_wandb_sweep(db, sweep_id, wandb_sweep.get("entity"), wandb_sweep.get("project"), params)
-            return self._new_run(db, config, sweep_id, name, state, pid, wandb_dir, extra, run_id, params)
+                sweep_id = self._note_wandb_sweep(db, sweep_id, wandb_sweep.get("entity"), wandb_sweep.get("project"),
+                                                  params)
+            return self._new_run(db, config, sweep_id, name, state, pid, wandb_dir, extra, run_id, params,
+                                 wandb_entity, wandb_project)
 
-    def _note_wandb_sweep(self, db, sweep_id: str, entity: str | None, project: str | None, params: dict) -> None:
+    def _synced_as(self, db, wandb_id: str, entity: str | None = None, project: str | None = None) -> list[dict]:
+        """Sweeps whose W&B address has this W&B sweep id (and entity/project when given)."""
+        rows = db.execute(_SWEEP_SELECT + " WHERE wandb_path IS NOT NULL ORDER BY rowid").fetchall()
+        found = []
+        for row in rows:
+            e, p, i = (row["wandb_path"].split("/") + [None, None, None])[:3]
+            if i == wandb_id and (entity is None or e == entity) and (project is None or p == project):
+                found.append(_sweep_dict(row))
+        return found
+
+    def find_wandb_sweeps(self, wandb_id: str, entity: str | None = None, project: str | None = None) -> list[dict]:
+        """The sweeps whose ``wandb_path`` is ENTITY/PROJECT/``wandb_id`` (entity and project
+        checked when given): a W&B sweep, or a local sweep synced as it. Oldest first."""
+        with self._read() as db:
+            found = self._synced_as(db, wandb_id, entity, project)
+            counts = self._run_counts(db)
+        return [self._with_counts(s, counts.get(s["id"])) for s in found]
+
+    def _note_wandb_sweep(self, db, sweep_id: str, entity: str | None, project: str | None, params: dict) -> str:
         """Create the W&B sweep's row if new; add the run's parameter values to what its config
-        says was searched (offline, the runs' parameter files are all that show the search)."""
+        says was searched (offline, the runs' parameter files are all that show the search).
+        Returns the store id the run belongs to."""
+        synced = [s for s in self._synced_as(db, sweep_id, entity, project) if s["origin"] == "local"]
+        if len(synced) == 1:                       # `wandb agent` continuing a sweep `mlp sync` uploaded
+            return synced[0]["id"]
         row = db.execute("SELECT origin, config_json FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
         if row is not None and row["origin"] != "wandb":
             raise UsageError(f"WANDB_SWEEP_ID={sweep_id} is a local sweep id in {self.path}; a run of `mlp agent` "
@@ -791,6 +837,63 @@ class Store:
         else:
             db.execute("UPDATE sweeps SET config_json = ?, updated_at = ?, wandb_path = coalesce(wandb_path, ?) "
                        "WHERE id = ?", (encode_json(config), now, path, sweep_id))
+        return sweep_id
+
+    def upsert_wandb_sweep(self, wandb_path: str, config: dict, config_yaml: str, name: str | None,
+                           state: str, created_at: float | None = None) -> str:
+        """The store's row of the W&B sweep at ``wandb_path`` (ENTITY/PROJECT/ID), created or
+        brought up to date with W&B's own config, name and state, in one transaction; returns its
+        store id. A local sweep synced as that W&B sweep is returned as it is (its YAML is the
+        source); a row made by runs under `wandb agent` (origin "wandb", same id) is updated."""
+        _check_state(state, SWEEP_STATES, "sweep")
+        entity, project, wandb_id = wandb_path.split("/")
+        now = time.time()
+        with self._write() as db:
+            synced = self._synced_as(db, wandb_id, entity, project)
+            if synced and synced[0]["origin"] == "local":
+                return synced[0]["id"]
+            store_id = synced[0]["id"] if synced else wandb_id
+            row = db.execute("SELECT origin FROM sweeps WHERE id = ?", (store_id,)).fetchone()
+            if row is not None and row["origin"] != "wandb":
+                raise UsageError(f"W&B sweep {wandb_path} has the id of local sweep {store_id} in {self.path}; "
+                                 f"use another --store for it")
+            values = {"name": name, "config_yaml": config_yaml or "", "config_json": encode_json(config),
+                      "state": state, "updated_at": now, "wandb_path": wandb_path}
+            if row is None:
+                values.update(seed=None, created_at=created_at or now, parent_sweep_id=None, extra_json="{}",
+                              origin="wandb", workdir=None, source_file=None, rerun_json=None)
+                return self._insert(db, "sweeps", "sweep", values, store_id)
+            cols = ", ".join(f"{col} = ?" for col in values)
+            db.execute(f"UPDATE sweeps SET {cols} WHERE id = ?", (*values.values(), store_id))
+            return store_id
+
+    def import_run(self, sweep_id: str, run_id: str, config: dict, state: str, summary: dict,
+                   history: list[dict], created_at: float, finished_at: float | None = None,
+                   params: dict | None = None, name: str | None = None, host: str | None = None,
+                   wandb_entity: str | None = None, wandb_project: str | None = None) -> bool:
+        """Add a finished run recorded elsewhere (W&B) with its per-epoch history, in one
+        transaction; False, changing nothing, when the store already has a run of that id."""
+        _check_state(state, FINAL_STATES, "final run")
+        with self._write() as db:
+            self._require_sweep(db, sweep_id)
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None:
+                return False
+            seq = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM runs WHERE sweep_id = ?",
+                             (sweep_id,)).fetchone()[0]
+            values = {
+                "sweep_id": sweep_id, "seq": seq, "name": name, "config_json": encode_json(config), "state": state,
+                "pid": None, "host": host, "created_at": created_at, "started_at": created_at,
+                "heartbeat_at": finished_at, "finished_at": finished_at, "summary_json": encode_json(summary),
+                "extra_json": "{}", "params_json": encode_json(params or {}), "wandb_entity": wandb_entity,
+                "wandb_project": wandb_project,
+            }
+            self._insert(db, "runs", "run", values, run_id)
+            for row in history:
+                metrics = {k: v for k, v in row.items() if k != "epoch"}
+                db.execute("INSERT INTO history (run_id, epoch, metrics_json, logged_at) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (run_id, epoch) DO UPDATE SET metrics_json = excluded.metrics_json",
+                           (run_id, int(row["epoch"]), encode_json(metrics), finished_at or created_at))
+            return True
 
     def find_run(self, run_id: str) -> dict | None:
         """The run, or None if the store has no run of that id."""

@@ -17,11 +17,13 @@ from mlp.runs.store import StoreError, new_id
 
 # ---- W&B ----------------------------------------------------------------------------------
 
-def wandb_credentials_exist():
-    """True when W&B can log in without asking: WANDB_API_KEY, or a netrc entry for the host."""
+def wandb_credentials_exist(url=None):
+    """True when W&B can log in without asking: WANDB_API_KEY, or a netrc entry for the host (of
+    `url`, else WANDB_BASE_URL, else api.wandb.ai)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    url = url or os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    host = urlparse(url).hostname or "api.wandb.ai"
     path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
     try:
         return netrc.netrc(path).authenticators(host) is not None
@@ -76,6 +78,16 @@ class WandbTracker:
     def rename(self, name):
         if self.run is not None:
             self.run.name = name
+
+    @property
+    def where(self):
+        """(entity, project) the run logs to in W&B: the live run's when it has them (offline, the
+        entity is only known if given); (None, None) with W&B disabled."""
+        if self.mode == "disabled":
+            return None, None
+        entity = getattr(self.run, "entity", None) if self.run is not None else None
+        project = getattr(self.run, "project", None) if self.run is not None else None
+        return (entity or self.entity or None), (project or self.project or None)
 
     @property
     def offline_dir(self):
@@ -134,19 +146,24 @@ class StoreTracker:
                 return cls(store, context.run_id, existing["sweep_id"], adopted=True, context=context)
         return cls(store, context.run_id or new_id(), context.sweep_id, adopted=False, context=context)
 
-    def start(self, config, name, wandb_dir=None):
+    def start(self, config, name, wandb_dir=None, where=(None, None)):
+        """Record the run as running; `where`: the (entity, project) it logs to in W&B."""
+        entity, project = where
         if self.adopted:
-            self.store.update_run(self.run_id, config=config, name=name)
+            self.store.update_run(self.run_id, config=config, name=name, wandb_entity=entity, wandb_project=project)
             self.store.start_run(self.run_id, pid=os.getpid(), wandb_dir=wandb_dir)
         else:
             self.store.create_run(config, sweep_id=self.sweep_id, name=name, state="running", pid=os.getpid(),
-                                  wandb_dir=wandb_dir, run_id=self.run_id,
-                                  wandb_sweep=self._wandb_sweep(self.context) if self.sweep_id else None)
+                                  wandb_dir=wandb_dir, run_id=self.run_id, wandb_entity=entity, wandb_project=project,
+                                  wandb_sweep=self._wandb_sweep(self.context, entity, project) if self.sweep_id else None)
+            if self.sweep_id:   # a local sweep synced as this W&B sweep takes the run in
+                self.sweep_id = self.store.get_run(self.run_id)["sweep_id"]
         self.open = True
         return self.run_id
 
-    def _wandb_sweep(self, context):
-        return {"entity": getattr(context, "entity", None), "project": getattr(context, "project", None),
+    def _wandb_sweep(self, context, entity=None, project=None):
+        return {"entity": getattr(context, "entity", None) or entity,
+                "project": getattr(context, "project", None) or project,
                 "params": dict(getattr(context, "sweep_params", {}) or {})}
 
     def log(self, row):

@@ -106,7 +106,10 @@ def validate_sweep_config(config, source: str = "sweep config") -> None:
         raise UsageError(f"{source} has no parameters to search")
     _check_metric(config, source)
     for name, spec in params.items():
-        _check_parameter(config["method"], str(name), spec, source)
+        if name == C.CONFIGURATION:
+            _check_configuration(config, spec, source)
+        else:
+            _check_parameter(config["method"], str(name), spec, source)
     if "run_cap" in config:
         cap = config["run_cap"]
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
@@ -185,6 +188,34 @@ def _check_parameter(method: str, name: str, spec, source: str) -> None:
                 raise UsageError(f"{where}: min {spec['min']!r} must be below max {spec['max']!r}")
         except (TypeError, ValueError):
             raise UsageError(f"{where}: min and max must be numbers") from None
+
+
+def _check_configuration(config: dict, spec, source: str) -> None:
+    """The `configuration` parameter (a grid over whole configurations): `value` or `values`, each
+    a mapping of hyperparameters with valid values, none also a parameter of its own; and train.py
+    gets it from W&B's parameter file, so the command passes no `${args}` (W&B would write the
+    mapping into argv as Python text)."""
+    where = f"{source}: parameter {C.CONFIGURATION!r}"
+    values = spec.get("values") if isinstance(spec, dict) and "values" in spec else \
+        [spec["value"]] if isinstance(spec, dict) and "value" in spec else None
+    if not isinstance(values, list) or not values:
+        raise UsageError(f"{where} needs `values`: a list of mappings such as {{learning_rate: 0.001, optimizer: "
+                         f"adam}}, one per configuration")
+    others = set(config.get("parameters") or {}) - {C.CONFIGURATION}
+    for entry in values:
+        if not isinstance(entry, dict) or not entry:
+            raise UsageError(f"{where}: each value must be a non-empty mapping of parameters, not {entry!r}")
+        for name, value in entry.items():
+            param = C.PARAMS.get(name)
+            if param is None or (param.plumbing and name not in SWEEPABLE_PLUMBING):
+                raise UsageError(f"{where}: {name!r} is not a hyperparameter train.py takes")
+            if name in others:
+                raise UsageError(f"{where}: {name!r} is also a parameter of its own; give it in one place")
+            _check_value(name, value, where)
+    macros = [part for part in config.get("command") or ["${args}"] if str(part).startswith("${args")]
+    if macros:
+        raise UsageError(f"{where}: the command passes {macros[0]}, which cannot carry a configuration; leave the "
+                         f"args macros out (train.py reads the sweep's values from W&B's parameter file)")
 
 
 def _check_value(name: str, value, where: str) -> None:

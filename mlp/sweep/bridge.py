@@ -1,0 +1,264 @@
+"""The W&B bridge: W&B's sweeps and the local store as one loop.
+
+* `resolve` turns what a user typed where a sweep id is taken into a store id: a local sweep id,
+  a W&B sweep id the store knows (its runs ran here under `wandb agent`, or a local sweep was synced
+  as it), or `ENTITY/PROJECT/SWEEP_ID`, which is first imported from W&B's public API when W&B is
+  reachable (so a report covers the runs of every machine). Offline, the store's copy is used; a
+  path the store does not know is a one-line error that says what to do.
+* `import_sweep` copies a W&B sweep into the store: its config, name and state, and every run that
+  is over (config, state, summary, per-epoch history, created time). Runs already in the store are
+  left as they are, runs still going are taken on a later import: importing twice adds nothing.
+* `sync` uploads a sweep's offline runs (`wandb sync`), checks they arrived, then creates the W&B
+  sweep that holds them with W&B's own prior-runs mechanism (as `wandb sweep --prior_run`), from the
+  sweep's own YAML, once: the W&B sweep's address is kept in the store (`wandb_path`).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mlp import config as C
+from mlp.errors import UsageError
+from mlp.runs.store import FINAL_STATES, Store, default_store_path
+from mlp.runs.wandb_api import (SweepPath, WandbUnreachable, base_url, connect, proposed_params, run_state,
+                                summary_values, sweep_url)
+
+__all__ = ["resolve", "import_sweep", "ImportResult", "sync", "store_config", "connection", "open_store"]
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass
+class ImportResult:
+    sweep_id: str              # the store's id of the sweep
+    path: str                  # its W&B path
+    added: int = 0             # runs new to the store
+    kept: int = 0              # runs the store had already
+    waiting: int = 0           # runs W&B has that are not over yet (taken by a later import)
+
+
+_CONNECTIONS: dict = {}
+
+
+def connection():
+    """W&B's API, or WandbUnreachable: tried once per process (and server, and key)."""
+    key = (base_url(), os.environ.get("WANDB_API_KEY"))
+    if key not in _CONNECTIONS:
+        try:
+            _CONNECTIONS[key] = connect()
+        except WandbUnreachable as e:
+            _CONNECTIONS[key] = e
+    if isinstance(_CONNECTIONS[key], WandbUnreachable):
+        raise _CONNECTIONS[key]
+    return _CONNECTIONS[key]
+
+
+def store_config(run_config: dict) -> dict:
+    """A W&B run's config as the store keeps a run's config: its train.py hyperparameters, complete
+    (a `configuration` spread out, missing keys at their defaults; W&B's own keys and other programs'
+    keys left out)."""
+    try:
+        values = C.expand_configuration(run_config)
+    except UsageError:
+        values = dict(run_config)
+    known = {k: v for k, v in values.items() if k in C.PARAMS and k not in C.PLUMBING}
+    try:
+        return C.hyperparameters(C.resolve(known))
+    except UsageError:
+        return known
+
+
+def import_sweep(store, path: SweepPath, api=None, log: Callable[[str], None] = _log) -> ImportResult:
+    """Copy W&B sweep `path` into the store (see the module docstring)."""
+    if api is None:
+        try:
+            api = connection()
+        except WandbUnreachable as e:
+            raise UsageError(f"{e}; importing {path} needs W&B") from None
+    log(f"importing W&B sweep {path} ...")
+    found = api.sweep(path)
+    sweep_id = store.upsert_wandb_sweep(str(path), found["config"], found["yaml"], found["name"], found["state"],
+                                        found["created_at"])
+    result = ImportResult(sweep_id, str(path))
+    for run in api.sweep_runs(path):
+        state = run_state(run["state"])
+        if state is None:
+            result.waiting += 1
+            continue
+        if store.find_run(run["id"]) is not None:
+            result.kept += 1
+            continue
+        summary = summary_values(run["summary"])
+        summary.setdefault("state", state)
+        if "epochs_run" not in summary and isinstance(summary.get("epoch"), int):
+            summary["epochs_run"] = summary["epoch"]
+        added = store.import_run(sweep_id, run["id"], store_config(run["config"]), state, summary,
+                                 api.history(run), run["created_at"], finished_at=run["heartbeat_at"],
+                                 params=proposed_params(found["config"], run["config"]), name=run["name"],
+                                 wandb_entity=path.entity, wandb_project=path.project)
+        result.added += int(added)
+        result.kept += int(not added)
+    where = sweep_id if sweep_id == path.sweep_id else f"{sweep_id} (the local sweep synced as it)"
+    log(f"sweep {where}: {result.added} runs imported, {result.kept} already in the store"
+        + (f", {result.waiting} not over yet (import again later)" if result.waiting else ""))
+    return result
+
+
+def _refresh(store, path: SweepPath, fallback: dict | None, log) -> str:
+    """Import `path` (and its online reruns) when W&B is reachable; else, or if W&B fails, the
+    store's copy `fallback` when there is one (said on the log), else a one-line error."""
+    try:
+        api = connection()
+        result = import_sweep(store, path, api, log)
+        for child in store.list_sweeps():    # online reruns of it: their results belong in its report
+            if child["parent_sweep_id"] == result.sweep_id and child["origin"] == "wandb" and child["wandb_path"]:
+                import_sweep(store, SweepPath.parse(child["wandb_path"]), api, log)
+        return result.sweep_id
+    except UsageError as e:
+        if fallback is None:
+            if isinstance(e, WandbUnreachable):
+                raise UsageError(f"W&B sweep {path} is not in store {store.path} and {e}: run `mlp import {path}` "
+                                 f"where W&B is reachable (same --store), or use the store its runs ran with") from None
+            raise
+        log(f"W&B sweep {path}: using the store's copy ({e})")
+        return fallback["id"]
+
+
+def _by_id(store, ref: str) -> dict:
+    try:
+        return store.get_sweep(ref)
+    except UsageError as unknown:
+        synced = store.find_wandb_sweeps(ref)
+        if len(synced) == 1:
+            return synced[0]
+        if len(synced) > 1:
+            raise UsageError(f"W&B sweep id {ref!r} is in store {store.path} more than once "
+                             f"({', '.join(s['wandb_path'] for s in synced)}); give ENTITY/PROJECT/{ref}") from None
+        raise UsageError(f"{unknown}; a W&B sweep whose runs did not run here is imported with "
+                         f"`mlp import ENTITY/PROJECT/SWEEP_ID`") from None
+
+
+def resolve(store, ref: str, fetch: bool = True, log: Callable[[str], None] = _log) -> str:
+    """The store id of the sweep `ref` names (see the module docstring). With `fetch`, a W&B
+    sweep is brought up to date from W&B first when W&B is reachable (a path always; a bare id of
+    a W&B sweep whose address the store knows), and its online reruns with it."""
+    path = SweepPath.parse(ref)
+    if path is None:
+        sweep = _by_id(store, str(ref).strip())
+        if fetch and sweep["origin"] == "wandb" and sweep["wandb_path"]:
+            return _refresh(store, SweepPath.parse(sweep["wandb_path"]), sweep, log)
+        return sweep["id"]
+    known = store.find_wandb_sweeps(path.sweep_id, path.entity, path.project)
+    if fetch:
+        return _refresh(store, path, known[0] if known else None, log)
+    if known:
+        return known[0]["id"]
+    raise UsageError(f"W&B sweep {path} is not in store {store.path}; import it with `mlp import {path}`")
+
+
+def open_store(path: str | None, ref: str, importing: bool = False):
+    """The store at `path` (default: MLP_STORE, else ./mlp-runs.sqlite) for sweep `ref`. A store
+    that does not exist yet is created only for a W&B path that W&B can give now (it is imported
+    into it), so bad input or no network leaves nothing behind."""
+    path = path or default_store_path()
+    target = SweepPath.parse(ref)                       # a malformed path fails before anything
+    if target is None or os.path.exists(path):
+        return Store(path, create=False)
+    try:
+        connection()
+    except WandbUnreachable as e:
+        if importing:
+            raise UsageError(f"{e}; importing {target} needs W&B") from None
+        raise UsageError(f"W&B sweep {target} is not in store {path} (there is none yet) and {e}: run "
+                         f"`mlp import {target}` where W&B is reachable") from None
+    return Store(path, create=True)
+
+
+# ---- sync: offline runs -> W&B, as a sweep ----------------------------------------------------------
+
+def _one(values: set, what: str, flag: str, sweep_id: str):
+    values = {v for v in values if v}
+    if len(values) > 1:
+        fix = f"pass {flag} to upload them all to one" if flag else "upload them with `wandb sync` one project at a time"
+        raise UsageError(f"the runs of sweep {sweep_id} logged to several W&B {what}s ({', '.join(sorted(values))}); "
+                         f"{fix}")
+    return next(iter(values), None)
+
+
+def sync(store, ref: str, project: str | None = None, entity: str | None = None, dry_run: bool = False,
+         log: Callable[[str], None] = _log, out: Callable[[str], None] = _out) -> int:
+    """Upload the sweep's offline runs with `wandb sync`, then (a local sweep, the first time)
+    create the W&B sweep holding them and remember it. Prints the sweep's URL on `out`. Returns 0,
+    or 1 when some runs did not reach W&B (run it again)."""
+    sweep_id = resolve(store, ref, fetch=False, log=log)
+    sweep = store.get_sweep(sweep_id)
+    offline = [r for r in store.list_runs(sweep_id)
+               if r["state"] in FINAL_STATES and r["wandb_dir"] and Path(r["wandb_dir"]).is_dir()]
+    target = SweepPath.parse(sweep["wandb_path"]) if sweep["wandb_path"] else None
+    if not offline and target is None:
+        raise UsageError(f"sweep {sweep_id} has no finished runs with an offline W&B directory to sync (runs with "
+                         f"--wandb_mode disabled keep none)")
+    overrides = []
+    if sweep["origin"] == "wandb":        # runs of a W&B sweep: they carry its id and project already
+        project = target.project if target else _one({r["wandb_project"] for r in offline}, "project", "", sweep_id)
+        entity = target.entity if target else _one({r["wandb_entity"] for r in offline}, "entity", "", sweep_id)
+    else:                                 # one project for the sweep W&B will hold them in
+        project = project or _one({r["wandb_project"] for r in offline}, "project", "--project", sweep_id) \
+            or C.DEFAULTS["wandb_project"]
+        entity = entity or _one({r["wandb_entity"] for r in offline}, "entity", "--entity", sweep_id)
+        overrides = ["--project", project] + (["--entity", entity] if entity else [])
+    argv = [sys.executable, "-m", "wandb", "sync", *overrides, *[r["wandb_dir"] for r in offline]]
+    if dry_run:
+        out(" ".join(argv))
+        return 0
+    try:
+        api = connection()
+    except WandbUnreachable as e:
+        raise UsageError(f"{e}; `mlp sync` uploads to W&B, so it needs W&B (the runs stay in the store and in "
+                         f"their offline directories until then)") from None
+    if not entity:                         # the credentials' own entity, where W&B puts runs without one
+        entity = api.default_entity
+        if overrides:
+            argv[argv.index("--project"):argv.index("--project")] = ["--entity", entity]
+    if offline:
+        log(f"uploading {len(offline)} offline runs of sweep {sweep_id} to W&B project {entity}/{project} ...")
+        proc = subprocess.run(argv, stdout=sys.stderr, stderr=sys.stderr)
+        if proc.returncode != 0:
+            raise UsageError(f"`wandb sync` failed (exit code {proc.returncode}); see its messages above")
+    ids = {r["id"] for r in offline}
+    arrived = api.existing_runs(entity, project, ids)     # `wandb sync` exits 0 even when uploads failed
+    missing = sorted(ids - arrived)
+    if missing:
+        log(f"warning: {len(missing)} of {len(ids)} runs are not in W&B project {entity}/{project} after `wandb sync` "
+            f"({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}); run `mlp sync {sweep_id}` again")
+    if target is not None:
+        if sweep["origin"] == "local" and offline:
+            log(f"sweep {sweep_id} was synced as W&B sweep {target} before (not created again); W&B adds existing "
+                f"runs to a sweep only when it creates it, so runs first uploaded now are in project "
+                f"{target.entity}/{target.project} but not in that sweep")
+        out(sweep_url(target, api.url))
+        return 1 if missing else 0
+    if sweep["origin"] == "wandb":
+        log(f"the runs of W&B sweep {sweep_id} are uploaded to {entity}/{project} and join it there")
+        out(sweep_url(SweepPath(entity, project, sweep_id), api.url))
+        return 1 if missing else 0
+    prior = sorted(arrived)
+    if not prior:
+        raise UsageError(f"no run of sweep {sweep_id} reached W&B project {entity}/{project}; nothing to make a "
+                         f"sweep of (see the messages of `wandb sync` above)")
+    target = api.create_sweep(sweep["config"], entity, project, prior_runs=prior)
+    store.update_sweep(sweep_id, wandb_path=str(target))
+    log(f"created W&B sweep {target} holding the {len(prior)} runs of sweep {sweep_id} (parallel coordinates and "
+        f"parameter importance are on its page); `wandb agent {target}` continues it online")
+    out(sweep_url(target, api.url))
+    return 1 if missing else 0

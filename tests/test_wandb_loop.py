@@ -1,0 +1,503 @@
+"""One loop, online and offline (issue 12): W&B sweeps in the store, report and rerun; offline sweeps
+arriving in W&B as sweeps.
+
+Nothing here talks to the W&B cloud and nothing patches wandb: wandb's own client code (the public
+API, `wandb.sweep`, `wandb sync` through wandb-core, the agent's command builder) runs against a
+loopback server (`tests/fake_wandb.py`) started by the tests, which records what it was asked.
+Every `mlp` and `train.py` runs as a subprocess, as a user would run it (wandb keeps process-wide
+state). MNIST here is a stand-in: the committed Fashion-MNIST subset under the name `mnist` (it has
+its own checksum manifest), so the tests need no download and no real MNIST; they check the
+plumbing, not accuracy on digits.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fake_wandb import FakeWandb
+from mlp import config as C
+from mlp.report.figures import FIGURES
+from mlp.runs.store import Store
+from mlp.sweep.engine import engine
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = ROOT / "tests" / "data" / "fashion_mnist"
+ENTITY, PROJECT = "fake-entity", "loop-project"
+METRIC = {"name": "val_accuracy", "goal": "maximize"}
+TINY = {"epochs": 2, "num_layers": 1, "hidden_size": 16, "batch_size": 64, "optimizer": "nadam",
+        "learning_rate": 0.001, "activation": "relu", "weight_init": "xavier"}
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """fashion_mnist/ (the committed subset) and mnist/ (the same files as a stand-in)."""
+    root = tmp_path_factory.mktemp("data")
+    shutil.copytree(SUBSET, root / "fashion_mnist")
+    shutil.copytree(SUBSET, root / "mnist")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeWandb() as server:
+        yield server
+
+
+def environment(tmp: Path, extra: dict | None = None) -> dict:
+    """A clean environment: no W&B credentials or settings from this machine, W&B files and the
+    store in `tmp`, short network timeouts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_") and k not in ("MLP_STORE", "NETRC")}
+    env.update({"WANDB_DIR": str(tmp), "WANDB_CONFIG_DIR": str(tmp / "wandb-config"), "WANDB_SILENT": "true",
+                "NETRC": str(tmp / "no-netrc"), "MLP_STORE": str(tmp / "s.sqlite"), "MLP_WANDB_TIMEOUT": "3",
+                "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    env.update(extra or {})
+    return env
+
+
+def mlp(tmp: Path, *args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlp", *map(str, args)], cwd=ROOT, env=environment(tmp, env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-2000:]
+    return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
+    """Bad input: exit 2, exactly one line `error: ...` on stderr (after any progress lines)."""
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for word in words:
+        assert word in errors[0], errors[0]
+    return errors[0]
+
+
+def as_wandb_agent(tmp: Path, sweep_id: str, run_id: str, params: dict, command: list, mode: str = "offline",
+                   extra_env: dict | None = None) -> subprocess.Popen:
+    """Start train.py exactly as `wandb agent` starts a run: the parameter file written by wandb's own
+    writer, the argv from wandb's own builder (`create_sweep_command` / `create_sweep_command_args`,
+    the macros expanded as its agent does), and the agent's environment. `${interpreter}` is this
+    Python (the agent's literal `python`, with the project's environment active)."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+    from wandb.sdk.lib import config_util
+    run = {"args": {k: {"value": v} for k, v in params.items()}, "run_id": run_id, "program": "train.py"}
+    param_file = tmp / "wandb" / f"sweep-{sweep_id}" / f"config-{run_id}.yaml"
+    param_file.parent.mkdir(parents=True, exist_ok=True)
+    config_util.save_config_file_from_dict(str(param_file), run["args"])
+    forms = sweep_utils.create_sweep_command_args(run)
+    forms.update(interpreter=[sys.executable], program=[run["program"]], env=["/usr/bin/env"])
+    argv = []
+    for part in sweep_utils.create_sweep_command(list(command)):
+        argv += forms.get(part[2:-1]) or [] if part.startswith("${") and part.endswith("}") else [part]
+    env = environment(tmp, {"WANDB_SWEEP_ID": sweep_id, "WANDB_RUN_ID": run_id, "WANDB_SWEEP_PARAM_PATH": str(param_file),
+                            "WANDB_ENTITY": ENTITY, "WANDB_PROJECT": PROJECT, "WANDB_MODE": mode, **(extra_env or {})})
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(procs) -> list:
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr[-3000:]
+    return outs
+
+
+def dump(store_path: Path) -> dict:
+    """Everything the store holds about sweeps, runs and history (to compare before and after)."""
+    with Store(store_path, create=False) as store:
+        runs = store.list_runs()
+        return {"sweeps": [{k: v for k, v in s.items() if k != "updated_at"} for s in store.list_sweeps()],
+                "runs": runs, "history": {r["id"]: store.history(r["id"]) for r in runs}}
+
+
+# ---- 1. runs under `wandb agent` belong to their sweep; report and rerun it --------------------------------
+
+SWEEP_ID = "wbsweep1"
+LOSSES = {"program": "train.py", "method": "grid", "metric": METRIC,
+          "parameters": {"loss": {"values": ["cross_entropy", "mean_squared_error"]}, "seed": {"values": [0, 1]},
+                         **{k: {"value": v} for k, v in TINY.items()}},
+          "command": ["${env}", "${interpreter}", "${program}", "${args}"]}
+
+
+def test_runs_of_wandb_agent_are_a_sweep_that_reports_and_reruns(tmp_path, data_dir):
+    """Three runs launched as `wandb agent` launches them (W&B offline, in parallel): the store
+    records them under their W&B sweep; `mlp sweeps` lists it as a W&B sweep, `mlp runs` shows the
+    runs, `mlp report` draws every figure from the kept models, and `mlp rerun --top 1 --dataset
+    mnist` on the W&B sweep id runs here and lands next to it in the report."""
+    grid = [{"loss": "cross_entropy", "seed": 0}, {"loss": "mean_squared_error", "seed": 0},
+            {"loss": "cross_entropy", "seed": 1}]
+    proposals = [{**p, **TINY, "data_dir": str(data_dir)} for p in grid]
+    run_ids = ["wbrun001", "wbrun002", "wbrun003"]
+    finish([as_wandb_agent(tmp_path, SWEEP_ID, rid, params, LOSSES["command"])
+            for rid, params in zip(run_ids, proposals)])
+
+    sweeps = json.loads(ok(mlp(tmp_path, "sweeps", "--json")).stdout)
+    assert [(s["id"], s["origin"], s["wandb_path"], s["summary"]["runs"]) for s in sweeps] == \
+        [(SWEEP_ID, "wandb", f"{ENTITY}/{PROJECT}/{SWEEP_ID}", 3)]
+    listed = ok(mlp(tmp_path, "sweeps")).stdout
+    assert SWEEP_ID in listed and "W&B" in listed
+    assert f"W&B sweep {ENTITY}/{PROJECT}/{SWEEP_ID}" in ok(mlp(tmp_path, "runs", SWEEP_ID)).stdout
+    runs = json.loads(ok(mlp(tmp_path, "runs", SWEEP_ID, "--json")).stdout)
+    assert sorted(r["id"] for r in runs) == run_ids and {r["state"] for r in runs} == {"finished"}
+    by_id = {r["id"]: r for r in runs}
+    for rid, params in zip(run_ids, proposals):
+        assert by_id[rid]["params"] == params                    # what the sweep chose, from its parameter file
+        assert Path(by_id[rid]["model_path"]) == tmp_path / "mlp-models" / SWEEP_ID / f"{rid}.npz"
+        assert Path(by_id[rid]["model_path"]).is_file()            # kept beside the store, as under `mlp agent`
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        assert {(r["wandb_entity"], r["wandb_project"]) for r in store.list_runs(SWEEP_ID)} == {(ENTITY, PROJECT)}
+        config = store.get_sweep(SWEEP_ID)["config"]
+    assert sorted(config["parameters"]["loss"]["values"]) == ["cross_entropy", "mean_squared_error"]   # as seen
+
+    proc = ok(mlp(tmp_path, "rerun", SWEEP_ID, "--top", "1", "--dataset", "mnist", "--epochs", "1",
+                  "--data_dir", data_dir))
+    child = proc.stdout.splitlines()[0].strip()
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        assert store.get_sweep(child)["parent_sweep_id"] == SWEEP_ID
+        (rerun,) = store.list_runs(child)
+        best = max(store.list_runs(SWEEP_ID), key=lambda r: (r["summary"]["val_accuracy"], -r["seq"]))
+    assert rerun["state"] == "finished" and rerun["config"]["dataset"] == "mnist"
+    assert rerun["config"]["loss"] == best["config"]["loss"] and rerun["config"]["seed"] == best["config"]["seed"]
+    out = tmp_path / "report"
+    proc = ok(mlp(tmp_path, "report", SWEEP_ID, "--out", out))
+    assert "retraining" not in proc.stderr                          # the best run's own model was loaded
+    for name in FIGURES:
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    md = (out / "report.md").read_text()
+    assert (f"| {best['summary']['val_accuracy']:.4f} | {best['summary']['test_accuracy']:.4f} | "
+            f"{rerun['summary']['val_accuracy']:.4f} | {rerun['summary']['test_accuracy']:.4f} | {rerun['id']} | "
+            f"finished |") in md
+
+
+def test_online_run_of_wandb_agent_gives_the_store_the_sweeps_real_config(tmp_path, data_dir, fake):
+    """Online, the first run of a W&B sweep asks W&B's public API for the sweep's config, so the
+    store's row has the real search space and method, not only what the parameter files show."""
+    fake.add_sweep(PROJECT, "onlinesw", {**LOSSES, "name": "losses-online"})
+    start = len(fake.requests)
+    finish([as_wandb_agent(tmp_path, "onlinesw", "onrun001", {"loss": "cross_entropy", "seed": 0, **TINY,
+                                                               "data_dir": str(data_dir)},
+                           LOSSES["command"], mode="online", extra_env=fake.env())])
+    ops = [r.operation for r in fake.requests[start:]]
+    assert ops.count("GetSweep") == 1 and "UpsertBucket" in ops and not fake.unknown
+    assert fake.runs[(ENTITY, PROJECT, "onrun001")]["sweepName"] == "onlinesw"     # W&B has the run in its sweep
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        sweep = store.get_sweep("onlinesw")
+        (run,) = store.list_runs("onlinesw")
+    assert (sweep["origin"], sweep["name"], sweep["config"]) == ("wandb", "losses-online",
+                                                                 {**LOSSES, "name": "losses-online"})
+    assert run["state"] == "finished" and Path(run["model_path"]).is_file()
+
+
+def test_dataset_set_by_the_sweep_is_the_data_loaded(tmp_path, data_dir):
+    """A sweep whose command has no ${args} sets `dataset` only in W&B's parameter file: the run
+    trains on that dataset, not on the one train.py's argv (here its default) names. And when W&B's
+    config disagrees with what the run prepared (its parameter file unread by the run, read by
+    wandb.init), the data is loaded again for W&B's dataset."""
+    proc = as_wandb_agent(tmp_path, "wbsweep2", "wbrun010", {"dataset": "mnist", "data_dir": str(data_dir), **TINY},
+                          ["${env}", "${interpreter}", "${program}", "-d", "fashion_mnist"])
+    (_, stderr), = finish([proc])
+    assert ": mnist from " in stderr
+    param_file = tmp_path / "params.yaml"
+    param_file.write_text(yaml.safe_dump({"dataset": {"value": "mnist"}}))
+    script = ("from mlp import config as C\nfrom mlp.runs.context import RunContext\nfrom mlp.runs.experiment import run\n"
+              f"config = C.resolve({{'dataset': 'fashion_mnist', 'data_dir': {str(data_dir)!r}, **{TINY!r}}})\n"
+              "raise SystemExit(run(config, RunContext(run_id='wbrun011')).exit_code)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=environment(tmp_path, {"WANDB_MODE": "offline", "WANDB_SWEEP_PARAM_PATH": str(param_file)}))
+    ok(proc)
+    assert "W&B's config asks for other data (dataset=mnist); loading it" in proc.stderr
+    assert ": mnist from " in proc.stderr
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        assert store.get_run("wbrun010")["config"]["dataset"] == "mnist"
+        assert store.get_run("wbrun011")["config"]["dataset"] == "mnist"
+
+
+# ---- 2. import from W&B's public API: twice adds nothing --------------------------------------------------
+
+IMPORTED = "impsweep"
+GRID = {"name": "imported-grid", "program": "train.py", "method": "grid", "metric": METRIC,
+        "parameters": {"learning_rate": {"values": [0.001, 0.003]}, "optimizer": {"values": ["nadam", "adam"]},
+                       **{k: {"value": v} for k, v in TINY.items() if k not in ("learning_rate", "optimizer")}},
+        "command": ["${env}", "${interpreter}", "${program}", "${args}"]}
+
+
+def seeded_run(fake, name, lr, optimizer, val, state="finished", sweep=IMPORTED, created=None, extra=None):
+    config = C.hyperparameters(C.resolve({**TINY, "learning_rate": lr, "optimizer": optimizer}))
+    history = [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": val - 0.05, "val_loss": 1.1 / e,
+                "val_accuracy": val - 0.02 * (2 - e), "epoch_seconds": 0.1} for e in (1, 2)]
+    history.insert(0, {"samples": {"_type": "images/separated", "count": 10}})     # W&B's media row, not an epoch
+    summary = {"val_accuracy": val, "test_accuracy": val - 0.01, "epochs_run": 2, "state": state,
+               "_runtime": 3.2, "samples": {"_type": "images/separated"}} if state == "finished" else {}
+    return fake.add_run(PROJECT, name, {**config, **(extra or {})}, summary, history if state == "finished" else [],
+                        state=state, sweep=sweep, created_at=created)
+
+
+@pytest.fixture(scope="module")
+def imported(fake, tmp_path_factory, data_dir):
+    """A W&B sweep of 3 finished runs and 1 running, imported into a fresh store."""
+    tmp = tmp_path_factory.mktemp("import")
+    fake.add_sweep(PROJECT, IMPORTED, GRID, created_at=1_700_000_000)
+    seeded_run(fake, "imp00001", 0.001, "nadam", 0.42, created=1_700_000_100)
+    seeded_run(fake, "imp00002", 0.003, "nadam", 0.47, created=1_700_000_200)
+    seeded_run(fake, "imp00003", 0.001, "adam", 0.45, created=1_700_000_300)
+    seeded_run(fake, "imp00004", 0.003, "adam", 0.0, state="running", created=1_700_000_400)
+    start = len(fake.requests)
+    proc = ok(mlp(tmp, "import", f"{ENTITY}/{PROJECT}/{IMPORTED}", env=fake.env()))
+    return {"tmp": tmp, "proc": proc, "requests": fake.requests[start:]}
+
+
+def test_import_copies_the_sweep_and_its_finished_runs(imported, fake):
+    assert imported["proc"].stdout.strip() == IMPORTED
+    ops = [r.operation for r in imported["requests"] if r.operation]
+    assert ops.count("GetSweep") == 1 and ops.count("Runs") == 1
+    assert ops.count("RunFullHistory") == 3                   # the running run's history is not read yet
+    runs_query = next(r for r in imported["requests"] if r.operation == "Runs")
+    assert json.loads(runs_query.variables["filters"]) == {"$and": [{"sweep": IMPORTED}]}
+    assert not fake.unknown
+    with Store(imported["tmp"] / "s.sqlite", create=False) as store:
+        sweep = store.get_sweep(IMPORTED)
+        runs = {r["id"]: r for r in store.list_runs(IMPORTED)}
+        history = store.history("imp00002")
+    assert (sweep["origin"], sweep["wandb_path"], sweep["name"]) == ("wandb", f"{ENTITY}/{PROJECT}/{IMPORTED}",
+                                                                     "imported-grid")
+    assert sweep["config"] == GRID and sweep["created_at"] == 1_700_000_000
+    assert sorted(runs) == ["imp00001", "imp00002", "imp00003"]
+    run = runs["imp00002"]
+    assert run["state"] == "finished" and run["created_at"] == 1_700_000_200
+    assert run["params"] == {"learning_rate": 0.003, "optimizer": "nadam",
+                             **{k: v for k, v in TINY.items() if k not in ("learning_rate", "optimizer")}}
+    assert run["config"] == C.hyperparameters(C.resolve({**TINY, "learning_rate": 0.003}))
+    assert run["summary"] == {"val_accuracy": 0.47, "test_accuracy": 0.47 - 0.01, "epochs_run": 2, "state": "finished"}
+    assert [h["epoch"] for h in history] == [1, 2] and history[1]["val_accuracy"] == 0.47
+    assert (run["wandb_entity"], run["wandb_project"]) == (ENTITY, PROJECT)
+
+
+def test_import_twice_adds_nothing_and_later_adds_what_finished(imported, fake):
+    tmp = imported["tmp"]
+    before = dump(tmp / "s.sqlite")
+    start = len(fake.requests)
+    proc = ok(mlp(tmp, "import", f"{ENTITY}/{PROJECT}/{IMPORTED}", env=fake.env()))
+    assert dump(tmp / "s.sqlite") == before
+    assert "0 runs imported, 3 already in the store, 1 not over yet" in proc.stderr
+    assert "RunFullHistory" not in [r.operation for r in fake.requests[start:]]
+    seeded_run(fake, "imp00004", 0.003, "adam", 0.44, created=1_700_000_400)    # the running run finished
+    proc = ok(mlp(tmp, "import", f"{ENTITY}/{PROJECT}/{IMPORTED}", env=fake.env()))
+    assert "1 runs imported, 3 already in the store" in proc.stderr
+    after = dump(tmp / "s.sqlite")
+    assert [r["id"] for r in after["runs"]] == [r["id"] for r in before["runs"]] + ["imp00004"]
+    assert after["history"]["imp00004"][-1]["val_accuracy"] == 0.44
+
+
+# ---- 3. rerun online: a W&B grid over exactly the K configs; the report of the W&B path ---------------------
+
+def test_online_rerun_is_a_wandb_grid_over_exactly_the_top_configs_and_the_report_shows_it(imported, fake, data_dir):
+    """`mlp rerun ENTITY/PROJECT/ID --top 2 --dataset mnist` creates one W&B sweep (W&B's grid
+    engine proposes exactly the two configs), prints the `wandb agent` command; once W&B's agents ran
+    it, `mlp report ENTITY/PROJECT/ID` imports both sweeps and shows both datasets side by side."""
+    tmp = imported["tmp"]
+    start = len(fake.requests)
+    proc = ok(mlp(tmp, "rerun", f"{ENTITY}/{PROJECT}/{IMPORTED}", "--top", "2", "--dataset", "mnist", env=fake.env()))
+    upserts = [r for r in fake.requests[start:] if r.operation == "UpsertSweep"]
+    assert len(upserts) == 1
+    variables = upserts[0].variables
+    assert (variables["entityName"], variables["projectName"]) == (ENTITY, PROJECT)
+    assert variables["priorRunsFilters"] is None
+    config = yaml.safe_load(variables["config"])
+    assert config["method"] == "grid" and config["run_cap"] == 2
+    assert config["parameters"]["dataset"] == {"value": "mnist"}
+    assert f"sweep {ENTITY}/{PROJECT}/{IMPORTED}" in config["description"] and config["name"] == "imported-grid-top2-mnist"
+    # W&B's own grid engine proposes exactly the two best configurations (imp00002, then imp00003)
+    proposals, engine_runs = [], []
+    while (suggestion := engine().next_run(config, engine_runs)) is not None:
+        engine_runs.append(engine().SweepRun(name=str(len(engine_runs)), state="finished", config=suggestion.config))
+        proposals.append(C.expand_configuration({k: v["value"] for k, v in suggestion.config.items()}))
+    with Store(tmp / "s.sqlite", create=False) as store:
+        top = [store.get_run(i)["config"] for i in ("imp00002", "imp00003")]
+        created = [s for s in store.list_sweeps() if s["parent_sweep_id"] == IMPORTED]
+    assert proposals == [{**{k: v for k, v in c.items() if v is not None}, "dataset": "mnist"} for c in top]
+    new_id = config and created[0]["id"]
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == [f"{ENTITY}/{PROJECT}/{new_id}", f"wandb agent {ENTITY}/{PROJECT}/{new_id}"]
+    assert (created[0]["origin"], created[0]["wandb_path"]) == ("wandb", f"{ENTITY}/{PROJECT}/{new_id}")
+    assert created[0]["rerun"].source_runs == ["imp00002", "imp00003"]
+
+    # W&B's agents run it elsewhere; the parent's report imports their runs and shows both datasets
+    for i, (proposal, val) in enumerate(zip(config["parameters"]["configuration"]["values"], (0.91, 0.93))):
+        seeded = {**top[i], "dataset": "mnist"}
+        fake.add_run(PROJECT, f"rer0000{i}", {**seeded, "configuration": proposal},
+                     {"val_accuracy": val, "test_accuracy": val - 0.01, "epochs_run": 2, "state": "finished"},
+                     [{"epoch": 1, "val_accuracy": val}, {"epoch": 2, "val_accuracy": val}], sweep=new_id)
+    out = tmp / "report"
+    start = len(fake.requests)
+    proc = ok(mlp(tmp, "report", f"{ENTITY}/{PROJECT}/{IMPORTED}", "--out", out, "--data_dir",
+                  data_dir / "fashion_mnist", env=fake.env()))
+    assert [r.variables["name"] for r in fake.requests[start:] if r.operation == "GetSweep"] == [IMPORTED, new_id]
+    assert proc.stdout.strip() == str(out / "index.html")
+    md = (out / "report.md").read_text()
+    assert "Run imp00002 (#2) has the best val_accuracy: 0.4700" in md   # imp00004 (0.44) arrived, not better
+    assert (out / "parallel_coordinates.png").is_file() and (out / "confusion_matrix.png").is_file()
+    assert "| 0.4700 | 0.4600 | 0.9100 | 0.9000 | rer00000 | finished |" in md
+    assert "| 0.4500 | 0.4400 | 0.9300 | 0.9200 | rer00001 | finished |" in md
+
+    # --local runs the same grid here instead (and creates no W&B sweep): the local agent hands out
+    # the two configs, which reach train.py through the parameter file (the command has no ${args})
+    start = len(fake.requests)
+    proc = ok(mlp(tmp, "rerun", f"{ENTITY}/{PROJECT}/{IMPORTED}", "--top", "2", "--dataset", "mnist", "--local",
+                  "--epochs", "1", "--data_dir", data_dir, env=fake.env()))
+    assert "UpsertSweep" not in [r.operation for r in fake.requests[start:]]
+    with Store(tmp / "s.sqlite", create=False) as store:
+        here = store.get_sweep(proc.stdout.splitlines()[0].strip())
+        runs = store.list_runs(here["id"])
+    assert "configuration" in here["config"]["parameters"] and "${args}" not in here["config"]["command"]
+    assert [r["state"] for r in runs] == ["finished", "finished"]
+    for run, source in zip(runs, top):
+        assert run["params"] == here["rerun"].configs[runs.index(run)]
+        assert run["config"] == {**source, "dataset": "mnist", "epochs": 1}
+
+
+# ---- 4. sync: an offline sweep arrives in W&B as a sweep, once ----------------------------------------------
+
+def test_sync_uploads_the_runs_and_creates_one_sweep_holding_them(tmp_path, fake, data_dir):
+    sweep_file = tmp_path / "tiny.yaml"
+    sweep_file.write_text(yaml.safe_dump({"name": "tiny", "program": "train.py", "method": "grid", "metric": METRIC,
+                                          "parameters": {"seed": {"values": [0, 1]}, "data_dir": {"value": str(data_dir)},
+                                                         **{k: {"value": v} for k, v in TINY.items()}}}))
+    local = ok(mlp(tmp_path, "sweep", sweep_file, "--count", "2", "--seed", "1")).stdout.splitlines()[0].strip()
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        runs = store.list_runs(local)
+        config = store.get_sweep(local)["config"]
+    ids = sorted(r["id"] for r in runs)
+    assert {r["wandb_project"] for r in runs} == {"mlp-sweeps"}
+
+    start = len(fake.requests)
+    proc = ok(mlp(tmp_path, "sync", local, env=fake.env()))
+    first = fake.requests[start:]
+    upserts = [r for r in first if r.operation == "UpsertSweep"]
+    assert len(upserts) == 1
+    variables = upserts[0].variables
+    assert json.loads(variables["priorRunsFilters"]) == {"$or": [{"name": i} for i in ids]}
+    assert yaml.safe_load(variables["config"]) == config                   # the sweep's own YAML
+    assert (variables["entityName"], variables["projectName"]) == (fake.entity, "mlp-sweeps")
+    assert {r.variables["name"] for r in first if r.operation == "UpsertBucket"} == set(ids)    # uploaded first
+    assert first.index(upserts[0]) > max(i for i, r in enumerate(first) if r.operation == "UpsertBucket")
+    (wandb_id,) = [name for (e, p, name) in fake.sweeps if p == "mlp-sweeps"]
+    assert fake.sweep_runs("mlp-sweeps", wandb_id) == ids                   # W&B holds them in the sweep
+    url = proc.stdout.strip()
+    assert url.endswith(f"/{fake.entity}/mlp-sweeps/sweeps/{wandb_id}")
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        assert store.get_sweep(local)["wandb_path"] == f"{fake.entity}/mlp-sweeps/{wandb_id}"
+    history = fake.runs[(fake.entity, "mlp-sweeps", ids[0])]["history"]
+    assert [row["epoch"] for row in history if "epoch" in row] == [1, 2]     # the epochs arrived too
+
+    start = len(fake.requests)
+    again = ok(mlp(tmp_path, "sync", local, env=fake.env()))
+    ops = [r.operation for r in fake.requests[start:]]
+    assert "UpsertSweep" not in ops and "UpsertBucket" not in ops         # nothing new: no second sweep
+    assert again.stdout.strip() == url
+    # the W&B id now names the local sweep too, and `wandb agent` continuing it online adds to it
+    proc = as_wandb_agent(tmp_path, wandb_id, "contd001", {"seed": 2, "data_dir": str(data_dir), **TINY},
+                          ["${env}", "${interpreter}", "${program}", "${args}"],
+                          extra_env={"WANDB_ENTITY": fake.entity, "WANDB_PROJECT": "mlp-sweeps"})
+    finish([proc])
+    listed = json.loads(ok(mlp(tmp_path, "runs", wandb_id, "--json")).stdout)
+    assert sorted(r["id"] for r in listed) == sorted([*ids, "contd001"])
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        assert [s["id"] for s in store.list_sweeps()] == [local]            # no second sweep row either
+        assert Path(store.get_run("contd001")["model_path"]).parent.name == local
+
+
+# ---- 5. bad input: one line, exit 2 ---------------------------------------------------------------------------
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """This process with no W&B credentials or settings of the machine (for in-process `main`)."""
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("MLP_STORE", str(tmp_path / "s.sqlite"))
+    return tmp_path
+
+
+def in_process(capsys, *argv) -> subprocess.CompletedProcess:
+    from mlp.cli import main
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, captured.out, captured.err)
+
+
+def test_malformed_path_is_one_line(offline, capsys):
+    for ref in ("a/b", "a//c", "e/p/sweeps/x/y", "e/p/bad id"):
+        one_line_error(in_process(capsys, "report", ref), "neither a sweep id nor a W&B sweep path")
+    one_line_error(in_process(capsys, "import", "justanid"), "ENTITY/PROJECT/SWEEP_ID")
+
+
+def test_unknown_path_offline_says_what_to_do(offline, capsys):
+    line = one_line_error(in_process(capsys, "report", "ent/proj/nosuch"), "no W&B credentials",
+                          "mlp import ent/proj/nosuch")
+    assert "is not in store" in line
+    one_line_error(in_process(capsys, "import", "ent/proj/nosuch"), "no W&B credentials", "needs W&B")
+    assert not (offline / "s.sqlite").exists()          # nothing written
+
+
+def test_wandb_unreachable_when_needed_is_one_line_and_quick(tmp_path):
+    with socket.socket() as s:                 # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"WANDB_BASE_URL": f"http://127.0.0.1:{port}", "WANDB_API_KEY": "f" * 40}
+    started = time.monotonic()
+    one_line_error(mlp(tmp_path, "import", "ent/proj/sweep01", env=env), "unreachable", "needs W&B")
+    one_line_error(mlp(tmp_path, "rerun", "ent/proj/sweep01", env=env), "unreachable", "mlp import")
+    assert time.monotonic() - started < 60
+
+
+def test_sweep_without_finished_runs_and_missing_sweep_are_one_line(tmp_path, fake):
+    fake.add_sweep(PROJECT, "busysw01", GRID)
+    seeded_run(fake, "busy0001", 0.001, "nadam", 0.0, state="running", sweep="busysw01")
+    for command in ("report", "rerun"):
+        one_line_error(mlp(tmp_path, command, f"{ENTITY}/{PROJECT}/busysw01", env=fake.env()), "no finished runs")
+    one_line_error(mlp(tmp_path, "import", f"{ENTITY}/{PROJECT}/nosuch01", env=fake.env()), "could not find sweep")
+
+
+# ---- 6. pure parts ---------------------------------------------------------------------------------------
+
+def test_sweep_paths_and_the_configuration_parameter():
+    from mlp.errors import UsageError
+    from mlp.runs.wandb_api import SweepPath, epoch_rows
+    from mlp.sweep.files import validate_sweep_config
+    assert SweepPath.parse("abc123") is None
+    for text in ("team/proj/abc123", "team/proj/sweeps/abc123", "https://wandb.ai/team/proj/sweeps/abc123"):
+        assert SweepPath.parse(text) == SweepPath("team", "proj", "abc123"), text
+    assert C.expand_configuration({"dataset": "mnist", "configuration": {"seed": 1, "loss": "mse"}}) == \
+        {"dataset": "mnist", "seed": 1, "loss": "mse"}
+    with pytest.raises(UsageError, match="give it once"):
+        C.expand_configuration({"seed": 0, "configuration": {"seed": 1}})
+    grid = {"method": "grid", "metric": METRIC, "command": ["${env}", "${interpreter}", "${program}"],
+            "parameters": {"dataset": {"value": "mnist"},
+                           "configuration": {"values": [{"seed": 0, "loss": "cross_entropy"}, {"seed": 1}]}}}
+    validate_sweep_config(grid)
+    bad = [({"command": ["${env}", "${interpreter}", "${program}", "${args}"]}, "cannot carry a configuration"),
+           ({"parameters": {**grid["parameters"], "seed": {"value": 3}}}, "also a parameter of its own"),
+           ({"parameters": {"configuration": {"values": [{"nosuch": 1}]}}}, "not a hyperparameter"),
+           ({"parameters": {"configuration": {"values": [{"store": "x.sqlite"}]}}}, "not a hyperparameter"),
+           ({"parameters": {"configuration": {"values": [{"epochs": 0}]}}}, "rejected by train.py"),
+           ({"parameters": {"configuration": {"values": [3]}}}, "non-empty mapping")]
+    for change, words in bad:
+        with pytest.raises(UsageError, match=words):
+            validate_sweep_config({**grid, **change})
+    # W&B's history: media rows and W&B's own keys are not epochs
+    assert epoch_rows([{"_step": 0, "samples": {"_type": "images"}}, {"_step": 1, "epoch": 1, "val_accuracy": 0.5,
+                                                                       "_runtime": 2.0}]) == \
+        [{"epoch": 1, "val_accuracy": 0.5}]

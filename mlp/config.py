@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from mlp.core import activations, initializers, losses, optimizers, schedules
+from mlp.core.network import POOLS, cnn_layers, layer_shapes
 from mlp.core.registry import resolve as resolve_name
 from mlp.errors import UsageError
 
 __all__ = ["Param", "PARAMS", "DEFAULTS", "PRESETS", "PLUMBING", "DATASETS", "ConfigError", "parse_value",
            "resolve", "hyperparameters", "hidden_widths", "run_name", "CONFIGURATION", "expand_configuration",
-           "DATA_KEYS"]
+           "DATA_KEYS", "IMAGE_SHAPE", "split_features", "conv_layers"]
 
 DATASETS = ("mnist", "fashion_mnist")
 SPLITS = ("standard", "80-10-10")
@@ -40,6 +41,8 @@ AVERAGING = ("none", "ema", "swa")
 MAX_WIDTH = 10 ** 8           # a layer wider than this is refused outright (memory is checked later too)
 MAX_DEPTH = 1000
 MAX_SEED = 2 ** 32 - 1        # numpy's SeedSequence takes any size, W&B's and torch's seeds do not
+IMAGE_SHAPE = (1, 28, 28)     # both datasets: 28×28 grey images, stored as rows of 784 pixels
+MAX_CHANNELS = 4096
 
 
 class ConfigError(UsageError):
@@ -129,6 +132,7 @@ class Param:
     canonical: Callable[[str], str] | None = None          # a registry's name lookup (case-insensitive)
     check: Callable[[Any], Any] | None = None   # a further rule on the parsed value (raises UsageError)
     nullable: bool = False                     # None is a value (means "not set")
+    empty_is_none: bool = False                # int_list: an empty list ([], "[]") means None
     plumbing: bool = False                     # where things go, not what is trained
     group: str = "assignment"                  # the flag table it belongs to in --help
 
@@ -159,6 +163,9 @@ class Param:
         if kind == "bool":
             return _boolean(value)
         if kind == "int_list":
+            if self.empty_is_none and (isinstance(value, (list, tuple)) and not value or isinstance(value, str)
+                                       and not value.strip().strip("[]()").strip()):
+                return None
             return _int_list(value)
         text = _text(value)
         if self.check is not None:
@@ -244,7 +251,7 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("summary_json", "str", None, "write final metrics and config to this JSON file", nullable=True,
           plumbing=True),
     # ---- beyond the assignment ----
-    Param("preset", "choice", None, "a named configuration; explicit flags override it", choices=("best",),
+    Param("preset", "choice", None, "a named configuration; explicit flags override it", choices=("best", "cnn"),
           nullable=True, plumbing=True, group="beyond"),
     Param("lr_schedule", "choice", "constant", "learning-rate schedule", choices=lambda: tuple(schedules.SCHEDULES),
           canonical=schedules.canonical_name, group="beyond"),
@@ -259,6 +266,17 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("weight_averaging", "choice", "none",
           "evaluate and save an average of the weights: ema (decay 0.999) or swa (last quarter)", choices=AVERAGING,
           group="beyond"),
+    # ---- convolutional networks and features (names fixed) ----
+    Param("conv_filters", "int_list", None, "a CNN: filters of each conv block such as [32, 64]; empty = an MLP",
+          nullable=True, empty_is_none=True, group="beyond"),
+    Param("kernel_size", "int", 3, "conv kernel size (k×k)", low=1, high=IMAGE_SHAPE[1], group="beyond"),
+    Param("padding", "choice", "same", "conv padding: same (odd kernels) or valid", choices=("same", "valid"),
+          group="beyond"),
+    Param("pool", "choice", "max", "after every conv block: 2×2 max or avg pooling; global = global average "
+          "pooling before the dense head; none", choices=POOLS, group="beyond"),
+    Param("features", "str", None, "train the MLP on a frozen model's features: MODEL.npz[:LAYER] (index or name, "
+          "see `mlp features MODEL.npz --list`; default: the model's last hidden layer)", nullable=True,
+          check=lambda text: split_features(text) and text, group="beyond"),
 ]}
 
 DEFAULTS: dict[str, Any] = {name: p.default for name, p in PARAMS.items()}
@@ -280,9 +298,17 @@ PRESETS: dict[str, dict] = {
         "optimizer": "adam", "learning_rate": 2e-3, "lr_schedule": "onecycle", "batch_size": 128,
         "weight_init": "he", "activation": "relu", "weight_decay": 0.0, "epochs": 40, "augment_flip": True,
     },
+    # the best validation CNN found for Fashion-MNIST (README, "CNN")
+    "cnn": {
+        "conv_filters": [32, 64], "kernel_size": 3, "padding": "same", "pool": "max", "batch_norm": True,
+        "hidden_sizes": [256], "dropout": 0.3, "label_smoothing": 0.1, "optimizer": "adam", "learning_rate": 2e-3,
+        "lr_schedule": "onecycle", "batch_size": 128, "weight_init": "he", "activation": "relu", "weight_decay": 0.0,
+        "epochs": 15, "augment_flip": True,
+    },
 }
 # Per-dataset changes to a preset: a mirrored digit is another digit (or none), so no flips.
-PRESET_DATASET_CHANGES: dict[tuple[str, str], dict] = {("best", "mnist"): {"augment_flip": False}}
+PRESET_DATASET_CHANGES: dict[tuple[str, str], dict] = {("best", "mnist"): {"augment_flip": False},
+                                                       ("cnn", "mnist"): {"augment_flip": False}}
 
 
 def parse_value(name: str, value, source: str = "") -> Any:
@@ -324,6 +350,50 @@ def _check_together(config: dict, source: str) -> None:
     if config["augment_flip"] and config["dataset"] != "fashion_mnist":
         raise ConfigError(f"{where}--augment_flip mirrors images, which changes what digits mean; use it with "
                           f"fashion_mnist only")
+    if config["features"] and (config["augment_shift"] or config["augment_flip"]):
+        raise ConfigError(f"{where}--augment_shift/--augment_flip move image pixels, but with --features the inputs "
+                          f"are a frozen model's features; drop the augmentation")
+    if config["conv_filters"]:
+        _check_conv(config, where)
+
+
+def _check_conv(config: dict, where: str) -> None:
+    filters, k, padding = config["conv_filters"], config["kernel_size"], config["padding"]
+    if config["features"]:
+        raise ConfigError(f"{where}--features trains an MLP head on a frozen model's features; it takes no "
+                          f"--conv_filters (put the convolutions in the model instead)")
+    if max(filters) > MAX_CHANNELS:
+        raise ConfigError(f"{where}--conv_filters: at most {MAX_CHANNELS} filters per block; got {max(filters)}")
+    if padding == "same" and k % 2 == 0:
+        raise ConfigError(f"{where}--kernel_size {k} with --padding same: an even kernel cannot be centred, so the "
+                          f"padding would be lopsided; use an odd --kernel_size or --padding valid")
+    try:
+        layer_shapes(conv_layers(config), (math.prod(IMAGE_SHAPE),))
+    except UsageError as e:
+        raise ConfigError(f"{where}--conv_filters {filters} with --kernel_size {k}, --padding {padding}, --pool "
+                          f"{config['pool']}: {e}") from None
+
+
+def conv_layers(config: Mapping, n_outputs: int = 10) -> list:
+    """The layer specs of a config's CNN (see mlp.core.network.cnn_layers)."""
+    return cnn_layers(IMAGE_SHAPE, config["conv_filters"], kernel_size=config["kernel_size"],
+                      padding=config["padding"], pool=config["pool"], hidden=hidden_widths(config),
+                      n_outputs=n_outputs, activation=config["activation"], batch_norm=config["batch_norm"],
+                      dropout=config["dropout"], input_dropout=config["input_dropout"])
+
+
+def split_features(text: str) -> tuple[str, str | None]:
+    """MODEL.npz[:LAYER] → (model path, layer or None). The layer is what follows the last ':'
+    when that holds no path separator (so C:\\models\\m.npz stays a path)."""
+    text = str(text).strip()
+    path, sep, layer = text.rpartition(":")
+    if not sep or not path or "/" in layer or "\\" in layer:
+        path, layer = text, None
+    elif not layer.strip():
+        raise UsageError(f"{text!r:.80} ends with ':' but names no layer; give MODEL.npz or MODEL.npz:LAYER")
+    if not path:
+        raise UsageError("give a model file: MODEL.npz or MODEL.npz:LAYER")
+    return path, (layer.strip() if layer else None)
 
 
 def expand_configuration(values: Mapping[str, Any], source: str = "") -> dict:
@@ -359,5 +429,9 @@ def run_name(config: Mapping) -> str:
     """A readable W&B run name, e.g. hl_3_hs_128_bs_32_ac_relu_o_nadam."""
     widths = hidden_widths(config)
     size = (widths[0] if widths else 0) if len(set(widths)) <= 1 else "-".join(map(str, widths))
-    return (f"hl_{len(widths)}_hs_{size}_bs_{config['batch_size']}_ac_{config['activation']}"
+    name = (f"hl_{len(widths)}_hs_{size}_bs_{config['batch_size']}_ac_{config['activation']}"
             f"_o_{config['optimizer']}")
+    if config.get("conv_filters"):   # a CNN: its architecture first, e.g. cf_32-64_k_3_same_max_hl_1...
+        name = (f"cf_{'-'.join(map(str, config['conv_filters']))}_k_{config['kernel_size']}_{config['padding']}"
+                f"_{config['pool']}_{name}")
+    return name

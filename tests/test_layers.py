@@ -25,7 +25,12 @@ def test_mlp_is_its_spec():
 
 def test_spec_round_trips_through_every_registered_layer():
     specs = [{"type": "dense", "units": 3, "bias": False}, {"type": "batch_norm", "momentum": 0.2, "eps": 1e-3},
-             {"type": "activation", "name": "gelu"}, {"type": "dropout", "rate": 0.25}]
+             {"type": "activation", "name": "gelu"}, {"type": "dropout", "rate": 0.25},
+             {"type": "conv2d", "out_channels": 8, "kernel_size": [3, 5], "stride": 2, "padding": [1, 2], "bias": False},
+             {"type": "max_pool2d", "kernel_size": 3, "stride": 2}, {"type": "avg_pool2d", "kernel_size": 2,
+                                                                      "stride": None},
+             {"type": "global_avg_pool2d"}, {"type": "flatten"}, {"type": "reshape", "shape": [1, 28, 28]},
+             {"type": "batch_norm2d", "momentum": 0.1, "eps": 1e-5}]
     assert {s["type"] for s in specs} == set(L.LAYERS)
     for spec in specs:
         assert L.from_spec(spec).spec() == spec

@@ -23,6 +23,17 @@ Speed: a training step allocates nothing in Dense and the in-place activations: 
 output / input-gradient / scratch array per batch shape, reused by the next training step — so
 arrays a training pass returns are only valid until the next one. Evaluation returns fresh arrays.
 
+Images (conv2d, pools, batch_norm2d) are NCHW per the declared shapes, (C, H, W) per sample, and
+their weights are laid out as PyTorch's, so the two can be compared array for array. In memory the
+feature maps these layers make are channels-last (NHWC): each is an (N, C, H, W) *view* of an
+(N, H, W, C) array. Why: a convolution as im2col + GEMM multiplies the patch matrix
+(N·OH·OW, kh·kw·C) by the weights and gets (N·OH·OW, F) — exactly the NHWC array, so the GEMM
+writes the output in its final place (NCHW memory would cost a transpose of every output and
+every incoming gradient); the patches of an NHWC map copy in runs of C contiguous values; batch
+norm over channels is a plain (rows, C) batch norm of the same memory; and a pool, an activation
+or dropout does not care about strides. Only `flatten` copies into NCHW order (PyTorch's order of
+flattened features), once, at the end of the convolutional part.
+
 To add a layer type: one class here and one line in LAYERS.
 """
 import inspect
@@ -30,6 +41,7 @@ import math
 import numbers
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from mlp.core import activations
 from mlp.errors import UsageError
@@ -48,6 +60,29 @@ def workspace(cache, shape, dtype):
             cache.clear()
         buf = cache[key] = np.empty(shape, dtype)
     return buf
+
+
+class Scratch:
+    """Named reusable arrays of one layer: each name keeps one flat buffer that grows to the largest
+    size asked for and is viewed at each call's shape. The full batches and the last, smaller one
+    of an epoch share one allocation per name (no per-batch allocation, no hoarding of one array
+    per batch size). New memory is zeroed: a padded buffer whose interior alone is written keeps
+    zero borders for every batch size, as long as the per-sample shape stays the same."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, name, shape, dtype):
+        size = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.size < size:
+            buf = self._buffers[name] = np.zeros(size, dtype)
+        return buf[:size].reshape(shape)
+
+    def channels_last(self, name, shape, dtype):
+        """An (N, C, H, W) view of an (N, H, W, C) buffer (see the module docstring)."""
+        n, c, h, w = shape
+        return self.get(name, (n, h, w, c), dtype).transpose(0, 3, 1, 2)
 
 
 def _integer(kind, name, value, low=1):
@@ -85,6 +120,11 @@ class Layer:
 
     def initial_buffer(self, name, shape, dtype):
         return np.zeros(shape, dtype)
+
+    def scratch_size(self, input_shape):
+        """Per-sample count of the temporary values a forward pass allocates beyond its output
+        (a convolution's patch matrix); sizes evaluation chunks and the memory check."""
+        return 0
 
     def build(self, input_shape, rng, dtype, init):
         """Allocate params, grads and buffers for `input_shape`; return the output shape."""
@@ -302,7 +342,376 @@ class BatchNorm(Layer):
         return (self.inv_std / n) * (n * dxhat - dxhat.sum(axis=0) - xhat * np.einsum("ij,ij->j", dxhat, xhat))
 
 
-LAYERS = {"dense": Dense, "activation": Activation, "dropout": Dropout, "batch_norm": BatchNorm}
+# ---- images: NCHW shapes, channels-last memory (see the module docstring) ----------------------
+
+def _pair(kind, name, value, low):
+    """An int or a pair [h, w] of ints ≥ low, as a tuple (h, w)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise UsageError(f"{kind} layer: {name} must be an integer or a pair [h, w]; got {value!r:.60}")
+        return tuple(_integer(kind, name, v, low) for v in value)
+    v = _integer(kind, name, value, low)
+    return v, v
+
+
+def _image(kind, input_shape):
+    if len(input_shape) != 3:
+        raise UsageError(f"a {kind} layer needs feature maps (channels, height, width) per sample; got shape "
+                         f"{tuple(input_shape)} (reshape flat pixels first, e.g. {{'type': 'reshape', "
+                         f"'shape': [1, 28, 28]}})")
+    return tuple(input_shape)
+
+
+def _windows(kind, what, size, kernel, stride, pad=(0, 0)):
+    """Output (height, width) of sliding a kernel over `size` (checked: the kernel must fit)."""
+    out = []
+    for axis, s, k, st, p in zip(("height", "width"), size, kernel, stride, pad):
+        if s + 2 * p < k:
+            raise UsageError(f"{kind} layer: its {what} is {size[0]}×{size[1]}"
+                             f"{f' (padded by {p})' if p else ''}, smaller than the {kernel[0]}×{kernel[1]} "
+                             f"kernel; use fewer blocks{', padding or a smaller kernel' if kind == 'conv2d' else ''}")
+        out.append((s + 2 * p - k) // st + 1)
+    return tuple(out)
+
+
+def _strided(x, i, j, out_hw, stride):
+    """x[:, :, i + stride·r, j + stride·c] for every output position (r, c): a view."""
+    (oh, ow), (sh, sw) = out_hw, stride
+    return x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
+class Conv2D(Layer):
+    """2-D cross-correlation as PyTorch's conv2d: weight (out_channels, in_channels, kh, kw), bias
+    (out_channels,); in_channels is the input's channel count.
+
+    `padding`: an int or [ph, pw] of zeros on each side, "valid" (= 0) or "same" (output as large as
+    the input: odd kernels and stride 1 only — an even kernel cannot be centred, and PyTorch too
+    refuses "same" for strided convolutions). `bias=False` before a batch norm.
+
+    Forward: im2col + one GEMM. The input is zero-padded into a reused channels-last buffer, the
+    (N, OH, OW, kh, kw, C) patches are a strided view of it, copied once into a reused patch matrix
+    (N·OH·OW, kh·kw·C), and one matmul with the weights (permuted to (kh·kw·C, F), a small copy)
+    gives the output, channels-last. Backward: two GEMMs, patchesᵀ·G for the weights and G·Wᵀ for
+    the patches' gradient, which col2im adds back into the (padded) input gradient — one
+    vectorised add per kernel offset (kh·kw of them), no loop over pixels or images.
+    """
+
+    decay = ("W",)
+
+    def __init__(self, out_channels, kernel_size=3, stride=1, padding=0, bias=True):
+        super().__init__()
+        self.out_channels = _integer("conv2d", "out_channels", out_channels)
+        self.kernel = _pair("conv2d", "kernel_size", kernel_size, 1)
+        self.stride = _pair("conv2d", "stride", stride, 1)
+        self.kernel_size, self.stride_arg, self.padding_arg = kernel_size, stride, padding
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise UsageError(f"conv2d layer: padding must be 'same', 'valid', an integer or [ph, pw]; got {padding!r:.40}")
+            if padding == "same":
+                if any(k % 2 == 0 for k in self.kernel):
+                    raise UsageError(f"conv2d layer: padding 'same' needs an odd kernel size, got "
+                                     f"{self.kernel[0]}×{self.kernel[1]}: an even kernel cannot be centred, so "
+                                     f"the padding would be lopsided; use an odd kernel_size or padding 'valid'")
+                if self.stride != (1, 1):
+                    raise UsageError("conv2d layer: padding 'same' needs stride 1 (a strided convolution cannot "
+                                     "keep the input's size); give the padding as a number")
+                self.pad = tuple((k - 1) // 2 for k in self.kernel)
+            else:
+                self.pad = (0, 0)
+        else:
+            self.pad = _pair("conv2d", "padding", padding, 0)
+        if not isinstance(bias, bool):
+            raise UsageError(f"conv2d layer: bias must be true or false; got {bias!r}")
+        self.bias = bias
+        self._scratch = {True: Scratch(), False: Scratch()}   # training / evaluation
+
+    def _geometry(self, input_shape):
+        c, h, w = _image("conv2d", input_shape)
+        return c, _windows("conv2d", "input", (h, w), self.kernel, self.stride, self.pad)
+
+    def shapes(self, input_shape):
+        c, (oh, ow) = self._geometry(input_shape)
+        params = {"W": (self.out_channels, c, *self.kernel)}
+        if self.bias:
+            params["b"] = (self.out_channels,)
+        return (self.out_channels, oh, ow), params, {}
+
+    def scratch_size(self, input_shape):
+        c, h, w = input_shape
+        _, (oh, ow) = self._geometry(input_shape)
+        return oh * ow * self.kernel[0] * self.kernel[1] * c + (h + 2 * self.pad[0]) * (w + 2 * self.pad[1]) * c
+
+    def initial_param(self, name, shape, rng, dtype, init):
+        if name != "W":
+            return np.zeros(shape, dtype)
+        out, c, kh, kw = shape
+        return init(c * kh * kw, out * kh * kw, rng, dtype, shape=shape)
+
+    def spec(self):
+        return {"type": self.kind, "out_channels": self.out_channels, "kernel_size": self.kernel_size,
+                "stride": self.stride_arg, "padding": self.padding_arg, "bias": self.bias}
+
+    def forward(self, x, training, inplace=False):
+        W = self.params["W"]
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        _, (oh, ow) = self._geometry((c, h, w))
+        scratch = self._scratch[training]
+        dtype = W.dtype
+        if ph or pw or x.dtype != dtype:
+            # the interior of a zero-bordered channels-last buffer (borders are never written)
+            padded = scratch.get("padded", (n, h + 2 * ph, w + 2 * pw, c), dtype)
+            np.copyto(padded[:, ph:ph + h, pw:pw + w, :], x.transpose(0, 2, 3, 1))
+        else:
+            padded = x.transpose(0, 2, 3, 1)    # a view, whatever x's memory layout
+        s0, s1, s2, s3 = padded.strides
+        patches = as_strided(padded, (n, oh, ow, kh, kw, c), (s0, sh * s1, sw * s2, s1, s2, s3), writeable=False)
+        cols = scratch.get("cols", (n, oh, ow, kh, kw, c), dtype)
+        np.copyto(cols, patches)
+        cols = cols.reshape(n * oh * ow, kh * kw * c)
+        # weights as (kh·kw·C, F), matching the patches' column order (a small copy)
+        Wk = W.transpose(2, 3, 1, 0).reshape(kh * kw * c, self.out_channels)
+        if training:
+            self.cols, self.Wk, self.in_shape = cols, Wk, (n, c, h, w)
+            out = np.matmul(cols, Wk, out=scratch.get("out", (n * oh * ow, self.out_channels), dtype))
+        else:                                   # evaluation: a fresh output, nothing kept
+            out = cols @ Wk
+        if self.bias:
+            np.add(out, self.params["b"], out=out)
+        return out.reshape(n, oh, ow, self.out_channels).transpose(0, 3, 1, 2)
+
+    def backward(self, grad_out, need_input_grad=True):
+        n, c, h, w = self.in_shape
+        f, oh, ow = grad_out.shape[1:]
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
+        scratch = self._scratch[True]
+        g = grad_out.transpose(0, 2, 3, 1)
+        if not g.flags.c_contiguous:            # a gradient that arrives in NCHW memory
+            copy = scratch.get("g", g.shape, g.dtype)
+            np.copyto(copy, g)
+            g = copy
+        g = g.reshape(n * oh * ow, f)
+        gWk = np.matmul(self.cols.T, g, out=scratch.get("gWk", self.Wk.shape, g.dtype))
+        np.copyto(self.grads["W"], gWk.reshape(kh, kw, c, f).transpose(3, 2, 0, 1))
+        if self.bias:
+            np.add.reduce(g, axis=0, out=self.grads["b"])
+        if not need_input_grad:
+            return None
+        dcols = np.matmul(g, self.Wk.T, out=scratch.get("dcols", self.cols.shape, g.dtype))
+        dcols = dcols.reshape(n, oh, ow, kh, kw, c)
+        dpadded = scratch.get("dpadded", (n, h + 2 * ph, w + 2 * pw, c), g.dtype)
+        dpadded.fill(0)
+        for i in range(kh):                     # col2im: one add per kernel offset
+            for j in range(kw):
+                dpadded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :] += dcols[:, :, :, i, j, :]
+        return dpadded[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)
+
+
+class _Pool2D(Layer):
+    """Shared by max and average pooling: a kernel sliding with a stride (default: the kernel, so
+    windows tile the map), no padding; rows or columns that no window reaches are dropped, as
+    PyTorch does (floor mode). Each op is one vectorised step per kernel offset."""
+
+    def __init__(self, kernel_size=2, stride=None):
+        super().__init__()
+        self.kernel = _pair(self.kind, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel if stride is None else _pair(self.kind, "stride", stride, 1)
+        self.kernel_size, self.stride_arg = kernel_size, stride
+        self._scratch = {True: Scratch(), False: Scratch()}
+
+    def shapes(self, input_shape):
+        c, h, w = _image(self.kind, input_shape)
+        return (c, *_windows(self.kind, "input", (h, w), self.kernel, self.stride)), {}, {}
+
+    def spec(self):
+        return {"type": self.kind, "kernel_size": self.kernel_size, "stride": self.stride_arg}
+
+    def _offsets(self):
+        return [(i, j) for i in range(self.kernel[0]) for j in range(self.kernel[1])]
+
+    def _input_grad(self):
+        """A channels-last input-gradient buffer; zeroed unless the windows tile the input exactly."""
+        n, c, h, w = self.in_shape
+        dx = self._scratch[True].channels_last("dx", (n, c, h, w), self.dtype)
+        oh, ow = self.out_hw
+        if self.stride != self.kernel or oh * self.kernel[0] != h or ow * self.kernel[1] != w:
+            dx.fill(0)
+        return dx
+
+    def _output(self, x, training):
+        n, c = x.shape[:2]
+        oh, ow = self.shapes(x.shape[1:])[0][1:]
+        self.in_shape, self.out_hw, self.dtype = x.shape, (oh, ow), x.dtype
+        if training:
+            return self._scratch[True].channels_last("out", (n, c, oh, ow), x.dtype)
+        return np.empty((n, oh, ow, c), x.dtype).transpose(0, 3, 1, 2)
+
+
+class MaxPool2D(_Pool2D):
+    """As torch's max_pool2d (no padding, dilation 1). Ties: the gradient goes to the first
+    maximum of the window in row-major order, as PyTorch's CPU kernel does (it keeps the first
+    index whose value is greater than all before it)."""
+
+    def forward(self, x, training, inplace=False):
+        out = self._output(x, training)
+        offsets = self._offsets()
+        np.copyto(out, _strided(x, 0, 0, self.out_hw, self.stride))
+        if training:
+            self.argmax = self._scratch[True].channels_last("argmax", out.shape, np.uint8)
+            self.argmax.fill(0)
+            better = self._scratch[True].channels_last("better", out.shape, np.bool_)
+        for k, (i, j) in enumerate(offsets[1:], 1):
+            window = _strided(x, i, j, self.out_hw, self.stride)
+            if training:
+                np.greater(window, out, out=better)        # strictly greater: ties keep the first
+                np.copyto(self.argmax, k, where=better)
+            np.maximum(out, window, out=out)
+        return out
+
+    def backward(self, grad_out, need_input_grad=True):
+        if not need_input_grad:
+            return None
+        dx = self._input_grad()
+        overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
+        hit = self._scratch[True].channels_last("hit", grad_out.shape, np.bool_)
+        part = self._scratch[True].channels_last("part", grad_out.shape, grad_out.dtype) if overlap else None
+        for k, (i, j) in enumerate(self._offsets()):
+            np.equal(self.argmax, k, out=hit)
+            target = _strided(dx, i, j, self.out_hw, self.stride)
+            if overlap:                          # windows share inputs: add up
+                np.multiply(grad_out, hit, out=part)
+                target += part
+            else:
+                np.multiply(grad_out, hit, out=target)
+        return dx
+
+
+class AvgPool2D(_Pool2D):
+    """As torch's avg_pool2d (no padding): the mean of each window."""
+
+    def forward(self, x, training, inplace=False):
+        out = self._output(x, training)
+        offsets = self._offsets()
+        np.copyto(out, _strided(x, 0, 0, self.out_hw, self.stride))
+        for i, j in offsets[1:]:
+            np.add(out, _strided(x, i, j, self.out_hw, self.stride), out=out)
+        np.multiply(out, out.dtype.type(1.0 / len(offsets)), out=out)
+        return out
+
+    def backward(self, grad_out, need_input_grad=True):
+        if not need_input_grad:
+            return None
+        dx = self._input_grad()
+        share = self._scratch[True].channels_last("share", grad_out.shape, grad_out.dtype)
+        np.multiply(grad_out, grad_out.dtype.type(1.0 / (self.kernel[0] * self.kernel[1])), out=share)
+        overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
+        for i, j in self._offsets():
+            target = _strided(dx, i, j, self.out_hw, self.stride)
+            if overlap:
+                target += share
+            else:
+                np.copyto(target, share)
+        return dx
+
+
+class GlobalAvgPool2D(Layer):
+    """The mean of each channel over the whole map: (C, H, W) → (C,), as torch's
+    adaptive_avg_pool2d(x, 1) flattened — a dense head follows it directly."""
+
+    def __init__(self):
+        super().__init__()
+        self._scratch = Scratch()
+
+    def shapes(self, input_shape):
+        c, _, _ = _image("global_avg_pool2d", input_shape)
+        return (c,), {}, {}
+
+    def forward(self, x, training, inplace=False):
+        if training:
+            self.in_shape = x.shape
+        return x.mean(axis=(2, 3))
+
+    def backward(self, grad_out, need_input_grad=True):
+        if not need_input_grad:
+            return None
+        n, c, h, w = self.in_shape
+        dx = self._scratch.channels_last("dx", self.in_shape, grad_out.dtype)
+        np.copyto(dx, (grad_out * grad_out.dtype.type(1.0 / (h * w)))[:, :, None, None])
+        return dx
+
+
+class Reshape(Layer):
+    """A new per-sample shape for the same values (C order), e.g. 784 pixels → [1, 28, 28]."""
+
+    aliases_input = True
+
+    def __init__(self, shape):
+        super().__init__()
+        if not isinstance(shape, (list, tuple)) or not shape or len(shape) > 8 or any(
+                isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
+            raise UsageError(f"reshape layer: shape must be a list of positive integers; got {shape!r:.60}")
+        self.shape = tuple(int(s) for s in shape)
+
+    def shapes(self, input_shape):
+        if math.prod(input_shape) != math.prod(self.shape):
+            raise UsageError(f"reshape layer: cannot make {math.prod(input_shape)} values per sample (shape "
+                             f"{tuple(input_shape)}) into shape {self.shape}")
+        return self.shape, {}, {}
+
+    def spec(self):
+        return {"type": self.kind, "shape": list(self.shape)}
+
+    def forward(self, x, training, inplace=False):
+        if training:
+            self.in_shape = x.shape
+        return x.reshape((x.shape[0],) + self.shape)
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out.reshape(self.in_shape) if need_input_grad else None
+
+
+class Flatten(Reshape):
+    """(C, H, W) → (C·H·W,) in PyTorch's order (channel, then row, then column): a dense layer after
+    it takes the same weights as after torch.flatten. Copies a channels-last map into that order."""
+
+    def __init__(self):
+        Layer.__init__(self)
+
+    def shapes(self, input_shape):
+        return (math.prod(input_shape),), {}, {}
+
+    def spec(self):
+        return {"type": self.kind}
+
+    def forward(self, x, training, inplace=False):
+        if training:
+            self.in_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+
+class BatchNorm2D(BatchNorm):
+    """Batch norm per channel over (batch, height, width), as torch's batch_norm on NCHW input
+    (the running variance is unbiased over N·H·W values). A channels-last map is a (N·H·W, C)
+    table in memory, so this is `batch_norm` on that table, without a copy."""
+
+    def shapes(self, input_shape):
+        c, _, _ = _image("batch_norm2d", input_shape)
+        return tuple(input_shape), {"gamma": (c,), "beta": (c,)}, {"running_mean": (c,), "running_var": (c,)}
+
+    def forward(self, x, training, inplace=False):
+        n, c, h, w = x.shape
+        rows = super().forward(x.transpose(0, 2, 3, 1).reshape(n * h * w, c), training)
+        return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+    def backward(self, grad_out, need_input_grad=True):
+        n, c, h, w = grad_out.shape
+        rows = super().backward(grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, c), need_input_grad)
+        return None if rows is None else rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+
+
+LAYERS = {"dense": Dense, "activation": Activation, "dropout": Dropout, "batch_norm": BatchNorm,
+          "conv2d": Conv2D, "max_pool2d": MaxPool2D, "avg_pool2d": AvgPool2D, "global_avg_pool2d": GlobalAvgPool2D,
+          "flatten": Flatten, "reshape": Reshape, "batch_norm2d": BatchNorm2D}
 for _name, _cls in LAYERS.items():
     _cls.kind = _name
 

@@ -36,6 +36,8 @@ DTYPES = ("float32", "float64")
 MAX_LOAD_ELEMENTS = 1 << 28        # parameters and buffers in a model file (1 GiB of float32)
 MAX_LOAD_LAYERS = 10_000
 MAX_META_BYTES = 4 << 20           # the JSON metadata of a model file
+EVAL_BATCH = 4096                  # evaluation chunk of a network without scratch-heavy layers
+EVAL_SCRATCH = 1 << 25             # else: chunks whose largest layer scratch (im2col) stays under this many values
 
 
 class TrainPass(NamedTuple):
@@ -78,8 +80,13 @@ class Network:
         self.layers = [layer if isinstance(layer, Layer) else from_spec(layer) for layer in layers]
         init = initializers.get(self.weight_init)
         shape = self.input_shape
+        self.layer_shapes, scratch = [], 0     # each layer's per-sample output shape
         for layer in self.layers:
+            scratch = max(scratch, layer.scratch_size(shape))
             shape = tuple(layer.build(shape, self.rng, self.dtype, init))
+            self.layer_shapes.append(shape)
+        # evaluation runs in chunks; a convolution's patch matrix grows with the chunk, so bound it
+        self.eval_batch_size = min(EVAL_BATCH, max(1, EVAL_SCRATCH // scratch)) if scratch else EVAL_BATCH
         if len(shape) != 1:
             raise UsageError(f"the last layer must give one score per output (a flat shape); it gives {shape}")
         self.output_shape = shape
@@ -216,19 +223,20 @@ class Network:
         step = self.train_pass(X, y)
         return step.data_loss + step.l2, step.grads
 
-    def predict_outputs(self, X, batch_size=4096):
+    def predict_outputs(self, X, batch_size=None):
         X = self._as_input(X)
+        batch_size = batch_size or self.eval_batch_size
         return np.concatenate([self.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]) \
             if len(X) else np.zeros((0, self.n_outputs), self.dtype)
 
-    def predict_proba(self, X, batch_size=4096):
+    def predict_proba(self, X, batch_size=None):
         return losses.softmax(self.predict_outputs(X, batch_size))
 
-    def predict(self, X, batch_size=4096):
+    def predict(self, X, batch_size=None):
         out = self.predict_outputs(X, batch_size)
         return out.argmax(axis=1) if self.is_classifier else out
 
-    def evaluate(self, X, y, batch_size=4096):
+    def evaluate(self, X, y, batch_size=None):
         """(mean data loss, accuracy, predictions) in evaluation mode, in batches."""
         z = self.predict_outputs(X, batch_size)
         if not self.is_classifier:
@@ -237,6 +245,53 @@ class Network:
         loss, _ = self._loss(z, y)  # label smoothing is a training device: evaluate the plain loss
         pred = z.argmax(axis=1)
         return loss, float(np.mean(pred == y)), pred
+
+    # ---- layers by name, and what a layer computes (features) -------------------------------------
+    def layer_names(self):
+        """A name for every layer: its type and its rank among layers of that type, from 1
+        ("conv2d_1", "max_pool2d_2", "dense_3", "activation_1", ...)."""
+        seen, names = {}, []
+        for layer in self.layers:
+            seen[layer.kind] = seen.get(layer.kind, 0) + 1
+            names.append(f"{layer.kind}_{seen[layer.kind]}")
+        return names
+
+    def layer_index(self, selector):
+        """The index of a layer given by index (negative counts from the end, as in Python), by
+        name (`layer_names`), or "penultimate" (the last layer's input: the last hidden
+        representation of a classifier). Anything else is a UsageError listing the names."""
+        n = len(self.layers)
+        key = selector.strip() if isinstance(selector, str) else selector
+        if isinstance(key, str) and key.lower() == "penultimate":
+            if n < 2:
+                raise UsageError("this network has one layer: it has no penultimate layer")
+            return n - 2
+        if isinstance(key, str) and key.lstrip("+-").isdigit():
+            key = int(key)
+        if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            if not -n <= key < n:
+                raise UsageError(f"layer {key} does not exist: this network has {n} layers (0 to {n - 1}, or -{n} to -1)")
+            return int(key) % n
+        names = self.layer_names()
+        if key in names:
+            return names.index(key)
+        raise UsageError(f"no layer named {selector!r:.40}; choose an index, 'penultimate' or one of: {', '.join(names)}")
+
+    def features(self, X, layer, batch_size=None):
+        """The output of layer `layer` (index or name, see `layer_index`) for a batch of inputs, in
+        evaluation mode (dropout off, batch norm with its running statistics): (n, *shape)."""
+        stop = self.layer_index(layer) + 1
+        X = self._as_input(X)
+        batch_size = batch_size or self.eval_batch_size
+        shape = self.layer_shapes[stop - 1]
+        out = np.empty((len(X),) + shape, self.dtype)
+        plan = self._plans[False]
+        for i in range(0, len(X), batch_size):
+            h = X[i:i + batch_size]
+            for layer, inplace in zip(self.layers[:stop], plan[:stop]):
+                h = layer.forward(h, False, inplace)
+            out[i:i + len(h)] = h
+        return out
 
     # ---- state and persistence -----------------------------------------------------------------
     def state_arrays(self):
@@ -360,6 +415,96 @@ def mlp_layers(config):
         if config["dropout"]:
             layers.append({"type": "dropout", "rate": config["dropout"]})
     return layers
+
+
+# ---- convolutional networks, stacks, memory ---------------------------------------------------------
+
+POOLS = ("max", "avg", "global", "none")
+
+
+def cnn_layers(image_shape, conv_filters, kernel_size=3, padding="same", pool="max", hidden=(), n_outputs=10,
+               activation="relu", batch_norm=False, dropout=0.0, input_dropout=0.0):
+    """The layer specs of a CNN on flat pixels: [Dropout(pixels)], reshape to `image_shape`, then per
+    entry of `conv_filters` a block Conv2D(k×k) → [BatchNorm2D] → activation → [2×2 max/avg pool],
+    then global average pooling (pool "global") or a flatten, [Dropout], and a dense head as an
+    MLP's: per hidden width Dense → [BatchNorm] → activation → [Dropout], then the output Dense.
+    `padding` is "same" or "valid"; before a batch norm a layer has no bias."""
+    if pool not in POOLS:
+        raise UsageError(f"pool must be one of {', '.join(POOLS)}; got {pool!r:.40}")
+    layers = [{"type": "dropout", "rate": input_dropout}] if input_dropout else []
+    layers.append({"type": "reshape", "shape": list(image_shape)})
+    for filters in conv_filters:
+        layers.append({"type": "conv2d", "out_channels": int(filters), "kernel_size": kernel_size, "stride": 1,
+                       "padding": padding, "bias": not batch_norm})
+        if batch_norm:
+            layers.append({"type": "batch_norm2d"})
+        layers.append({"type": "activation", "name": activation})
+        if pool in ("max", "avg"):
+            layers.append({"type": f"{pool}_pool2d", "kernel_size": 2, "stride": None})
+    layers.append({"type": "global_avg_pool2d"} if pool == "global" else {"type": "flatten"})
+    if dropout:
+        layers.append({"type": "dropout", "rate": dropout})
+    for units in hidden:
+        layers.append({"type": "dense", "units": int(units), "bias": not batch_norm})
+        if batch_norm:
+            layers.append({"type": "batch_norm"})
+        layers.append({"type": "activation", "name": activation})
+        if dropout:
+            layers.append({"type": "dropout", "rate": dropout})
+    layers.append({"type": "dense", "units": int(n_outputs), "bias": True})
+    return layers
+
+
+def layer_shapes(layers, input_shape):
+    """[(layer, output shape, param shapes, per-sample scratch)] of unbuilt specs, allocating
+    nothing; a shape a layer cannot take is a UsageError (e.g. a map smaller than a kernel)."""
+    shape, out = _shape(input_shape, "input_shape"), []
+    for spec in layers:
+        layer = spec if isinstance(spec, Layer) else from_spec(spec)
+        scratch = layer.scratch_size(shape)
+        shape, params, _ = layer.shapes(shape)
+        out.append((layer, tuple(shape), params, scratch))
+    return out
+
+
+def training_bytes(layers, input_shape, batch_size, itemsize=4):
+    """Training memory of a network, roughly: parameters × (value, gradient, 2 optimizer moments,
+    scratch), per layer its output, gradient and a spare for a batch, every layer's reused scratch
+    (a convolution keeps its patch matrix and that matrix's gradient) for a batch, and one
+    evaluation chunk."""
+    rows = layer_shapes(layers, input_shape)
+    params = sum(math.prod(s) for _, _, p, _ in rows for s in p.values())
+    outputs = sum(math.prod(shape) for _, shape, _, _ in rows)
+    scratch = sum(sc for *_, sc in rows)
+    widest = max([math.prod(shape) for _, shape, _, _ in rows] + [math.prod(input_shape)])
+    largest = max([sc for *_, sc in rows] + [0])
+    chunk = min(EVAL_BATCH, max(1, EVAL_SCRATCH // largest)) if largest else EVAL_BATCH
+    return (params * 6 + batch_size * (outputs * 3 + scratch * 2) + chunk * (widest * 3 + largest)) * itemsize
+
+
+def stack(frozen, layer, head):
+    """One network that computes `head` on the output of `frozen`'s layer `layer` (index or name):
+    frozen's layers up to it, a flatten when its output is not flat, then head's layers, with the
+    arrays of both. It takes what `frozen` takes (e.g. pixels), so it evaluates and saves as any
+    network; `head` is what was trained on `frozen.features(X, layer)`."""
+    stop = frozen.layer_index(layer) + 1
+    specs = [l.spec() for l in frozen.layers[:stop]]
+    if len(frozen.layer_shapes[stop - 1]) != 1:
+        specs.append({"type": "flatten"})
+    if head.input_shape != (math.prod(frozen.layer_shapes[stop - 1]),):
+        raise UsageError(f"the head takes inputs of shape {head.input_shape}; layer {layer!r} gives "
+                         f"{frozen.layer_shapes[stop - 1]}")
+    offset = len(specs)
+    spec = head.spec()
+    net = Network(specs + spec["layers"], input_shape=frozen.input_shape, loss=spec["loss"],
+                  weight_decay=spec["weight_decay"], label_smoothing=spec["label_smoothing"], dtype=spec["dtype"],
+                  weight_init=spec["weight_init"])
+    state = {k: v for k, v in frozen.state_arrays().items() if int(k.split(".", 1)[0]) < stop}
+    for key, value in head.state_arrays().items():
+        index, name = key.split(".", 1)
+        state[f"{int(index) + offset}.{name}"] = value
+    net.load_state(state, source="the stacked network")
+    return net
 
 
 # ---- loading --------------------------------------------------------------------------------------

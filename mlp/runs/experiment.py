@@ -30,9 +30,10 @@ import numpy as np
 
 from mlp import config as C
 from mlp.core import augment, averaging, optimizers, schedules
-from mlp.core.network import MLP
+from mlp.core.network import MLP, Network, stack, training_bytes
 from mlp.errors import UsageError
 from mlp.runs.context import RunContext
+from mlp.runs import features as F
 from mlp.runs.data import load_dataset
 from mlp.runs.store import Store, default_store_path, encode_json, model_path_for
 from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
@@ -76,9 +77,16 @@ def _physical_memory() -> int | None:
 
 def check_memory(config, n_inputs=784, n_classes=10) -> None:
     """Refuse, before any allocation, a network that cannot fit in this machine's memory."""
+    have = _physical_memory()
+    if config["conv_filters"]:
+        need = training_bytes(C.conv_layers(config, n_classes), (n_inputs,), config["batch_size"])
+        if have and need > MEMORY_FRACTION * have:
+            raise UsageError(f"this CNN needs about {need / 2**30:.1f} GiB to train (--conv_filters "
+                             f"{config['conv_filters']}, batch {config['batch_size']}), more than this machine's "
+                             f"{have / 2**30:.1f} GiB; use fewer filters or a smaller batch")
+        return
     widths = [n_inputs, *C.hidden_widths(config), n_classes]
     need = _bytes_needed(widths, config["batch_size"])
-    have = _physical_memory()
     if have and need > MEMORY_FRACTION * have:
         raise UsageError(f"this network needs about {need / 2**30:.1f} GiB to train (hidden widths "
                          f"{C.hidden_widths(config)[:4]}{'…' if len(C.hidden_widths(config)) > 4 else ''}, batch "
@@ -87,9 +95,19 @@ def check_memory(config, n_inputs=784, n_classes=10) -> None:
 
 
 def build(config, n_inputs=784, n_classes=10):
-    """Network and optimizer for a config (raises UsageError for any invalid combination)."""
+    """Network and optimizer for a config (raises UsageError for any invalid combination). With
+    --features the network is the MLP head, which takes the frozen layer's features."""
     config = C.resolve(base=config)         # configs stored before a flag existed get its default
+    if config["features"]:
+        frozen = F.load_frozen(config["features"], n_inputs)
+        F.check_memory(frozen, have=_physical_memory(), fraction=MEMORY_FRACTION)
+        n_inputs = frozen.size
     check_memory(config, n_inputs, n_classes)
+    if config["conv_filters"]:
+        net = Network(C.conv_layers(config, n_classes), input_shape=(n_inputs,), loss=config["loss"],
+                      weight_decay=config["weight_decay"], label_smoothing=config["label_smoothing"],
+                      seed=config["seed"], weight_init=config["weight_init"])
+        return net, optimizers.from_config(config["optimizer"], config)
     net = MLP([n_inputs, *C.hidden_widths(config), n_classes], activation=config["activation"],
               weight_init=config["weight_init"], loss=config["loss"], weight_decay=config["weight_decay"],
               dropout=config["dropout"], batch_norm=config["batch_norm"], seed=config["seed"],
@@ -113,12 +131,19 @@ def check_data(config, data) -> None:
 def train(config, data, on_epoch=None, progress=None, built=None):
     """Build and train a config on a dataset: (net, history). The one training path — train.py,
     sweeps and the report's retraining all go through it. `built`: the (net, optimizer) of a
-    caller that already validated the config, so it is not built twice."""
+    caller that already validated the config, so it is not built twice.
+
+    With --features the MLP head trains on the frozen layer's features (computed once), and the
+    network returned is the stack frozen layers → head: it takes images, like any other."""
     config = C.resolve(base=config)
     if built is None:
         check_data(config, data)
         built = build(config, data.x_train.shape[1], len(data.class_names))
     net, optimizer = built
+    frozen = None
+    if config["features"]:
+        frozen = F.load_frozen(config["features"], data.x_train.shape[1])
+        data = F.feature_dataset(data, frozen, log=progress is not False)
     steps_per_epoch = max(1, math.ceil(len(data.x_train) / config["batch_size"]))
     schedule = None
     if config["lr_schedule"] != "constant" or config["warmup_epochs"]:
@@ -130,6 +155,9 @@ def train(config, data, on_epoch=None, progress=None, built=None):
                   patience=config["early_stopping"] or None, schedule=schedule,
                   augment=augment.augmenter(config["augment_shift"], config["augment_flip"]),
                   averager=averaging.build(config["weight_averaging"], net))
+    if frozen is not None:
+        net = stack(frozen.net, frozen.index, net)
+        net.extra = {"features": frozen.describe()}
     return net, history
 
 
@@ -174,7 +202,8 @@ def prepare(config, context: RunContext) -> Prepared:
     _check_output(config["summary_json"], "--summary_json")
     data = _load_data(config)
     check_data(config, data)
-    if (built[0].input_shape, built[0].n_outputs) != ((data.x_train.shape[1],), len(data.class_names)):
+    inputs = built[0].input_shape if config["features"] else (data.x_train.shape[1],)   # a head takes features
+    if (built[0].input_shape, built[0].n_outputs) != (inputs, len(data.class_names)):
         built = build(config, data.x_train.shape[1], len(data.class_names))
     return Prepared(config, context, data, built, mode, store_path)
 
@@ -307,7 +336,7 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
         if target:  # a sweep's run keeps its model beside the store, so a report can load the best one
             model_path = str(Path(target).expanduser().resolve())
             try:
-                net.save(model_path, extra={"config": C.hyperparameters(config), "run_id": record.run_id})
+                net.save(model_path, extra={**net.extra, "config": C.hyperparameters(config), "run_id": record.run_id})
             except OSError as e:
                 state, error, model_path = "failed", f"could not save the model to {model_path}: {e.strerror or e}", None
     summary["state"] = state

@@ -249,6 +249,9 @@ class Activation(Layer):
     def backward(self, grad_out, need_input_grad=True):
         if self.z is None:  # the in-place form: dL/dz from a alone
             work = workspace(self._work, self.a.shape, self.a.dtype)
+            if not self.a.flags.c_contiguous and self.a.ndim == 4:   # a channels-last map: same layout
+                n, c, h, w = self.a.shape
+                work = workspace(self._work, (n, h, w, c), self.a.dtype).transpose(0, 3, 1, 2)
             return self.fn.backward_from_output(self.a, grad_out, work)
         return self.fn.backward(self.z, self.a, grad_out)
 
@@ -391,9 +394,11 @@ class Conv2D(Layer):
     Forward: im2col + one GEMM. The input is zero-padded into a reused channels-last buffer, the
     (N, OH, OW, kh, kw, C) patches are a strided view of it, copied once into a reused patch matrix
     (N·OH·OW, kh·kw·C), and one matmul with the weights (permuted to (kh·kw·C, F), a small copy)
-    gives the output, channels-last. Backward: two GEMMs, patchesᵀ·G for the weights and G·Wᵀ for
-    the patches' gradient, which col2im adds back into the (padded) input gradient — one
-    vectorised add per kernel offset (kh·kw of them), no loop over pixels or images.
+    gives the output, channels-last. Backward: one GEMM Gᵀ·patches for the weights; for the input,
+    with stride 1, im2col of the (padded) output gradient and one GEMM with the kernel turned by
+    180° (a plain convolution, measured faster here than scattering); with a larger stride, G·Wᵀ
+    for the patches' gradient and col2im — one vectorised add per kernel offset (kh·kw of them).
+    No Python loop over pixels or images either way.
     """
 
     decay = ("W",)
@@ -491,17 +496,35 @@ class Conv2D(Layer):
             np.copyto(copy, g)
             g = copy
         g = g.reshape(n * oh * ow, f)
-        gWk = np.matmul(self.cols.T, g, out=scratch.get("gWk", self.Wk.shape, g.dtype))
-        np.copyto(self.grads["W"], gWk.reshape(kh, kw, c, f).transpose(3, 2, 0, 1))
+        # Gᵀ·patches is (F, kh·kw·C): the weight gradient in (F, kh, kw, C) order (this operand order
+        # is also the faster GEMM here: a long shared dimension read along rows)
+        gW = np.matmul(g.T, self.cols, out=scratch.get("gW", (f, kh * kw * c), g.dtype))
+        np.copyto(self.grads["W"], gW.reshape(f, kh, kw, c).transpose(0, 3, 1, 2))
         if self.bias:
             np.add.reduce(g, axis=0, out=self.grads["b"])
         if not need_input_grad:
             return None
+        qh, qw = kh - 1 - ph, kw - 1 - pw
+        if (sh, sw) == (1, 1) and qh >= 0 and qw >= 0:
+            # stride 1: dL/dx is the "full" correlation of G with the kernel turned by 180° —
+            # im2col of G (padded by k−1−p) and one GEMM, no scatter-add
+            gmap = g.reshape(n, oh, ow, f)
+            if qh or qw:
+                gpad = scratch.get("gpad", (n, oh + 2 * qh, ow + 2 * qw, f), g.dtype)
+                np.copyto(gpad[:, qh:qh + oh, qw:qw + ow, :], gmap)
+                gmap = gpad
+            s0, s1, s2, s3 = gmap.strides
+            gcols = scratch.get("gcols", (n, h, w, kh, kw, f), g.dtype)
+            np.copyto(gcols, as_strided(gmap, (n, h, w, kh, kw, f), (s0, s1, s2, s1, s2, s3), writeable=False))
+            Wt = self.params["W"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * f, c)
+            dx = np.matmul(gcols.reshape(n * h * w, kh * kw * f), Wt, out=scratch.get("dx", (n * h * w, c), g.dtype))
+            return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        # any stride: G·Wᵀ gives the patches' gradient; col2im adds it back, one add per kernel offset
         dcols = np.matmul(g, self.Wk.T, out=scratch.get("dcols", self.cols.shape, g.dtype))
         dcols = dcols.reshape(n, oh, ow, kh, kw, c)
         dpadded = scratch.get("dpadded", (n, h + 2 * ph, w + 2 * pw, c), g.dtype)
         dpadded.fill(0)
-        for i in range(kh):                     # col2im: one add per kernel offset
+        for i in range(kh):
             for j in range(kw):
                 dpadded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :] += dcols[:, :, :, i, j, :]
         return dpadded[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)
@@ -689,25 +712,114 @@ class Flatten(Reshape):
         return x.reshape(x.shape[0], -1)
 
 
+class _PerChannel:
+    """Fast per-channel arithmetic on a (rows, C) table. A broadcast against a (C,) vector runs
+    NumPy's inner loop C values at a time (32 for a typical map: slow); viewed as (rows/r, r·C)
+    with the vector tiled r times, the same operations run in loops of r·C values, several times
+    faster. Column sums are a GEMV on that view, then a sum over the r tiles."""
+
+    def __init__(self, rows, c):
+        r = 1
+        while r * c < 1024 and rows % (2 * r) == 0:
+            r *= 2
+        self.r, self.c, self.shape = r, c, (rows // r, r * c)
+        self.ones = None
+
+    def view(self, table):
+        return table.reshape(self.shape)
+
+    def tile(self, vector):
+        return np.tile(vector, self.r)
+
+    def sums(self, table):
+        """Σ over rows of each column: (C,)."""
+        if self.ones is None or self.ones.dtype != table.dtype:
+            self.ones = np.ones(self.shape[0], table.dtype)
+        return (self.ones @ self.view(table)).reshape(self.r, self.c).sum(axis=0)
+
+    def dots(self, a, b):
+        """Σ over rows of a·b, per column: (C,)."""
+        return np.einsum("ij,ij->j", self.view(a), self.view(b)).reshape(self.r, self.c).sum(axis=0)
+
+
 class BatchNorm2D(BatchNorm):
     """Batch norm per channel over (batch, height, width), as torch's batch_norm on NCHW input
-    (the running variance is unbiased over N·H·W values). A channels-last map is a (N·H·W, C)
-    table in memory, so this is `batch_norm` on that table, without a copy."""
+    (the running variance is unbiased over N·H·W values).
+
+    A channels-last map is a (N·H·W, C) table in memory, so the statistics are column sums of
+    that table (no copy), with the per-channel arithmetic of `_PerChannel`. Training keeps
+    x̂ = (x − mean)/σ in a reused buffer; the output is γ·x̂ + β, and
+    dx = (γ/σ)·(g − Σg/n − x̂·Σ(g·x̂)/n), computed as g·a + x̂·b + c with per-channel a, b, c."""
+
+    def __init__(self, momentum=0.1, eps=1e-5):
+        super().__init__(momentum, eps)
+        self._scratch = Scratch()
+        self._channels = {}
 
     def shapes(self, input_shape):
         c, _, _ = _image("batch_norm2d", input_shape)
         return tuple(input_shape), {"gamma": (c,), "beta": (c,)}, {"running_mean": (c,), "running_var": (c,)}
 
+    def _table(self, x, name=None):
+        n, c, h, w = x.shape
+        rows = x.transpose(0, 2, 3, 1)
+        if not rows.flags.c_contiguous:          # a map in NCHW memory: one copy
+            copy = self._scratch.get(name, rows.shape, x.dtype) if name else np.empty(rows.shape, x.dtype)
+            np.copyto(copy, rows)
+            rows = copy
+        rows = rows.reshape(n * h * w, c)
+        key = (n * h * w, c)
+        if key not in self._channels:
+            if len(self._channels) >= 4:
+                self._channels.clear()
+            self._channels[key] = _PerChannel(*key)
+        return rows, self._channels[key]
+
     def forward(self, x, training, inplace=False):
         n, c, h, w = x.shape
-        rows = super().forward(x.transpose(0, 2, 3, 1).reshape(n * h * w, c), training)
-        return rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        rows, pc = self._table(x, "x" if training else None)
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if training:
+            m = rows.shape[0]
+            mean = pc.sums(rows) / m
+            xhat = self._scratch.get("xhat", rows.shape, rows.dtype)
+            np.subtract(pc.view(rows), pc.tile(mean), out=pc.view(xhat))
+            var = pc.dots(xhat, xhat) / m
+            mom = self.momentum
+            self.buffers["running_mean"] *= 1 - mom
+            self.buffers["running_mean"] += mom * mean
+            self.buffers["running_var"] *= 1 - mom
+            self.buffers["running_var"] += mom * var * (m / max(m - 1, 1))
+            self.inv_std = (1.0 / np.sqrt(var + self.eps)).astype(rows.dtype)
+            np.multiply(pc.view(xhat), pc.tile(self.inv_std), out=pc.view(xhat))
+            self.xhat, self.pc = xhat, pc
+            out = self._scratch.get("out", rows.shape, rows.dtype)
+            np.multiply(pc.view(xhat), pc.tile(gamma), out=pc.view(out))
+            np.add(pc.view(out), pc.tile(beta), out=pc.view(out))
+        else:                                    # y = x·scale + shift with the running statistics
+            scale = (gamma / np.sqrt(self.buffers["running_var"] + self.eps)).astype(rows.dtype)
+            shift = (beta - self.buffers["running_mean"] * scale).astype(rows.dtype)
+            out = np.multiply(pc.view(rows), pc.tile(scale))
+            np.add(out, pc.tile(shift), out=out)
+        return out.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
     def backward(self, grad_out, need_input_grad=True):
         n, c, h, w = grad_out.shape
-        rows = super().backward(grad_out.transpose(0, 2, 3, 1).reshape(n * h * w, c), need_input_grad)
-        return None if rows is None else rows.reshape(n, h, w, c).transpose(0, 3, 1, 2)
-
+        g, pc = self._table(grad_out, "g")
+        xhat, m = self.xhat, g.shape[0]
+        dbeta, dgamma = pc.sums(g), pc.dots(g, xhat)
+        self.grads["beta"][...] = dbeta
+        self.grads["gamma"][...] = dgamma
+        if not need_input_grad:
+            return None
+        k = self.params["gamma"] * self.inv_std
+        dx = self._scratch.get("dx", g.shape, g.dtype)
+        work = self._scratch.get("work", g.shape, g.dtype)
+        np.multiply(pc.view(g), pc.tile(k), out=pc.view(dx))
+        np.multiply(pc.view(xhat), pc.tile((-k * dgamma / m).astype(g.dtype)), out=pc.view(work))
+        np.add(pc.view(dx), pc.view(work), out=pc.view(dx))
+        np.add(pc.view(dx), pc.tile((-k * dbeta / m).astype(g.dtype)), out=pc.view(dx))
+        return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 LAYERS = {"dense": Dense, "activation": Activation, "dropout": Dropout, "batch_norm": BatchNorm,
           "conv2d": Conv2D, "max_pool2d": MaxPool2D, "avg_pool2d": AvgPool2D, "global_avg_pool2d": GlobalAvgPool2D,

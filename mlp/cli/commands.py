@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from mlp import config as C
 from mlp.cli.flags import Parser
@@ -40,6 +41,16 @@ def _seed(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _param(name):
+    def parse(text):
+        try:
+            return C.PARAMS[name].parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = name
+    return parse
+
+
 def command_parsers():
     parsers = {}
     p = parsers["sweep"] = Parser(prog="mlp sweep", description="Validate a W&B sweep YAML, create a local sweep and "
@@ -60,6 +71,18 @@ def command_parsers():
     p.add_argument("-d", "--dataset", type=_dataset, default="fashion_mnist", help="mnist or fashion_mnist")
     p.add_argument("--data_dir", help="folder with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = parsers["features"] = Parser(prog="mlp features", description="Write a saved model's layer outputs "
+                                     "(features) for the train/val/test images to an .npz, or list its layers. "
+                                     "`train.py --features MODEL.npz[:LAYER]` trains an MLP on the same features.")
+    p.add_argument("model", help="a saved model (.npz), optionally MODEL.npz:LAYER")
+    p.add_argument("--layer", help="layer index (negative counts from the end), name (see --list) or 'penultimate' "
+                   "(default: the model's features layer, else penultimate: the last layer's input)")
+    p.add_argument("--list", action="store_true", help="list the layers (index, name, output shape) and stop")
+    p.add_argument("--out", help="output .npz (default: MODEL.LAYER.features.npz beside the model)")
+    p.add_argument("-d", "--dataset", type=_dataset, default="fashion_mnist", help="mnist or fashion_mnist")
+    p.add_argument("--data_dir", help="folder with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
+    p.add_argument("--split", type=_param("split"), default="standard", help="standard or 80-10-10")
+    p.add_argument("--val_fraction", type=_param("val_fraction"), default=0.1, help="validation share (standard split)")
     p = parsers["sweeps"] = Parser(prog="mlp sweeps", description="List the sweeps in the store.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _store_arg(p)
@@ -263,11 +286,36 @@ def cmd_evaluate(args):
     return 0
 
 
+def cmd_features(args):
+    from mlp.runs import features as F
+    from mlp.runs.data import load_dataset
+    from mlp.runs.experiment import _check_output, _physical_memory
+    path, named = C.split_features(args.model)
+    if named is not None and args.layer is not None:
+        raise UsageError(f"the layer is given twice ({args.model} and --layer {args.layer}); give it once")
+    frozen = F.load_frozen(args.model, layer=args.layer)
+    if args.list:
+        rows = [(i, name, "×".join(map(str, shape)), f"{params:,}") for i, name, shape, params in F.layer_table(frozen.net)]
+        print(_table(("INDEX", "NAME", "OUTPUT", "PARAMETERS"), rows))
+        print(f"default features layer: {frozen.index} ({frozen.name})")
+        return 0
+    out = args.out or str(Path(path).with_suffix("")) + f".{frozen.name}.features.npz"
+    _check_output(out, "--out")
+    F.check_memory(frozen, have=_physical_memory())
+    data = load_dataset(args.dataset, data_dir=args.data_dir, split=args.split, val_fraction=args.val_fraction)
+    written = F.write_features(out, data, frozen)
+    print(f"wrote {written}: layer {frozen.index} ({frozen.name}, {'×'.join(map(str, frozen.shape))} per image) of "
+          f"{path} for {len(data.x_train):,} train / {len(data.x_val):,} val / {len(data.x_test):,} test images of "
+          f"{data.name}")
+    return 0
+
+
 COMMANDS = {
     "train": ("train one network (the same flags as train.py)", None),
     "sweep": ("create a local sweep from a W&B sweep YAML (and run it with --count)", cmd_sweep),
     "agent": ("run the runs of a local sweep", cmd_agent),
     "evaluate": ("score a saved model on a test set", cmd_evaluate),
+    "features": ("write a saved model's layer outputs for the images (or list its layers)", cmd_features),
     "sweeps": ("list the sweeps in the store (local and W&B)", cmd_sweeps),
     "runs": ("list the runs of a sweep", cmd_runs),
     "sync": ("upload a sweep's offline runs to W&B, as a W&B sweep", cmd_sync),

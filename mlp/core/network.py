@@ -514,7 +514,11 @@ def load_model(path):
     one-line UsageError; nothing is unpickled, and no array is read (or allocated) before its
     header has been checked against the spec."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as e:                 # e.g. a name longer than the filesystem allows
+        raise UsageError(f"model file {str(path)[:80]}: {e.strerror or e}") from None
+    if not found:
         raise UsageError(f"model file {path} does not exist")
     try:
         with zipfile.ZipFile(path) as zf:

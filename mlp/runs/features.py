@@ -118,6 +118,8 @@ def write_features(path, data, frozen: Frozen) -> Path:
         with open(tmp, "wb") as f:
             np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
         tmp.replace(path)
+    except OSError as e:
+        raise UsageError(f"could not write {path}: {e.strerror or e}") from None
     finally:
         if tmp.exists():
             tmp.unlink()

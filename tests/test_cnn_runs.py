@@ -202,6 +202,7 @@ def test_cnn_sweep_runs_lists_and_reports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (tmp_path / "report" / "report.md").read_text()
     assert "conv_filters" in md and "pool" in md
+    assert "| network |" in md and ("CNN [4, " in md or "MLP 1×16" in md)   # the run tables name the network
     assert (tmp_path / "report" / "parallel_coordinates.png").stat().st_size > 0
 
 
@@ -215,3 +216,14 @@ def test_sweep_file_cnn_yaml_is_valid():
         for k in params["kernel_size"]["values"]:
             for pool in params["pool"]["values"]:
                 C.resolve({"conv_filters": filters, "kernel_size": k, "pool": pool, "padding": "same"})
+
+
+def test_architecture_in_words():
+    from mlp.report.analysis import architecture
+    assert architecture({"config": C.resolve({})}) == "MLP 5×128"
+    assert architecture({"config": C.resolve({"conv_filters": [32, 64], "hidden_sizes": [256]})}) == \
+        "CNN [32, 64] k3 same, max pool → 1×256"
+    assert architecture({"config": C.resolve({"conv_filters": [8], "pool": "global", "hidden_sizes": [16, 8]})}) == \
+        "CNN [8] k3 same, global average pooling → [16, 8]"
+    assert architecture({"config": C.resolve({"features": "m.npz:flatten_1", "num_layers": 0})}) == \
+        "MLP no hidden layer on features of m.npz:flatten_1"

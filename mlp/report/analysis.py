@@ -17,7 +17,7 @@ __all__ = [
     "metric_of", "params_of", "searched_parameters", "is_log_scaled", "is_full_run",
     "was_stopped", "ranked", "fmt_value", "describe", "level", "group_table", "confusion_analysis",
     "find_comparison", "pair_runs", "pair_summary", "failure_analysis", "observations",
-    "rerun_rows",
+    "rerun_rows", "architecture",
 ]
 
 
@@ -101,6 +101,22 @@ def describe(params: Mapping, names: Sequence[str] | None = None) -> str:
     """`optimizer=nadam, learning_rate=3.77e-04, ...` for the given (or all) parameters."""
     keys = list(names) if names is not None else list(params)
     return ", ".join(f"{k}={fmt_value(params.get(k))}" for k in keys if k in params)
+
+
+def architecture(run: Mapping) -> str:
+    """The network of a run in a few words, from its effective config: "MLP 5×128",
+    "CNN [32, 64] k3 same, max pool → [256]", "MLP [512] on features of m.npz:flatten_1"."""
+    config = run.get("config") or {}
+    widths = list(config.get("hidden_sizes") or []) or [config.get("hidden_size", 128)] * int(config.get("num_layers", 0) or 0)
+    head = (f"{len(widths)}×{widths[0]}" if widths and len(set(widths)) == 1 else fmt_value(widths)) if widths else "no hidden layer"
+    if config.get("conv_filters"):
+        pool = config.get("pool", "max")
+        return (f"CNN {fmt_value(config['conv_filters'])} k{config.get('kernel_size', 3)} {config.get('padding', 'same')}, "
+                f"{'global average pooling' if pool == 'global' else 'no pooling' if pool == 'none' else pool + ' pool'}"
+                f" → {head}")
+    if config.get("features"):
+        return f"MLP {head} on features of {config['features']}"
+    return f"MLP {head}"
 
 
 def level(value):

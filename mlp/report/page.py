@@ -151,9 +151,9 @@ def build_blocks(data) -> list:
     _section(b, "curves")
     b.append(("figure", "learning_curves", f"Per-epoch accuracy and loss of the {len(data.top)} best runs that "
                                            f"trained all their epochs."))
-    b.append(("table", ["rank", "run", m, "test accuracy", "epochs", "parameters"],
+    b.append(("table", ["rank", "run", m, "test accuracy", "epochs", "network", "parameters"],
               [[i, r["id"], _num(A.metric_of(r, m)), _num(A.metric_of(r, "test_accuracy")),
-                r["summary"].get("epochs_run", "–"), A.describe(A.params_of(r), data.names)]
+                r["summary"].get("epochs_run", "–"), A.architecture(r), A.describe(A.params_of(r), data.names)]
                for i, r in enumerate(data.top, 1)]))
 
     _section(b, "observations")
@@ -167,8 +167,8 @@ def build_blocks(data) -> list:
     b.append(("figure", "by_parameter", f"Mean and best {m} per value of each categorical parameter."))
     b.append(("p", "The three configurations recommended for MNIST — the best validation configurations of this "
                    "sweep, which the next section reruns on MNIST when `mlp rerun` has been run:"))
-    b.append(("table", ["#", "run", m, "test accuracy", "configuration"],
-              [[i, r["id"], _num(A.metric_of(r, m)), _num(A.metric_of(r, "test_accuracy")),
+    b.append(("table", ["#", "run", m, "test accuracy", "network", "configuration"],
+              [[i, r["id"], _num(A.metric_of(r, m)), _num(A.metric_of(r, "test_accuracy")), A.architecture(r),
                 A.describe(A.params_of(r), data.names)] for i, r in enumerate(data.recommended, 1)]))
 
     _section(b, "rerun")

@@ -552,6 +552,15 @@ class _Pool2D(Layer):
     def _offsets(self):
         return [(i, j) for i in range(self.kernel[0]) for j in range(self.kernel[1])]
 
+    def _channels_last(self, grad_out):
+        """The incoming gradient in channels-last memory, like every other array here (after a
+        flatten it arrives in NCHW order; mixed layouts make each pass several times slower)."""
+        if grad_out.transpose(0, 2, 3, 1).flags.c_contiguous:
+            return grad_out
+        g = self._scratch[True].channels_last("grad_out", grad_out.shape, grad_out.dtype)
+        np.copyto(g, grad_out)
+        return g
+
     def _input_grad(self):
         """A channels-last input-gradient buffer; zeroed unless the windows tile the input exactly."""
         n, c, h, w = self.in_shape
@@ -618,6 +627,7 @@ class MaxPool2D(_Pool2D):
         if not need_input_grad:
             return None
         dx = self._input_grad()
+        grad_out = self._channels_last(grad_out)
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
         hit = self._scratch[True].channels_last("hit", grad_out.shape, np.bool_)
         part = self._scratch[True].channels_last("part", grad_out.shape, grad_out.dtype) if overlap else None
@@ -648,6 +658,7 @@ class AvgPool2D(_Pool2D):
         if not need_input_grad:
             return None
         dx = self._input_grad()
+        grad_out = self._channels_last(grad_out)
         share = self._scratch[True].channels_last("share", grad_out.shape, grad_out.dtype)
         np.multiply(grad_out, grad_out.dtype.type(1.0 / (self.kernel[0] * self.kernel[1])), out=share)
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]

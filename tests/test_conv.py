@@ -352,3 +352,33 @@ def test_stack_equals_the_head_on_the_features():
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(UsageError, match="head takes"):
         stack(net, "conv2d_1", head)
+
+
+def test_crafted_cnn_files_are_refused_before_allocation(tmp_path):
+    import zipfile
+    net = Network(cnn_layers((1, 8, 8), [3], hidden=[4]), input_shape=(64,), seed=0)
+    net.save(tmp_path / "ok.npz")
+
+    def rewrite(name, change):
+        with np.load(tmp_path / "ok.npz") as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(str(arrays.pop("__meta__")))
+        change(meta)
+        np.savez(tmp_path / name, __meta__=np.array(json.dumps(meta)), **arrays)
+        return tmp_path / name
+
+    def wider(meta):
+        meta["network"]["layers"][1]["out_channels"] = 5
+
+    def huge(meta):
+        meta["network"]["layers"][1]["out_channels"] = 1 << 30
+
+    def odd(meta):
+        meta["network"]["layers"][1]["kernel_size"] = 4
+        meta["network"]["layers"][1]["padding"] = "same"
+
+    for name, change, match in (("wider.npz", wider, "shape"), ("huge.npz", huge, "refuses sizes that large"),
+                                ("odd.npz", odd, "odd kernel")):
+        with pytest.raises(UsageError, match=match):
+            load_model(rewrite(name, change))
+    assert zipfile.is_zipfile(tmp_path / "ok.npz")

@@ -227,3 +227,30 @@ def test_architecture_in_words():
         "CNN [8] k3 same, global average pooling → [16, 8]"
     assert architecture({"config": C.resolve({"features": "m.npz:flatten_1", "num_layers": 0})}) == \
         "MLP no hidden layer on features of m.npz:flatten_1"
+
+
+@pytest.mark.slow
+def test_a_small_cnn_beats_the_same_size_mlp_after_one_epoch():
+    """One epoch on the real Fashion-MNIST: conv [8, 16] (3×3, max pool) + a 32-unit head (26,698
+    parameters) against an MLP 784-32-10 (25,450), same optimizer, batch, initialisation and seed.
+    Measured on the 2-core machine, seeds 0-2 × 1 and 2 BLAS threads: CNN test 0.8572-0.8681
+    (validation 0.8612-0.8742), MLP test 0.8185-0.8316 (validation 0.8253-0.8363); the CNN led
+    by 2.7-3.9 points of test accuracy in every pair. The bar — a lead of 1 point on both sets —
+    sits well under that, while a broken conv layer (which would train no better than a 784-d
+    linear readout of noise) still fails it."""
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() \
+            and not os.environ.get("MLP_DATA_DIR"):
+        pytest.skip("real Fashion-MNIST absent: apt-get install dataset-fashion-mnist (CI installs it)")
+    from mlp.runs.experiment import train
+    data = load_dataset("fashion_mnist")
+    common = {"epochs": 1, "optimizer": "adam", "learning_rate": 1e-3, "batch_size": 64, "weight_init": "he",
+              "hidden_sizes": [32], "seed": 0}
+    scores = {}
+    for kind, extra in (("cnn", {"conv_filters": [8, 16]}), ("mlp", {})):
+        net, history = train(C.resolve({**common, **extra}), data, progress=False)
+        scores[kind] = (history[-1]["val_accuracy"], net.evaluate(data.x_test, data.y_test)[1],
+                        sum(p.size for p in net.params))
+    (cnn_val, cnn_test, cnn_size), (mlp_val, mlp_test, mlp_size) = scores["cnn"], scores["mlp"]
+    assert abs(cnn_size - mlp_size) / mlp_size < 0.06, scores      # the same size
+    assert cnn_val - mlp_val >= 0.01 and cnn_test - mlp_test >= 0.01, scores
+    assert cnn_test >= 0.84, scores

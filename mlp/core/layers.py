@@ -357,6 +357,14 @@ def _pair(kind, name, value, low):
     return v, v
 
 
+def _as_given(value, pair):
+    """A size as the spec keeps it: an int as an int, a pair as a list (JSON's form), None or a
+    name unchanged — so spec() round-trips through a model file whatever type was passed."""
+    if value is None or isinstance(value, str):
+        return value
+    return list(pair) if isinstance(value, (list, tuple)) else int(value)
+
+
 def _image(kind, input_shape):
     if len(input_shape) != 3:
         raise UsageError(f"a {kind} layer needs feature maps (channels, height, width) per sample; got shape "
@@ -408,7 +416,7 @@ class Conv2D(Layer):
         self.out_channels = _integer("conv2d", "out_channels", out_channels)
         self.kernel = _pair("conv2d", "kernel_size", kernel_size, 1)
         self.stride = _pair("conv2d", "stride", stride, 1)
-        self.kernel_size, self.stride_arg, self.padding_arg = kernel_size, stride, padding
+        self.kernel_size, self.stride_arg = _as_given(kernel_size, self.kernel), _as_given(stride, self.stride)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
                 raise UsageError(f"conv2d layer: padding must be 'same', 'valid', an integer or [ph, pw]; got {padding!r:.40}")
@@ -425,6 +433,7 @@ class Conv2D(Layer):
                 self.pad = (0, 0)
         else:
             self.pad = _pair("conv2d", "padding", padding, 0)
+        self.padding_arg = _as_given(padding, self.pad)
         if not isinstance(bias, bool):
             raise UsageError(f"conv2d layer: bias must be true or false; got {bias!r}")
         self.bias = bias
@@ -539,7 +548,7 @@ class _Pool2D(Layer):
         super().__init__()
         self.kernel = _pair(self.kind, "kernel_size", kernel_size, 1)
         self.stride = self.kernel if stride is None else _pair(self.kind, "stride", stride, 1)
-        self.kernel_size, self.stride_arg = kernel_size, stride
+        self.kernel_size, self.stride_arg = _as_given(kernel_size, self.kernel), _as_given(stride, self.stride)
         self._scratch = {True: Scratch(), False: Scratch()}
 
     def shapes(self, input_shape):

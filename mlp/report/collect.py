@@ -1,7 +1,7 @@
-"""Everything a report shows, read once from the store (and the dataset) into one object.
-
-`collect` is the only place that talks to the store and loads data; figures, analysis and the
-page writers get a ready `ReportData`.
+"""Everything a report shows, in one object: `collect` reads the store and loads the dataset and
+the best model (the only place that does I/O); `prepare` derives what the runs alone tell (ranking,
+importance, failures, groups) as a pure function, so sections, figures and observations — and the
+tests — work on a ready `ReportData`.
 """
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ import numpy as np
 
 from mlp.errors import UsageError
 from mlp.report import analysis as A
-from mlp.report.importance import importance
+from mlp.report.importance import confounded, importance
+from mlp.report.text import plural
 
-__all__ = ["ReportData", "collect", "check_out_dir", "sweep_data_dir"]
+__all__ = ["ReportData", "collect", "prepare", "check_out_dir", "sweep_data_dir", "TOP_RUNS", "RECOMMENDED"]
 
 TOP_RUNS = 5          # learning curves of this many best runs
-RECOMMENDED = 3       # configurations recommended for MNIST
+RECOMMENDED = 3       # configurations recommended for another dataset, until a rerun says how many
 
 
 def _log(line: str) -> None:
@@ -29,11 +30,10 @@ def _log(line: str) -> None:
 
 @dataclass
 class ReportData:
-    store_path: str
     sweep: dict
     runs: list
-    histories: dict
-    out: Path
+    histories: dict = field(default_factory=dict)   # run id -> per-epoch rows
+    store_path: str = ""
     metric: str = "val_accuracy"
     goal: str = "maximize"
     specs: dict = field(default_factory=dict)       # parameter name -> YAML spec
@@ -42,20 +42,20 @@ class ReportData:
     log_params: set = field(default_factory=set)
     dataset_name: str = "fashion_mnist"
     class_names: list = field(default_factory=list)
-    dataset: Any = None                              # mlp.data.Dataset of the best run
+    dataset: Any = None                              # mlp.runs.data.Dataset of the best run
     best: dict | None = None
     best_eval: dict | None = None                   # model predictions + confusion analysis
     ranked: list = field(default_factory=list)       # full-length runs with the metric, best first
     importance: list = field(default_factory=list)
     importance_runs: int = 0
+    confounded: list = field(default_factory=list)   # groups of features that always moved together
     learned_importance: dict | None = None          # the same without chance-level runs
     groups: dict = field(default_factory=dict)
     failures: dict = field(default_factory=dict)
     compare: dict | None = None
     compare_note: str = ""
-    reruns: list = field(default_factory=list)       # [{"sweep": child sweep, "rows": [...]}]
-    observations: list = field(default_factory=list)
-    figures: dict = field(default_factory=dict)      # name -> PNG path (filled by the figures)
+    reruns: list = field(default_factory=list)       # [{"sweep": child sweep, "rows": [...]}], oldest first
+    figures: dict = field(default_factory=dict)      # name -> PNG path of the figures drawn
 
     @property
     def sweep_id(self) -> str:
@@ -67,7 +67,18 @@ class ReportData:
 
     @property
     def recommended(self) -> list:
+        """The configurations recommended for another dataset: those the latest rerun actually
+        reran (`mlp rerun --top K`), else the RECOMMENDED best by validation."""
+        if self.reruns:
+            by_id = {r["id"]: r for r in self.runs}
+            plan = self.reruns[-1]["sweep"]["rerun"]
+            return [by_id[i] for i in plan.source_runs if i in by_id]
         return self.ranked[:RECOMMENDED]
+
+    @property
+    def comparison(self) -> dict | None:
+        """The CE-vs-MSE comparison when it has at least one complete pair, else None."""
+        return self.compare if self.compare and self.compare["summary"]["n"] else None
 
 
 def check_out_dir(out, create: bool = True) -> Path:
@@ -104,21 +115,64 @@ def sweep_data_dir(sweep: dict, run: dict) -> str | None:
     return str(path)
 
 
+def prepare(sweep: dict, runs: list, histories: dict | None = None, store_path: str = "") -> ReportData:
+    """What the runs alone tell, without the store or the dataset: the searched parameters, the
+    ranking, parameter importance (and which parameters always moved together), the groups per
+    categorical value and the failures. Raises UsageError when no run has a finite metric."""
+    from mlp.runs.data import CLASS_NAMES
+
+    metric_spec = sweep["config"].get("metric") or {}
+    data = ReportData(sweep=sweep, runs=list(runs), histories=dict(histories or {}), store_path=str(store_path),
+                      metric=metric_spec.get("name") or "val_accuracy", goal=metric_spec.get("goal") or "maximize")
+    data.specs = dict(sweep["config"].get("parameters") or {})
+    data.names = [n for n in A.searched_parameters(sweep["config"]) if n != "data_dir"]
+    data.categorical = [n for n in data.names if "values" in data.specs[n]]
+    data.log_params = {n for n in data.names if A.is_log_scaled(data.specs[n])}
+
+    data.ranked = A.ranked(runs, data.metric, data.goal, full_only=True) or \
+        A.ranked(runs, data.metric, data.goal, full_only=False)
+    if not data.ranked:
+        raise UsageError(f"sweep {sweep['id']} has no run with a finite {data.metric}; nothing to report")
+    data.best = data.ranked[0]
+    data.dataset_name = data.best["config"].get("dataset", "fashion_mnist")
+    data.class_names = list(CLASS_NAMES.get(data.dataset_name, [str(i) for i in range(10)]))
+
+    usable = [r for r in runs if A.metric_of(r, data.metric) is not None]
+    data.importance_runs = len(usable)
+    params = [A.params_of(r, data.names) for r in usable]
+    data.importance = importance(params, [A.metric_of(r, data.metric) for r in usable], names=data.names, seed=0)
+    data.confounded = confounded(params, names=data.names)
+    data.groups = {n: A.group_table(runs, n, data.metric, order=data.specs[n].get("values"))
+                   for n in data.categorical}
+    data.failures = A.failure_analysis(runs, len(data.class_names), data.names, data.categorical, data.metric)
+    stuck = set(data.failures["chance"]["runs"])
+    learned = [r for r in usable if r["id"] not in stuck]
+    if stuck and len(learned) >= 5:     # what matters once the runs that never learned are left aside
+        params = [A.params_of(r, data.names) for r in learned]
+        data.learned_importance = {
+            "n": len(learned), "left_out": len(usable) - len(learned),
+            "rows": importance(params, [A.metric_of(r, data.metric) for r in learned], names=data.names, seed=0),
+            "confounded": confounded(params, names=data.names)}
+    return data
+
+
 def _runs_and_histories(store, sweep_id):
     runs = store.list_runs(sweep_id)
     return runs, {r["id"]: store.history(r["id"]) for r in runs}
 
 
-def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str | None = None,
+def collect(store, sweep_id: str, compare: str | None = None, data_dir: str | None = None,
             log: Callable[[str], None] = _log) -> ReportData:
-    from mlp.runs.data import CLASS_NAMES, load_dataset
+    """Read the sweep, its runs, the comparison sweep and reruns from the store, load the dataset
+    and the best run's model, and return the ReportData every section and figure draws from."""
+    from mlp.report.model import best_model_predictions
+    from mlp.runs.data import load_dataset
     from mlp.runs.experiment import confusion_matrix
 
     sweep = store.get_sweep(sweep_id)
     runs, histories = _runs_and_histories(store, sweep_id)
-    finished = [r for r in runs if r["state"] == "finished"]
-    if not finished:
-        raise UsageError(f"sweep {sweep_id} has no finished runs yet ({sweep['n_runs']} runs); run some with "
+    if not any(r["state"] == "finished" for r in runs):
+        raise UsageError(f"sweep {sweep_id} has no finished runs yet ({plural(sweep['n_runs'], 'run')}); run some with "
                          f"`mlp agent {sweep_id} --count N` and report again")
     # --- which sweep compares cross-entropy with squared error (checked before any slow step)
     sweeps = store.list_sweeps()
@@ -130,54 +184,22 @@ def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str
     else:
         target = A.find_comparison(sweeps, sweep_id)
 
-    metric_spec = sweep["config"].get("metric") or {}
-    data = ReportData(store_path=store.path, sweep=sweep, runs=runs, histories=histories, out=Path(out),
-                      metric=metric_spec.get("name") or "val_accuracy",
-                      goal=metric_spec.get("goal") or "maximize")
-    data.specs = dict(sweep["config"].get("parameters") or {})
-    data.names = [n for n in A.searched_parameters(sweep["config"]) if n != "data_dir"]
-    data.categorical = [n for n in data.names if "values" in data.specs[n]]
-    data.log_params = {n for n in data.names if A.is_log_scaled(data.specs[n])}
-
-    data.ranked = A.ranked(runs, data.metric, data.goal, full_only=True) or \
-        A.ranked(runs, data.metric, data.goal, full_only=False)
-    if not data.ranked:
-        raise UsageError(f"sweep {sweep_id} has no run with a finite {data.metric}; nothing to report")
-    data.best = data.ranked[0]
-    best_config = data.best["config"]
-    data.dataset_name = best_config.get("dataset", "fashion_mnist")
-    data.class_names = list(CLASS_NAMES.get(data.dataset_name, [str(i) for i in range(10)]))
+    log("computing parameter importance ...")
+    data = prepare(sweep, runs, histories, store.path)
 
     # --- data and the best model
+    best_config = data.best["config"]
     where = data_dir or sweep_data_dir(sweep, data.best)
     log(f"loading {data.dataset_name}" + (f" from {where}" if where else "") + " ...")
     data.dataset = load_dataset(data.dataset_name, data_dir=where, split=best_config.get("split", "standard"),
                                 val_fraction=best_config.get("val_fraction", 0.1), progress=log)
     data.class_names = list(data.dataset.class_names)
-    from mlp.report.model import best_model_predictions
     ev = best_model_predictions(store, sweep_id, data.best, data.dataset, log)
     cm = confusion_matrix(data.dataset.y_test, ev["pred"], len(data.class_names))
     ev["confusion"] = A.confusion_analysis(cm, data.class_names)
     stored_cm = data.best["summary"].get("confusion_matrix")
     ev["matches_store"] = stored_cm is not None and np.array_equal(np.asarray(stored_cm), cm)
     data.best_eval = ev
-
-    # --- the search as a whole
-    log("computing parameter importance ...")
-    usable = [r for r in runs if A.metric_of(r, data.metric) is not None]
-    data.importance_runs = len(usable)
-    data.importance = importance([A.params_of(r, data.names) for r in usable],
-                                 [A.metric_of(r, data.metric) for r in usable], names=data.names, seed=0)
-    data.groups = {n: A.group_table(runs, n, data.metric, order=data.specs[n].get("values"))
-                   for n in data.categorical}
-    data.failures = A.failure_analysis(runs, len(data.class_names), data.names, data.categorical, data.metric)
-    stuck = set(data.failures["chance"]["runs"])
-    learned = [r for r in usable if r["id"] not in stuck]
-    if stuck and len(learned) >= 5:     # what matters once the runs that never learned are left aside
-        data.learned_importance = {
-            "n": len(learned), "left_out": len(usable) - len(learned),
-            "rows": importance([A.params_of(r, data.names) for r in learned],
-                               [A.metric_of(r, data.metric) for r in learned], names=data.names, seed=0)}
 
     # --- cross-entropy vs squared error
     if target is None:
@@ -192,7 +214,7 @@ def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str
                         "test_summary": A.pair_summary(pairs, "test_accuracy")}
         if not data.compare["summary"]["n"]:
             data.compare_note = (f"Sweep {target['id']} ({target['name']}) has no complete pair yet "
-                                 f"({len(c_runs)} runs): run more with `mlp agent {target['id']}`.")
+                                 f"({plural(len(c_runs), 'run')}): run more with `mlp agent {target['id']}`.")
 
     # --- reruns on another dataset (children of this sweep)
     by_id = {r["id"]: r for r in runs}
@@ -200,10 +222,4 @@ def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str
         if child.get("parent_sweep_id") == sweep_id and child.get("rerun"):
             rows = A.rerun_rows(by_id, child, store.list_runs(child["id"]), data.names, data.dataset_name)
             data.reruns.append({"sweep": child, "rows": rows})
-
-    data.observations = A.observations(
-        runs, data.names, data.categorical, data.groups, data.failures, data.importance, data.best, ev,
-        data.compare if data.compare and data.compare["summary"]["n"] else None, data.recommended,
-        [row for rerun in data.reruns for row in rerun["rows"]], data.metric, data.dataset_name, data.goal,
-        data.learned_importance)
     return data

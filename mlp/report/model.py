@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from mlp.errors import UsageError
+from mlp.report.text import plural
 
 __all__ = ["best_model_predictions", "retrain", "model_target"]
 
@@ -32,8 +33,8 @@ def retrain(config: dict, data, log: Callable[[str], None] = _log):
     the same `experiment.train`. Returns the network."""
     from mlp.runs.experiment import train
     from threadpoolctl import threadpool_limits
-    log(f"retraining: {config['epochs']} epochs of {config['optimizer']} on {len(data.x_train)} images, one BLAS "
-        f"thread (progress below)")
+    log(f"retraining: {plural(config['epochs'], 'epoch')} of {config['optimizer']} on {len(data.x_train)} images, "
+        f"one BLAS thread (progress below)")
     # float32 sums depend on how BLAS splits them over threads; one thread is the same everywhere
     # and is what parallel agents (`--jobs 2` on two cores) trained with
     with threadpool_limits(limits=1):

@@ -18,6 +18,7 @@ from the sweep's rerun plan (`RerunPlan`, a store column; so `mlp agent CHILD_ID
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ import yaml
 from mlp import config as C
 from mlp.errors import UsageError
 from mlp.report import analysis as A
+from mlp.report.text import plural
 from mlp.runs.data import load_dataset
 from mlp.runs.store import RerunPlan
 from mlp.runs.wandb_api import SweepPath, WandbUnreachable, sweep_url
@@ -34,7 +36,7 @@ from mlp.sweep import bridge
 from mlp.sweep.agent import Agent
 from mlp.sweep.files import validate_sweep_config
 
-__all__ = ["rerun", "rerun_configs", "rerun_sweep_config"]
+__all__ = ["rerun", "rerun_configs", "rerun_sweep_config", "rerun_command"]
 
 
 def _log(line: str) -> None:
@@ -55,6 +57,20 @@ def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str |
             config["data_dir"] = str(Path(data_dir).expanduser().resolve())
         configs.append(config)
     return configs
+
+
+def rerun_command(plan: RerunPlan) -> str:
+    """The `mlp rerun` command that made this plan, with the options it was given: --top, --dataset,
+    and --epochs / --data_dir when they were set (the data folder as the plan's configs hold it:
+    resolved to an absolute path)."""
+    top = plan.top or len(plan.source_runs)
+    argv = ["mlp", "rerun", plan.parent, "--top", str(top), "--dataset", plan.dataset]
+    if plan.epochs is not None:
+        argv += ["--epochs", str(plan.epochs)]
+    data_dirs = {c.get("data_dir") for c in plan.configs or []}
+    if len(data_dirs) == 1 and None not in data_dirs:
+        argv += ["--data_dir", data_dirs.pop()]
+    return shlex.join(argv)
 
 
 ARG_MACROS = ("${args}", "${args_no_equals}", "${args_no_hyphens}", "${args_no_boolean_flags}", "${args_json}",
@@ -147,7 +163,8 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
                          f"`mlp agent {sweep_id}`")
     chosen = best[:int(top)]
     if len(chosen) < top:
-        log(f"sweep {sweep_id} has only {len(chosen)} runs with a {metric}; rerunning those")
+        them = "it" if len(chosen) == 1 else "those"
+        log(f"sweep {sweep_id} has only {plural(len(chosen), 'run')} with a {metric}; rerunning {them}")
     api = _online(parent, local, log)
     if api is not None:
         return _rerun_online(store, api, parent, chosen, top, dataset, epochs, data_dir, log, out)

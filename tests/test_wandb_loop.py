@@ -25,7 +25,7 @@ import yaml
 
 from fake_wandb import FakeWandb
 from mlp import config as C
-from mlp.report.figures import FIGURES
+from mlp.report.registry import FIGURES
 from mlp.runs.store import Store
 from mlp.sweep.engine import engine
 

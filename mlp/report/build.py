@@ -5,9 +5,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from mlp.report.collect import check_out_dir, collect
-from mlp.report.page import build_blocks, write_html, write_markdown
 from mlp.report import registry
+from mlp.report.collect import check_out_dir, collect
+from mlp.report.figures import STYLE
+from mlp.report.page import build_blocks, write_html, write_markdown
 from mlp.sweep.bridge import resolve
 
 __all__ = ["make_report", "default_out", "render_figures"]
@@ -29,7 +30,6 @@ def render_figures(data, out, log: Callable[[str], None] | None = None) -> dict:
     report, so its old PNG is removed."""
     import matplotlib.pyplot as plt
 
-    from mlp.report.figures import STYLE
     out = Path(out)
     with plt.rc_context(STYLE):
         for name, fig in registry.FIGURES.items():

@@ -16,7 +16,10 @@ import numpy as np
 from mlp.errors import UsageError
 from mlp.report import analysis as A
 from mlp.report.importance import confounded, importance
+from mlp.report.model import best_model_predictions
 from mlp.report.text import plural
+from mlp.runs.data import CLASS_NAMES, load_dataset
+from mlp.runs.experiment import confusion_matrix
 
 __all__ = ["ReportData", "collect", "prepare", "check_out_dir", "sweep_data_dir", "TOP_RUNS", "RECOMMENDED"]
 
@@ -119,7 +122,6 @@ def prepare(sweep: dict, runs: list, histories: dict | None = None, store_path: 
     """What the runs alone tell, without the store or the dataset: the searched parameters, the
     ranking, parameter importance (and which parameters always moved together), the groups per
     categorical value and the failures. Raises UsageError when no run has a finite metric."""
-    from mlp.runs.data import CLASS_NAMES
 
     metric_spec = sweep["config"].get("metric") or {}
     data = ReportData(sweep=sweep, runs=list(runs), histories=dict(histories or {}), store_path=str(store_path),
@@ -165,9 +167,6 @@ def collect(store, sweep_id: str, compare: str | None = None, data_dir: str | No
             log: Callable[[str], None] = _log) -> ReportData:
     """Read the sweep, its runs, the comparison sweep and reruns from the store, load the dataset
     and the best run's model, and return the ReportData every section and figure draws from."""
-    from mlp.report.model import best_model_predictions
-    from mlp.runs.data import load_dataset
-    from mlp.runs.experiment import confusion_matrix
 
     sweep = store.get_sweep(sweep_id)
     runs, histories = _runs_and_histories(store, sweep_id)

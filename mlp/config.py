@@ -346,6 +346,20 @@ def expand_configuration(values: Mapping[str, Any], source: str = "") -> dict:
     return values
 
 
+# What a configuration must drop to run on a dataset: a mirrored digit is another digit (or none).
+DATASET_CHANGES: dict[str, dict] = {"mnist": {"augment_flip": False}}
+
+
+def for_dataset(values: Mapping[str, Any], dataset: str) -> dict:
+    """`values` retargeted to `dataset` (e.g. a Fashion-MNIST config rerun on MNIST): the dataset
+    replaced and what cannot apply to it switched off."""
+    out = {**values, "dataset": dataset}
+    for key, value in DATASET_CHANGES.get(dataset, {}).items():
+        if key in out:
+            out[key] = value
+    return out
+
+
 def hyperparameters(config: Mapping) -> dict:
     """What is trained (everything but plumbing): the W&B config and the store's run config."""
     return {k: v for k, v in config.items() if k not in PLUMBING}

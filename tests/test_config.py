@@ -121,3 +121,11 @@ def test_run_context_reads_and_checks_the_launchers_variables(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00\x01" * 10)
     with pytest.raises(UsageError, match="not a YAML text file"):
         read_sweep_params(binary)
+
+
+def test_a_config_retargeted_to_digits_drops_flips():
+    fashion = C.resolve({"preset": "best"})
+    assert fashion["augment_flip"] is True
+    digits = C.resolve(C.for_dataset(C.hyperparameters(fashion), "mnist"))
+    assert digits["dataset"] == "mnist" and digits["augment_flip"] is False
+    assert digits["hidden_sizes"] == fashion["hidden_sizes"]

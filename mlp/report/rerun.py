@@ -48,9 +48,8 @@ def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str |
     replaced. Plumbing (store, W&B project, output files) is left to the agent."""
     configs = []
     for run in runs:
-        config = {k: v for k, v in (run.get("config") or {}).items()
-                  if k in C.PARAMS and k not in C.PLUMBING and v is not None}
-        config["dataset"] = dataset
+        config = C.for_dataset({k: v for k, v in (run.get("config") or {}).items()
+                                if k in C.PARAMS and k not in C.PLUMBING and v is not None}, dataset)
         if epochs is not None:
             config["epochs"] = int(epochs)
         if data_dir is not None:

@@ -274,3 +274,22 @@ def test_a_run_that_learns_resets_the_count_of_failures(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert [r["state"] for r in Store(tmp_path / "s.sqlite").list_runs()] == \
         ["failed", "failed", "finished", "failed", "failed"]
+
+
+def test_warm_runs_equal_fresh_processes(tmp_path):
+    """The agent forks runs of train.py from its warm process by default; --fresh_process starts
+    each as a new Python, as `wandb agent` does. Same sweep, same seed: the same numbers."""
+    sweep = write_sweep(tmp_path, "twins", method="grid", parameters={
+        "data_dir": {"value": "tests/data"}, "epochs": {"value": 2}, "num_layers": {"value": 1},
+        "hidden_size": {"values": [8, 16]}, "dropout": {"value": 0.1}, "optimizer": {"values": ["adam", "nag"]}})
+    summaries = {}
+    for mode, extra in (("warm", []), ("fresh", ["--fresh_process"])):
+        store = tmp_path / f"{mode}.sqlite"
+        p = mlp(tmp_path, "sweep", str(sweep), "--count", "4", "--seed", "3", "--store", str(store), *extra)
+        assert p.returncode == 0, p.stdout + p.stderr
+        runs = Store(store).list_runs()
+        logs = [Path(r["log_path"]).read_text() for r in runs]
+        assert all(("a warm run: forked" in log) == (mode == "warm") for log in logs), logs[0][:300]
+        summaries[mode] = [(r["params"], r["state"], r["summary"]["val_accuracy"], r["summary"]["test_accuracy"],
+                            r["summary"]["confusion_matrix"]) for r in runs]
+    assert len(summaries["warm"]) == 4 and summaries["warm"] == summaries["fresh"]

@@ -19,6 +19,21 @@ def _store_arg(p):
     p.add_argument("--store", default=None, help="SQLite store (else MLP_STORE, else ./mlp-runs.sqlite)")
 
 
+def _fresh_arg(p):
+    p.add_argument("--fresh_process", action="store_true",
+                   help="start every run as a new Python process, as `wandb agent` does (default: runs of the "
+                        "project's train.py are forked from the warm agent, without the start-up cost)")
+
+
+def _launcher(args):
+    """The warm launcher (mlp.sweep.warm) with train.py's entry point, unless --fresh_process."""
+    if args.fresh_process:
+        return None
+    from mlp.cli import train_main
+    from mlp.sweep.warm import WarmLauncher
+    return WarmLauncher(train_main)
+
+
 def _positive(text):
     try:
         return C.Param("count", "int", None, "", low=1, high=10**9).parse(text)
@@ -49,11 +64,13 @@ def command_parsers():
     p.add_argument("--seed", type=_seed, help="seed of the search (random and bayes are reproducible under it)")
     p.add_argument("--count", type=_positive, help="run this many runs now")
     p.add_argument("--jobs", type=_positive, default=1, help="agents in parallel (with --count)")
+    _fresh_arg(p)
     _store_arg(p)
     p = parsers["agent"] = Parser(prog="mlp agent", description="Join a local sweep and run its runs.")
     p.add_argument("sweep_id", help="a local sweep id (or the W&B path it was synced as)")
     p.add_argument("--count", type=_positive, help="stop after this many runs (default: until the search is over)")
     p.add_argument("--jobs", type=_positive, default=1, help=argparse.SUPPRESS)  # BLAS threads = cores / jobs
+    _fresh_arg(p)
     _store_arg(p)
     p = parsers["evaluate"] = Parser(prog="mlp evaluate", description="Score a saved model (.npz) on a dataset's test set.")
     p.add_argument("model", help="a model written by --save_model (or a sweep's mlp-models/SWEEP/RUN.npz)")
@@ -129,15 +146,16 @@ def cmd_sweep(args):
         if not args.count:
             return 0
         if args.jobs == 1:
-            return Agent(store, sweep_id, count=args.count).run()
-    return run_parallel_agents(store.path, sweep_id, args.count, args.jobs)
+            return Agent(store, sweep_id, count=args.count, launcher=_launcher(args)).run()
+    return run_parallel_agents(store.path, sweep_id, args.count, args.jobs, fresh_process=args.fresh_process)
 
 
 def cmd_agent(args):
     from mlp.sweep.agent import Agent
     from mlp.sweep.bridge import resolve
     with _open_store(args.store) as store:
-        return Agent(store, resolve(store, args.sweep_id, fetch=False), count=args.count, jobs=args.jobs).run()
+        return Agent(store, resolve(store, args.sweep_id, fetch=False), count=args.count, jobs=args.jobs,
+                     launcher=_launcher(args)).run()
 
 
 def _best(runs, metric="val_accuracy"):

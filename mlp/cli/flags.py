@@ -87,3 +87,4 @@ def accept_sigint():
     Ctrl-C) without losing its offline W&B data, so it must always work."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+

@@ -29,7 +29,7 @@ def _launcher(args):
     """The warm launcher (mlp.sweep.warm) with train.py's entry point, unless --fresh_process."""
     if args.fresh_process:
         return None
-    from mlp.cli import train_main
+    from mlp.cli.flags import train_main
     from mlp.sweep.warm import WarmLauncher
     return WarmLauncher(train_main)
 

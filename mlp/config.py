@@ -340,10 +340,21 @@ def expand_configuration(values: Mapping[str, Any], source: str = "") -> dict:
     for key, value in bundle.items():
         if key == CONFIGURATION:
             raise ConfigError(f"{where}{CONFIGURATION} cannot hold another {CONFIGURATION}")
-        if key in values and values[key] != value:
+        if key in values and not _same_value(str(key), values[key], value):
             raise ConfigError(f"{where}{key} is {values[key]!r} but {CONFIGURATION} says {value!r}; give it once")
         values[str(key)] = value
     return values
+
+
+def _same_value(name: str, a, b) -> bool:
+    """Equal as the parameter understands them ('ReLU' is 'relu', 10.0 epochs is 10)."""
+    if a == b:
+        return True
+    param = PARAMS.get(name)
+    try:
+        return param is not None and param.parse(a) == param.parse(b)
+    except ValueError:
+        return False
 
 
 # What a configuration must drop to run on a dataset: a mirrored digit is another digit (or none).

@@ -129,3 +129,13 @@ def test_a_config_retargeted_to_digits_drops_flips():
     digits = C.resolve(C.for_dataset(C.hyperparameters(fashion), "mnist"))
     assert digits["dataset"] == "mnist" and digits["augment_flip"] is False
     assert digits["hidden_sizes"] == fashion["hidden_sizes"]
+
+
+def test_a_configuration_bundle_agrees_with_values_spelled_otherwise():
+    """W&B's config holds both the run's canonical values and the sweep's `configuration` as the
+    YAML wrote it: 'ReLU' and 'relu' are the same activation."""
+    merged = C.expand_configuration({"activation": "relu", "epochs": 10,
+                                     "configuration": {"activation": "ReLU", "epochs": 10.0, "num_layers": 2}})
+    assert merged["num_layers"] == 2
+    with pytest.raises(UsageError, match="activation"):
+        C.expand_configuration({"activation": "tanh", "configuration": {"activation": "ReLU"}})

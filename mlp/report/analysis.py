@@ -13,6 +13,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from mlp.report.importance import by_parameter
+
 __all__ = [
     "metric_of", "params_of", "searched_parameters", "is_log_scaled", "is_full_run",
     "was_stopped", "ranked", "fmt_value", "describe", "level", "group_table", "confusion_analysis",
@@ -383,7 +385,6 @@ def observations(runs: Sequence[Mapping], names: Sequence[str], categorical: Seq
         reasons = ", ".join(f"{why} ({k})" for why, k in broken["reasons"])
         out.append(f"{_share(len(broken['runs']), n)} runs failed or crashed: {reasons}.")
     if importance_rows:
-        from mlp.report.importance import by_parameter
         params = by_parameter(importance_rows)
         top = params[0]
         line = (f"Random-forest importance ranks {top['parameter']} first ({top['importance']:.2f} of the total"
@@ -399,7 +400,6 @@ def observations(runs: Sequence[Mapping], names: Sequence[str], categorical: Seq
                            f"linear r = {p['pearson']:+.2f}: a monotone association that a straight line misses "
                            f"(a log-like scale, or a few outlying runs).")
     if learned_importance:
-        from mlp.report.importance import by_parameter
         params = by_parameter(learned_importance["rows"])
         if params:
             top = params[0]

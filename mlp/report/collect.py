@@ -16,6 +16,9 @@ import numpy as np
 from mlp.errors import UsageError
 from mlp.report import analysis as A
 from mlp.report.importance import importance
+from mlp.report.model import best_model_predictions
+from mlp.runs.data import CLASS_NAMES, load_dataset
+from mlp.runs.experiment import confusion_matrix
 
 __all__ = ["ReportData", "collect", "check_out_dir", "sweep_data_dir"]
 
@@ -111,9 +114,6 @@ def _runs_and_histories(store, sweep_id):
 
 def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str | None = None,
             log: Callable[[str], None] = _log) -> ReportData:
-    from mlp.runs.data import CLASS_NAMES, load_dataset
-    from mlp.runs.experiment import confusion_matrix
-
     sweep = store.get_sweep(sweep_id)
     runs, histories = _runs_and_histories(store, sweep_id)
     finished = [r for r in runs if r["state"] == "finished"]
@@ -154,7 +154,6 @@ def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str
     data.dataset = load_dataset(data.dataset_name, data_dir=where, split=best_config.get("split", "standard"),
                                 val_fraction=best_config.get("val_fraction", 0.1), progress=log)
     data.class_names = list(data.dataset.class_names)
-    from mlp.report.model import best_model_predictions
     ev = best_model_predictions(store, sweep_id, data.best, data.dataset, log)
     cm = confusion_matrix(data.dataset.y_test, ev["pred"], len(data.class_names))
     ev["confusion"] = A.confusion_analysis(cm, data.class_names)

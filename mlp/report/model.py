@@ -12,7 +12,10 @@ from typing import Callable
 
 import numpy as np
 
+from mlp.core.network import load_model
 from mlp.errors import UsageError
+from mlp.runs.experiment import train
+from mlp.runs.store import model_path_for
 
 __all__ = ["best_model_predictions", "retrain", "model_target"]
 
@@ -23,14 +26,12 @@ def _log(line: str) -> None:
 
 def model_target(store_path: str, sweep_id: str, run_id: str) -> Path:
     """Where a sweep's runs keep their models (mlp.runs.store.model_path_for)."""
-    from mlp.runs.store import model_path_for
     return model_path_for(store_path, sweep_id, run_id)
 
 
 def retrain(config: dict, data, log: Callable[[str], None] = _log):
     """Train `config` (a run's full effective config) on `data` exactly as train.py does — through
     the same `experiment.train`. Returns the network."""
-    from mlp.runs.experiment import train
     from threadpoolctl import threadpool_limits
     log(f"retraining: {config['epochs']} epochs of {config['optimizer']} on {len(data.x_train)} images, one BLAS "
         f"thread (progress below)")
@@ -46,7 +47,6 @@ def best_model_predictions(store, sweep_id: str, run: dict, data,
     """Predictions of the run's model on the test and validation sets.
 
     Returns {"proba", "pred", "val_accuracy", "test_accuracy", "source" (saved or retrained, in words), "model_path", "note"}; note explains a fallback (e.g. an unreadable file)."""
-    from mlp.core.network import load_model
     net, note, source = None, "", "the model the agent saved"
     path = run.get("model_path")
     if path and Path(path).is_file():

@@ -159,6 +159,20 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    split: str = "standard"
+    # which rows were drawn for validation: indices into the official training file (standard
+    # split) or into training + test files concatenated (80-10-10); None when not made by load_dataset
+    val_index: np.ndarray | None = None
+
+    @property
+    def val_rows_sha256(self) -> str | None:
+        """A digest naming exactly this validation set: the dataset, the split and the rows drawn
+        (what `mlp baselines` stores, so a report pairs baselines with runs of the same split)."""
+        if self.val_index is None:
+            return None
+        digest = hashlib.sha256(f"{self.name}/{self.split}/".encode())
+        digest.update(np.ascontiguousarray(self.val_index, dtype="<i8").tobytes())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={len(self.y_train)}, val={len(self.y_val)}, "
@@ -693,4 +707,5 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
     for part, (x, y, idx) in parts.items():
         out["x_" + part] = _to_float(x, idx)
         out["y_" + part] = (y if idx is None else y[idx]).astype(np.int64)
-    return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, **out)
+    return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, split=split,
+                   val_index=val_idx, **out)

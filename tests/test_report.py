@@ -16,10 +16,11 @@ import yaml
 from mlp import config as C
 from mlp.cli import main
 from mlp.report import analysis as A
+from mlp.report import baselines as B
 from mlp.report import make_report
-from mlp.report.figures import FIGURES
+from mlp.report.figures import FIGURES, applies
 from mlp.report.importance import by_parameter, encode, importance
-from mlp.report.page import SECTIONS
+from mlp.report.page import SECTIONS, section_titles
 from mlp.report.rerun import rerun_sweep_config
 from mlp.runs.store import Store
 from mlp.sweep.engine import engine as _engine
@@ -28,6 +29,8 @@ from mlp.sweep.files import validate_sweep_config
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 CHROMIUM = Path("/usr/bin/chromium")
+CLASSIFY_FIGURES = [name for name in FIGURES if applies(name, "classify")]
+AUTOENCODER_FIGURES = [name for name in FIGURES if applies(name, "autoencoder")]
 
 CE_TINY = {  # a ce_vs_mse-like grid on the committed subset: 2 losses × 2 seeds
     "name": "ce-tiny", "program": "train.py", "method": "grid",
@@ -65,6 +68,8 @@ def env(tmp_path_factory):
     ce_file = tmp / "ce_tiny.yaml"
     ce_file.write_text(yaml.safe_dump(CE_TINY, sort_keys=False))
     ce = sweep_id_of(mlp(tmp, "sweep", str(ce_file), "--count", "4", "--seed", "1"))
+    base = mlp(tmp, "baselines", "--data_dir", "tests/data", "--models", "logistic_regression,knn")
+    assert base.returncode == 0, base.stderr[-3000:]
     out = tmp / "out"
     proc = mlp(tmp, "report", smoke, "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -78,7 +83,7 @@ def test_report_has_every_section_and_figure(env):
     page = (env.out / "index.html").read_text()
     for title in SECTIONS.values():
         assert f"## {title}" in md and title in page, title
-    for name in FIGURES:
+    for name in CLASSIFY_FIGURES:
         png = env.out / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name}.png)" in md, name
@@ -131,7 +136,8 @@ def test_report_without_a_comparison_sweep_says_how_to_run_one(env):
     assert "No sweep in this store compares the losses" in md
     assert "mlp sweep sweeps/ce_vs_mse.yaml --count 10" in md
     assert "ce_vs_mse" not in env.bare["figures"]
-    assert set(env.bare["figures"]) == set(FIGURES) - {"ce_vs_mse"}
+    assert set(env.bare["figures"]) == set(CLASSIFY_FIGURES) - {"ce_vs_mse"}
+    assert "Not run yet: `mlp baselines -d fashion_mnist`" in md
 
 
 class _Images(html.parser.HTMLParser):
@@ -144,18 +150,108 @@ class _Images(html.parser.HTMLParser):
             self.images.append(dict(attrs))
 
 
-def test_every_image_renders_in_headless_chromium(env, tmp_path):
+def rendered_images(page: Path, tmp_path) -> list[dict]:
+    """The <img> elements of `page` as headless Chromium renders them."""
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is missing: install it with `apt-get install -y chromium` (as .ci/run does)")
     argv = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=5000", "--dump-dom", (env.out / "index.html").resolve().as_uri()]
+            "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri()]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     parser = _Images()
     parser.feed(proc.stdout)
-    assert len(parser.images) == len(FIGURES)
-    for img in parser.images:
+    return parser.images
+
+
+def test_every_image_renders_in_headless_chromium(env, tmp_path):
+    images = rendered_images(env.out / "index.html", tmp_path)
+    assert sorted(img.get("alt") for img in images) == sorted(CLASSIFY_FIGURES)
+    for img in images:
+        assert int(img.get("data-natural-width", "0")) > 0, img.get("alt")
+
+
+# ---- baselines in a classifier sweep's report (issue 15) -----------------------------------------------
+
+def test_the_baselines_table_matches_the_store(env):
+    md = (env.out / "report.md").read_text()
+    with Store(env.store, create=False) as store:
+        rows = store.list_baselines()
+    assert [r["model"] for r in rows] == ["logistic_regression", "knn"]
+    for r in rows:
+        assert f"| {r['label']} | {r['val_accuracy']:.4f} | {r['test_accuracy']:.4f} | {r['train_seconds']:.1f} |" in md
+    assert "Published for comparison (Xiao, Rasul & Vollgraf (2017)" in md
+    assert "| random forest | RandomForestClassifier n_estimators=100, criterion=entropy, max_depth=100 | 0.873 |" in md
+    assert "the dashed lines of section 2 are these baselines' validation accuracies" in md
+
+
+def test_baselines_of_another_split_are_not_shown(env, tmp_path):
+    other = mlp(env.tmp, "baselines", "--data_dir", "tests/data", "--models", "knn", "--val_fraction", "0.2",
+                env={"MLP_STORE": str(tmp_path / "other.sqlite")})
+    assert other.returncode == 0, other.stderr
+    with Store(tmp_path / "other.sqlite") as other_store, Store(env.store) as store:
+        row = other_store.list_baselines()[0]
+        dataset = SimpleNamespace(name="fashion_mnist", val_rows_sha256=row["val_rows_sha256"])
+        assert B.latest(store, dataset) == []           # the smoke sweep's store has none of that split
+
+
+# ---- the report of an autoencoder sweep (issue 15) -----------------------------------------------------
+
+AE_TINY = {
+    "name": "ae-tiny", "program": "train.py", "method": "grid", "metric": {"name": "val_r2", "goal": "maximize"},
+    "parameters": {"task": {"value": "autoencoder"}, "data_dir": {"value": "tests/data"},
+                   "hidden_sizes": {"values": [[32], [48, 16, 48]]}, "activation": {"values": ["relu", "identity"]},
+                   "epochs": {"value": 1}, "batch_size": {"value": 64}, "optimizer": {"value": "adam"},
+                   "learning_rate": {"value": 0.002}},
+    "command": ["${env}", "${interpreter}", "${program}", "${args}"],
+}
+
+
+@pytest.fixture(scope="module")
+def ae(env):
+    """A 4-run autoencoder grid in the same store (beside the classifier sweeps and baselines),
+    and its report as a subprocess."""
+    path = env.tmp / "ae_tiny.yaml"
+    path.write_text(yaml.safe_dump(AE_TINY, sort_keys=False))
+    sweep = sweep_id_of(mlp(env.tmp, "sweep", str(path), "--count", "4", "--seed", "1"))
+    out = env.tmp / "ae-out"
+    proc = mlp(env.tmp, "report", sweep, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return SimpleNamespace(sweep=sweep, out=out, proc=proc)
+
+
+def test_an_autoencoder_report_has_every_section_with_r2(ae):
+    md = (ae.out / "report.md").read_text()
+    page = (ae.out / "index.html").read_text()
+    for title in section_titles("autoencoder").values():
+        assert f"## {title}" in md and title in page, title
+    assert "## 2. Validation R² of every run" in md and "Validation accuracy" not in md
+    for name in FIGURES:
+        assert (ae.out / f"{name}.png").exists() == (name in AUTOENCODER_FIGURES), name
+    assert "reconstructions" in AUTOENCODER_FIGURES and "confusion_matrix" not in AUTOENCODER_FIGURES
+    assert "Does not apply: this sweep trains autoencoders" in md
+    assert "Baselines are classifiers" in md
+
+
+def test_an_autoencoder_report_numbers_match_the_store(ae):
+    md = (ae.out / "report.md").read_text()
+    with Store(ae.out.parent / "s.sqlite", create=False) as store:
+        runs = store.list_runs(ae.sweep)
+    best = max(runs, key=lambda r: (r["summary"]["val_r2"], -r["seq"]))
+    assert (f"Run {best['id']} (#{best['seq']}) has the best val_r2: {best['summary']['val_r2']:.4f}; its test R² is "
+            f"{best['summary']['test_r2']:.4f}") in md
+    assert f"it scores R² {best['summary']['val_r2']:.4f} on validation and {best['summary']['test_r2']:.4f} on test, " \
+           f"as recorded." in md
+    leaderboard = sorted(runs, key=lambda r: (-r["summary"]["val_r2"], r["seq"]))
+    assert f"| 1 | {leaderboard[0]['id']} | {leaderboard[0]['summary']['val_r2']:.4f} | " \
+           f"{leaderboard[0]['summary']['test_r2']:.4f} |" in md
+    assert "tagged `bottleneck` in the saved model" in md and "R² within the class" in md
+
+
+def test_every_image_of_an_autoencoder_report_renders_in_headless_chromium(ae, tmp_path):
+    images = rendered_images(ae.out / "index.html", tmp_path)
+    assert sorted(img.get("alt") for img in images) == sorted(AUTOENCODER_FIGURES)
+    for img in images:
         assert int(img.get("data-natural-width", "0")) > 0, img.get("alt")
 
 

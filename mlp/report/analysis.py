@@ -286,13 +286,14 @@ def _profile(subset: Sequence[Mapping], everyone: Sequence[Mapping], names: Sequ
 
 
 def failure_analysis(runs: Sequence[Mapping], n_classes: int, names: Sequence[str],
-                     categorical: Sequence[str], metric: str = "val_accuracy") -> dict:
+                     categorical: Sequence[str], metric: str = "val_accuracy", chance: float | None = None) -> dict:
     """Diverged runs (with the reason and the parameter values they share), runs that trained
-    but stayed at chance level (metric ≤ 1/classes + 0.02), failed and crashed runs."""
+    but stayed at chance level (metric ≤ `chance`, default 1/classes + 0.02 — an accuracy; an
+    autoencoder's R² passes 0, the mean image's; NaN: no such level), failed and crashed runs."""
     n = len(runs)
     states = Counter(r["state"] for r in runs)
     diverged = [r for r in runs if r["state"] == "diverged"]
-    chance = 1.0 / n_classes + 0.02
+    chance = 1.0 / n_classes + 0.02 if chance is None else chance
     stuck = [r for r in runs if r["state"] != "diverged" and metric_of(r, metric) is not None
              and metric_of(r, metric) <= chance]
     broken = [r for r in runs if r["state"] in ("failed", "crashed")]
@@ -330,8 +331,10 @@ def observations(runs: Sequence[Mapping], names: Sequence[str], categorical: Seq
                  best: Mapping | None, best_eval: Mapping | None, ce: Mapping | None,
                  recommended: Sequence[Mapping], rerun: Sequence[Mapping] = (),
                  metric: str = "val_accuracy", dataset: str = "", goal: str = "maximize",
-                 learned_importance: Mapping | None = None) -> list[str]:
-    """Findings as sentences, every number computed from the data passed in."""
+                 learned_importance: Mapping | None = None, test_metric: str = "test_accuracy") -> list[str]:
+    """Findings as sentences, every number computed from the data passed in (`test_metric`: what
+    the runs report on the test set, test_accuracy or, for autoencoders, test_r2)."""
+    test_words = "test R²" if test_metric == "test_r2" else test_metric.replace("_", " ")
     out = []
     n = len(runs)
     states = failures["states"]
@@ -344,9 +347,9 @@ def observations(runs: Sequence[Mapping], names: Sequence[str], categorical: Seq
     if best is not None:
         line = (f"Best {metric}: {metric_of(best, metric):.4f} (run {best['id']}: "
                 f"{describe(params_of(best), names)})")
-        test = metric_of(best, "test_accuracy")
+        test = metric_of(best, test_metric)
         if test is not None:
-            line += f", test accuracy {test:.4f}"
+            line += f", {test_words} {test:.4f}"
         out.append(line + ".")
     if with_metric:
         values = np.array([metric_of(r, metric) for r in with_metric])
@@ -437,8 +440,8 @@ def observations(runs: Sequence[Mapping], names: Sequence[str], categorical: Seq
                    + "; ".join(items) + ".")
     for row in rerun:
         if row.get("target_test") is not None:
-            out.append(f"Rerun of {row['source_run']} on {row['target_dataset']}: test accuracy "
-                       f"{row['target_test']:.4f} (its {row['source_dataset']} test accuracy was "
+            out.append(f"Rerun of {row['source_run']} on {row['target_dataset']}: {test_words} "
+                       f"{row['target_test']:.4f} (its {row['source_dataset']} {test_words} was "
                        f"{fmt_value(row['source_test'])}).")
     return out
 
@@ -446,7 +449,8 @@ def observations(runs: Sequence[Mapping], names: Sequence[str], categorical: Seq
 # ---- reruns on another dataset ---------------------------------------------------------------------
 
 def rerun_rows(source_runs: Mapping[str, Mapping], child: Mapping, child_runs: Sequence[Mapping],
-               names: Sequence[str], source_dataset: str = "fashion_mnist") -> list[dict]:
+               names: Sequence[str], source_dataset: str = "fashion_mnist", val_metric: str = "val_accuracy",
+               test_metric: str = "test_accuracy") -> list[dict]:
     """One row per configuration of a rerun sweep: the source run's val/test next to the rerun's.
 
     `child["rerun"]` (a RerunPlan) holds the source run ids and the configs proposed, in order;
@@ -470,10 +474,10 @@ def rerun_rows(source_runs: Mapping[str, Mapping], child: Mapping, child_runs: S
         run = by_index.get(i)
         rows.append({"rank": i + 1, "source_run": source_id, "params": describe(params_of(src), names) if src else "",
                      "source_dataset": source_dataset, "target_dataset": target,
-                     "source_val": metric_of(src, "val_accuracy") if src else None,
-                     "source_test": metric_of(src, "test_accuracy") if src else None,
+                     "source_val": metric_of(src, val_metric) if src else None,
+                     "source_test": metric_of(src, test_metric) if src else None,
                      "run": run["id"] if run else None, "state": run["state"] if run else "not run",
                      "epochs": (run.get("summary") or {}).get("epochs_run") if run else None,
-                     "target_val": metric_of(run, "val_accuracy") if run else None,
-                     "target_test": metric_of(run, "test_accuracy") if run else None})
+                     "target_val": metric_of(run, val_metric) if run else None,
+                     "target_test": metric_of(run, test_metric) if run else None})
     return rows

@@ -5,6 +5,7 @@ page writers get a ready `ReportData`.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -15,10 +16,13 @@ import numpy as np
 
 from mlp.errors import UsageError
 from mlp.report import analysis as A
+from mlp.report import autoencoder as AE
+from mlp.report import baselines as B
 from mlp.report.importance import importance
 from mlp.report.model import best_model_predictions
 from mlp.runs.data import CLASS_NAMES, load_dataset
 from mlp.runs.experiment import confusion_matrix
+from mlp.sweep.files import sweep_task
 
 __all__ = ["ReportData", "collect", "check_out_dir", "sweep_data_dir"]
 
@@ -59,6 +63,10 @@ class ReportData:
     reruns: list = field(default_factory=list)       # [{"sweep": child sweep, "rows": [...]}]
     observations: list = field(default_factory=list)
     figures: dict = field(default_factory=dict)      # name -> PNG path (filled by the figures)
+    task: str = "classify"                           # the sweep's task: classify or autoencoder
+    test_metric: str = "test_accuracy"               # what the runs report on the test set (test_r2)
+    reconstruction: dict | None = None              # autoencoder: the best model's evaluation (report.autoencoder)
+    baselines: list = field(default_factory=list)    # classify: `mlp baselines` rows of this split (report.baselines)
 
     @property
     def sweep_id(self) -> str:
@@ -122,7 +130,16 @@ def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str
                          f"`mlp agent {sweep_id} --count N` and report again")
     # --- which sweep compares cross-entropy with squared error (checked before any slow step)
     sweeps = store.list_sweeps()
-    if compare:
+    try:
+        task = sweep_task(sweep["config"])
+    except UsageError:                           # a sweep seen through W&B may be loosely described
+        task = "classify"
+    if task == "autoencoder":
+        if compare:
+            raise UsageError(f"--compare: sweep {sweep_id} trains autoencoders; the cross-entropy vs squared-error "
+                             f"study compares classification losses")
+        target = None
+    elif compare:
         target = store.get_sweep(compare)
         if not A.varies_loss(target["config"]):
             raise UsageError(f"--compare {compare}: that sweep does not search loss over cross_entropy and "
@@ -132,8 +149,9 @@ def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str
 
     metric_spec = sweep["config"].get("metric") or {}
     data = ReportData(store_path=store.path, sweep=sweep, runs=runs, histories=histories, out=Path(out),
-                      metric=metric_spec.get("name") or "val_accuracy",
-                      goal=metric_spec.get("goal") or "maximize")
+                      metric=metric_spec.get("name") or ("val_r2" if task == "autoencoder" else "val_accuracy"),
+                      goal=metric_spec.get("goal") or "maximize", task=task,
+                      test_metric="test_r2" if task == "autoencoder" else "test_accuracy")
     data.specs = dict(sweep["config"].get("parameters") or {})
     data.names = [n for n in A.searched_parameters(sweep["config"]) if n != "data_dir"]
     data.categorical = [n for n in data.names if "values" in data.specs[n]]
@@ -154,6 +172,9 @@ def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str
     data.dataset = load_dataset(data.dataset_name, data_dir=where, split=best_config.get("split", "standard"),
                                 val_fraction=best_config.get("val_fraction", 0.1), progress=log)
     data.class_names = list(data.dataset.class_names)
+    if task == "autoencoder":
+        return _collect_autoencoder(data, store, sweep_id, sweeps, log)
+    data.baselines = B.latest(store, data.dataset)
     ev = best_model_predictions(store, sweep_id, data.best, data.dataset, log)
     cm = confusion_matrix(data.dataset.y_test, ev["pred"], len(data.class_names))
     ev["confusion"] = A.confusion_analysis(cm, data.class_names)
@@ -205,4 +226,33 @@ def collect(store, sweep_id: str, out, compare: str | None = None, data_dir: str
         data.compare if data.compare and data.compare["summary"]["n"] else None, data.recommended,
         [row for rerun in data.reruns for row in rerun["rows"]], data.metric, data.dataset_name, data.goal,
         data.learned_importance)
+    return data
+
+
+def _collect_autoencoder(data: ReportData, store, sweep_id: str, sweeps: list, log) -> ReportData:
+    """The rest of `collect` for an autoencoder sweep: R² everywhere a classifier's report has
+    accuracy, the best model's reconstructions instead of its confusion matrix, no loss comparison."""
+    runs = data.runs
+    data.reconstruction = AE.evaluate_best(store, sweep_id, data.best, data.dataset, log)
+    log("computing parameter importance ...")
+    usable = [r for r in runs if A.metric_of(r, data.metric) is not None]
+    data.importance_runs = len(usable)
+    data.importance = importance([A.params_of(r, data.names) for r in usable],
+                                 [A.metric_of(r, data.metric) for r in usable], names=data.names, seed=0)
+    data.groups = {n: A.group_table(runs, n, data.metric, order=data.specs[n].get("values"))
+                   for n in data.categorical}
+    data.failures = A.failure_analysis(runs, len(data.class_names), data.names, data.categorical, data.metric,
+                                       chance=AE.CHANCE_R2 if data.metric == "val_r2" else math.nan)
+    data.compare_note = ("Does not apply: this sweep trains autoencoders, and the study compares the two "
+                         "classification losses (cross-entropy and squared error on the softmax).")
+    by_id = {r["id"]: r for r in runs}
+    for child in sweeps:
+        if child.get("parent_sweep_id") == sweep_id and child.get("rerun"):
+            rows = A.rerun_rows(by_id, child, store.list_runs(child["id"]), data.names, data.dataset_name,
+                                val_metric=data.metric, test_metric=data.test_metric)
+            data.reruns.append({"sweep": child, "rows": rows})
+    data.observations = A.observations(
+        runs, data.names, data.categorical, data.groups, data.failures, data.importance, data.best, None, None,
+        data.recommended, [row for rerun in data.reruns for row in rerun["rows"]], data.metric, data.dataset_name,
+        data.goal, None, test_metric=data.test_metric) + AE.observations(data)
     return data

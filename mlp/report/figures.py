@@ -15,8 +15,10 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from mlp.report import analysis as A  # noqa: E402
+from mlp.report import autoencoder as AE  # noqa: E402
+from mlp.report import baselines as B  # noqa: E402
 
-__all__ = ["FIGURES", "render_all"]
+__all__ = ["FIGURES", "render_all", "FIGURE_TASKS", "applies"]
 
 DPI = 100
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 9,
@@ -92,6 +94,7 @@ def accuracy_vs_created(data):
             running = v if running is None else better(running, v)
         best_so_far.append(np.nan if running is None else running)
     ax.step(xs, best_so_far, where="post", color="black", linewidth=1.5, label="best so far", zorder=2)
+    B.draw_reference_lines(ax, data)            # `mlp baselines` of this split, when there are any
     best = data.best
     if best is not None and best in runs:
         bx = runs.index(best) + 1
@@ -229,6 +232,8 @@ def importance(data):
 # ---- 5. the best run ---------------------------------------------------------------------------------------
 
 def confusion(data):
+    if data.best_eval is None:
+        return None
     ca = data.best_eval["confusion"]
     names = data.class_names
     n = len(names)
@@ -259,6 +264,8 @@ def confusion(data):
 
 
 def misclassified(data, per_pair=6, n_pairs=4):
+    if data.best_eval is None:
+        return None
     ca = data.best_eval["confusion"]
     ds, proba, pred = data.dataset, data.best_eval["proba"], data.best_eval["pred"]
     chosen = []
@@ -290,6 +297,8 @@ def misclassified(data, per_pair=6, n_pairs=4):
 
 
 def per_class(data):
+    if data.best_eval is None:
+        return None
     rows = data.best_eval["confusion"]["per_class"]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(11, 4.6), layout="constrained")
@@ -370,20 +379,23 @@ def learning_curves(data):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.2), layout="constrained")
     colours = plt.get_cmap("tab10").colors
+    r2 = getattr(data, "task", "classify") == "autoencoder"      # R² (validation only) instead of accuracy
     for k, run in enumerate(top):
         hist = data.histories.get(run["id"], [])
         c = colours[k % len(colours)]
         label = f"#{k + 1} {run['id']} ({A.metric_of(run, data.metric):.4f})"
-        axes[0].plot(*_curve(hist, "val_accuracy"), color=c, marker="o", markersize=3, label=label + " val")
-        axes[0].plot(*_curve(hist, "train_accuracy"), color=c, linestyle="--", alpha=0.7)
+        axes[0].plot(*_curve(hist, "val_r2" if r2 else "val_accuracy"), color=c, marker="o", markersize=3,
+                     label=label + " val")
+        if not r2:
+            axes[0].plot(*_curve(hist, "train_accuracy"), color=c, linestyle="--", alpha=0.7)
         axes[1].plot(*_curve(hist, "val_loss"), color=c, marker="o", markersize=3, label=label)
         axes[1].plot(*_curve(hist, "train_loss"), color=c, linestyle="--", alpha=0.7)
-    for ax, what in ((axes[0], "accuracy"), (axes[1], "loss")):
+    for ax, what in ((axes[0], "validation R²" if r2 else "accuracy"), (axes[1], "loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axes[0].set_title("Accuracy (solid: validation, dashed: training)")
+    axes[0].set_title("R² over all validation pixels" if r2 else "Accuracy (solid: validation, dashed: training)")
     axes[1].set_title("Loss (solid: validation, dashed: training)")
     handles = [Line2D([], [], color=colours[k % len(colours)], marker="o", markersize=4,
                       label=f"#{k + 1} run {r['id']}: {data.metric} {A.metric_of(r, data.metric):.4f}")
@@ -411,7 +423,7 @@ def by_parameter(data):
             ax.text(xi, g["mean"] / 2, f"n={g['n']}", ha="center", va="center", color="white", fontsize=8)
         ax.set_xticks(x, [A.fmt_value(g["level"]) for g in groups], rotation=0 if len(groups) < 5 else 30,
                       ha="center" if len(groups) < 5 else "right")
-        ax.set_ylim(0, 1)
+        ax.set_ylim(min(0.0, *(g["min"] for g in groups)), 1)     # R² can be negative
         ax.set_xlabel(name)
         ax.set_ylabel(f"{data.metric}")
         ax.set_title(f"{data.metric} by {name}")
@@ -433,13 +445,25 @@ FIGURES = {
     "ce_vs_mse": ce_vs_mse,
     "learning_curves": learning_curves,
     "by_parameter": by_parameter,
+    "reconstructions": AE.reconstructions,
 }
+# Figures that apply to one task only (the others apply to both); render_all skips the rest.
+FIGURE_TASKS = {
+    "confusion_matrix": ("classify",), "misclassified": ("classify",), "per_class": ("classify",),
+    "ce_vs_mse": ("classify",), "reconstructions": ("autoencoder",),
+}
+
+
+def applies(name: str, task: str) -> bool:
+    return task in FIGURE_TASKS.get(name, (task,))
 
 
 def render_all(data, log=None) -> dict:
     """Draw every registered figure; returns {name: path} for those that apply."""
     with plt.rc_context(STYLE):
         for name, draw in FIGURES.items():
+            if not applies(name, getattr(data, "task", "classify")):
+                continue
             if log:
                 log(f"figure {name} ...")
             path = draw(data)

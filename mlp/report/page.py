@@ -14,8 +14,10 @@ import re
 from pathlib import Path
 
 from mlp.report import analysis as A
+from mlp.report import autoencoder as AE
+from mlp.report import baselines as B
 
-__all__ = ["build_blocks", "write_html", "write_markdown", "SECTIONS"]
+__all__ = ["build_blocks", "write_html", "write_markdown", "SECTIONS", "section_titles"]
 
 SECTIONS = {  # anchor -> heading, in page order
     "samples": "1. Sample images",
@@ -27,7 +29,18 @@ SECTIONS = {  # anchor -> heading, in page order
     "curves": "7. Learning curves of the top runs",
     "observations": "8. Observations",
     "rerun": "9. The top configurations on MNIST",
+    "baselines": "10. Baselines",
 }
+# An autoencoder sweep's report: R² where a classifier's has accuracy (same anchors, same order).
+AUTOENCODER_TITLES = {
+    "runs": "2. Validation R² of every run",
+    "best": "5. The best run and its reconstructions",
+}
+
+
+def section_titles(task: str = "classify") -> dict:
+    """Anchor -> heading for a sweep of this task, in page order."""
+    return {**SECTIONS, **(AUTOENCODER_TITLES if task == "autoencoder" else {})}
 
 
 def _num(value, spec=".4f"):
@@ -42,12 +55,15 @@ def _signed(value):
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+.3f}"
 
 
-def _section(blocks, key):
-    blocks.append(("h2", SECTIONS[key], key))
+def _section(blocks, key, task="classify"):
+    blocks.append(("h2", section_titles(task)[key], key))
 
 
 def build_blocks(data) -> list:
     s, m = data.sweep, data.metric
+    task = getattr(data, "task", "classify")
+    test_metric = getattr(data, "test_metric", "test_accuracy")
+    test_words = "test R²" if test_metric == "test_r2" else "test accuracy"
     b: list = []
     counts = ", ".join(f"{k} {v}" for k, v in s["run_counts"].items() if v)
     b.append(("h1", f"Sweep report: {s['name'] or s['id']} ({s['id']})"))
@@ -55,13 +71,13 @@ def build_blocks(data) -> list:
                    f"{s['n_runs']} runs ({counts}). Searched: {', '.join(data.names) or 'nothing'}. "
                    f"Generated offline from the local store `{Path(data.store_path).name}` by "
                    f"`mlp report {s['id']}`; every number below is computed from that store."))
-    b.append(("list", [f"[{title}](#{key})" for key, title in SECTIONS.items()]))
+    b.append(("list", [f"[{title}](#{key})" for key, title in section_titles(task).items()]))
 
     _section(b, "samples")
     b.append(("figure", "samples", f"The first training image of each of the {len(data.class_names)} classes "
                                    f"({data.dataset.source})."))
 
-    _section(b, "runs")
+    _section(b, "runs", task)
     kinds = {"full": 0, "stopped": 0, "other": 0}
     for r in data.runs:
         kinds["full" if A.is_full_run(r) else "stopped" if A.was_stopped(r) else "other"] += 1
@@ -88,37 +104,8 @@ def build_blocks(data) -> list:
               [[r["feature"], f"{r['importance']:.3f}", _signed(r["pearson"]), _signed(r["spearman"])]
                for r in data.importance]))
 
-    _section(b, "best")
-    best, ev = data.best, data.best_eval
-    ca = ev["confusion"]
-    b.append(("p", f"Run {best['id']} (#{best['seq']}) has the best {m}: {_num(A.metric_of(best, m))}; its test "
-                   f"accuracy is {_num(A.metric_of(best, 'test_accuracy'))} (as recorded when it ran). Model for "
-                   f"the analysis below: {ev['source']}"
-                   + (f" ({ev['note']})" if ev["note"] else "")
-                   + f"; it scores {ev['val_accuracy']:.4f} on validation and {ev['test_accuracy']:.4f} on test"
-                   + (", with a confusion matrix identical to the stored one." if ev["matches_store"] else
-                      " — the figures and tables below are computed from this model, so they can differ slightly "
-                      "from the numbers the run recorded (a retrain is bit-identical only under the same BLAS "
-                      "thread count: float32 sums depend on it).")))
-    b.append(("table", ["parameter", "value"],
-              [[k, A.fmt_value(v)] for k, v in A.params_of(best).items() if k != "data_dir"]))
-    b.append(("figure", "confusion_matrix",
-              "Left: counts (rows: true class, columns: prediction). Right: each row divided by the class's "
-              "number of test images, so the diagonal is the recall. Colours use a square-root scale so small "
-              "off-diagonal counts stay visible."))
-    b.append(("p", f"The most confused class pairs ({ca['errors']} test errors in all):"))
-    b.append(("table", ["class pair", "errors (both ways)", "a → b", "b → a", "share of all errors"],
-              [[f"{p['a']} ↔ {p['b']}", p["total"], p["a_as_b"], p["b_as_a"],
-                f"{p['total'] / max(ca['errors'], 1):.1%}"] for p in ca["pairs"]]))
-    b.append(("figure", "misclassified", "Test images the model got wrong with the highest confidence, for the "
-                                         "most frequent (true → predicted) confusions."))
-    b.append(("table", ["class", "precision", "recall", "F1", "test images"],
-              [[c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
-               for c in ca["per_class"]]
-              + [["macro average", f"{sum(c['precision'] for c in ca['per_class']) / len(ca['per_class']):.3f}",
-                  f"{sum(c['recall'] for c in ca['per_class']) / len(ca['per_class']):.3f}",
-                  f"{ca['macro_f1']:.3f}", ca["total"]]]))
-    b.append(("figure", "per_class", "Per-class precision, recall and F1 on the test set."))
+    _section(b, "best", task)
+    b += AE.best_blocks(data) if task == "autoencoder" else _best_classifier(data)
 
     _section(b, "ce-vs-mse")
     cmp = data.compare
@@ -149,10 +136,10 @@ def build_blocks(data) -> list:
         b.append(("p", data.compare_note or "No comparison sweep."))
 
     _section(b, "curves")
-    b.append(("figure", "learning_curves", f"Per-epoch accuracy and loss of the {len(data.top)} best runs that "
-                                           f"trained all their epochs."))
-    b.append(("table", ["rank", "run", m, "test accuracy", "epochs", "parameters"],
-              [[i, r["id"], _num(A.metric_of(r, m)), _num(A.metric_of(r, "test_accuracy")),
+    b.append(("figure", "learning_curves", f"Per-epoch {'R²' if task == 'autoencoder' else 'accuracy'} and loss of "
+                                           f"the {len(data.top)} best runs that trained all their epochs."))
+    b.append(("table", ["rank", "run", m, test_words, "epochs", "parameters"],
+              [[i, r["id"], _num(A.metric_of(r, m)), _num(A.metric_of(r, test_metric)),
                 r["summary"].get("epochs_run", "–"), A.describe(A.params_of(r), data.names)]
                for i, r in enumerate(data.top, 1)]))
 
@@ -167,8 +154,8 @@ def build_blocks(data) -> list:
     b.append(("figure", "by_parameter", f"Mean and best {m} per value of each categorical parameter."))
     b.append(("p", "The three configurations recommended for MNIST — the best validation configurations of this "
                    "sweep, which the next section reruns on MNIST when `mlp rerun` has been run:"))
-    b.append(("table", ["#", "run", m, "test accuracy", "configuration"],
-              [[i, r["id"], _num(A.metric_of(r, m)), _num(A.metric_of(r, "test_accuracy")),
+    b.append(("table", ["#", "run", m, test_words, "configuration"],
+              [[i, r["id"], _num(A.metric_of(r, m)), _num(A.metric_of(r, test_metric)),
                 A.describe(A.params_of(r), data.names)] for i, r in enumerate(data.recommended, 1)]))
 
     _section(b, "rerun")
@@ -191,7 +178,47 @@ def build_blocks(data) -> list:
     else:
         b.append(("p", f"Not run yet: `mlp rerun {data.sweep_id} --top 3 --dataset mnist` reruns the three "
                        f"best validation configurations on MNIST as a linked sweep; this section then shows their "
-                       f"MNIST test accuracy next to the {data.dataset_name} numbers."))
+                       f"MNIST {test_words} next to the {data.dataset_name} numbers."))
+
+    _section(b, "baselines", task)
+    b += B.report_blocks(data)
+    return b
+
+
+def _best_classifier(data) -> list:
+    """Section 5 of a classifier sweep's report (without its heading): the best run, its
+    confusion matrix, mistakes and per-class scores."""
+    m, b = data.metric, []
+    best, ev = data.best, data.best_eval
+    ca = ev["confusion"]
+    b.append(("p", f"Run {best['id']} (#{best['seq']}) has the best {m}: {_num(A.metric_of(best, m))}; its test "
+                   f"accuracy is {_num(A.metric_of(best, 'test_accuracy'))} (as recorded when it ran). Model for "
+                   f"the analysis below: {ev['source']}"
+                   + (f" ({ev['note']})" if ev["note"] else "")
+                   + f"; it scores {ev['val_accuracy']:.4f} on validation and {ev['test_accuracy']:.4f} on test"
+                   + (", with a confusion matrix identical to the stored one." if ev["matches_store"] else
+                      " — the figures and tables below are computed from this model, so they can differ slightly "
+                      "from the numbers the run recorded (a retrain is bit-identical only under the same BLAS "
+                      "thread count: float32 sums depend on it).")))
+    b.append(("table", ["parameter", "value"],
+              [[k, A.fmt_value(v)] for k, v in A.params_of(best).items() if k != "data_dir"]))
+    b.append(("figure", "confusion_matrix",
+              "Left: counts (rows: true class, columns: prediction). Right: each row divided by the class's "
+              "number of test images, so the diagonal is the recall. Colours use a square-root scale so small "
+              "off-diagonal counts stay visible."))
+    b.append(("p", f"The most confused class pairs ({ca['errors']} test errors in all):"))
+    b.append(("table", ["class pair", "errors (both ways)", "a → b", "b → a", "share of all errors"],
+              [[f"{p['a']} ↔ {p['b']}", p["total"], p["a_as_b"], p["b_as_a"],
+                f"{p['total'] / max(ca['errors'], 1):.1%}"] for p in ca["pairs"]]))
+    b.append(("figure", "misclassified", "Test images the model got wrong with the highest confidence, for the "
+                                         "most frequent (true → predicted) confusions."))
+    b.append(("table", ["class", "precision", "recall", "F1", "test images"],
+              [[c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+               for c in ca["per_class"]]
+              + [["macro average", f"{sum(c['precision'] for c in ca['per_class']) / len(ca['per_class']):.3f}",
+                  f"{sum(c['recall'] for c in ca['per_class']) / len(ca['per_class']):.3f}",
+                  f"{ca['macro_f1']:.3f}", ca["total"]]]))
+    b.append(("figure", "per_class", "Per-class precision, recall and F1 on the test set."))
     return b
 
 

@@ -120,7 +120,8 @@ def command_parsers():
     p.add_argument("--models", help="comma-separated subset of: logistic_regression, knn, random_forest, "
                    "sklearn_mlp, torch_twin (default: all; the twin only when torch is installed)")
     p.add_argument("--sweep", metavar="SWEEP_ID", help="twin this sweep's best run (default: train.py's defaults)")
-    p.add_argument("--jobs", type=_positive, default=1, help="n_jobs of k-NN and the random forest (default 1)")
+    p.add_argument("--jobs", type=_positive, default=1, help="n_jobs of k-NN and the random forest, and PyTorch's "
+                   "threads (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _store_arg(p)
     return parsers

@@ -26,7 +26,9 @@ re-measured):
   twin of its optimizer on the same mini-batch order, schedule and augmentation; only when
   torch is importable (the `torch` extra). Eve and weight averaging have no torch twin.
 
-`--jobs` sets n_jobs of k-NN and the random forest; training seconds are wall-clock seconds of
+`--jobs` sets n_jobs of k-NN and the random forest and PyTorch's threads (default 1: on a shared
+machine, spinning OpenMP threads of a twin that waits for a descheduled peer cost it minutes);
+training seconds are wall-clock seconds of
 `fit` (the twin: its epochs); the seconds spent predicting validation and test are kept in a
 scikit-learn row's settings (`predict_seconds`: k-NN's real cost, its fit only stores the data).
 """
@@ -261,9 +263,18 @@ def twin_unsupported(config) -> str | None:
     return None
 
 
-def _fit_twin(config, data, log):
-    """Train the torch twin of `config`; accuracies like _fit_sklearn's."""
+def _fit_twin(config, data, log, jobs=1):
+    """Train the torch twin of `config` with `jobs` threads; accuracies like _fit_sklearn's."""
     import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(jobs)
+    try:
+        return _train_twin(config, data, torch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_twin(config, data, torch):
     torch.manual_seed(config["seed"])
     net, _ = build(config, data.x_train.shape[1], len(data.class_names))
     model = _torch_model(net, torch)
@@ -371,7 +382,7 @@ def _run(store, store_path, data, models, sweep, val_fraction, jobs, log):
             label = twin[3] if name == TWIN else MODELS[name][0]
             progress.start(label)
             if name == TWIN:
-                result = _fit_twin(twin[0], data, log)
+                result = _fit_twin(twin[0], data, log, jobs)
                 result.update(label=label, sweep_id=twin[1], run_id=twin[2])
             else:
                 result = _fit_sklearn(name, data, jobs)

@@ -37,9 +37,9 @@ def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed
     """Train `net` in place and return the history (a list of per-epoch metric dicts).
 
     on_epoch(row) is called after every epoch (trackers log there; it may raise to stop).
-    patience: stop when val_accuracy (a regression network: val_r2) has not improved for this many
-    epochs, and restore the weights of the best epoch. progress: None (auto: a bar on a terminal, else one line per
-    epoch), False (silent), or True. schedule(step) sets the learning rate before every step;
+    patience: stop when val_accuracy (a regression network: val_r2) has not improved for this
+    many epochs, and restore the weights of the best epoch. progress: None (auto: a bar on a
+    terminal, else one line per epoch), False (silent), or True. schedule(step) sets the learning rate before every step;
     augment(batch, rng) transforms each training batch; an averager (mlp.averaging) keeps EMA/SWA
     weights, which are the ones validated, restored and left in the network at the end.
     on_step(step) is called after every optimizer step.

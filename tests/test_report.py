@@ -409,3 +409,16 @@ def test_rerun_top_two_on_real_mnist_and_report_the_table(env):
                 f"{run['summary']['val_accuracy']:.4f} | {run['summary']['test_accuracy']:.4f} | {run['id']} | "
                 f"finished |") in md
     assert f"Sweep {child_id}" in md and "Not run yet" not in md
+
+
+def test_rerun_rows_of_an_autoencoder_sweep_show_r2():
+    source = {"s1": {"id": "s1", "state": "finished", "params": {"activation": "relu"},
+                     "summary": {"val_r2": 0.91, "test_r2": 0.90, "val_accuracy": None}}}
+    plan = SimpleNamespace(configs=[{"activation": "relu"}], source_runs=["s1"], dataset="mnist")
+    child_run = {"id": "c1", "state": "finished", "params": {"activation": "relu"},
+                 "summary": {"val_r2": 0.95, "test_r2": 0.94, "epochs_run": 1}}
+    rows = A.rerun_rows(source, {"rerun": plan}, [child_run], ["activation"], "fashion_mnist",
+                        val_metric="val_r2", test_metric="test_r2")
+    assert (rows[0]["source_val"], rows[0]["source_test"], rows[0]["target_val"], rows[0]["target_test"]) == \
+        (0.91, 0.90, 0.95, 0.94)
+    assert A.rerun_rows(source, {"rerun": plan}, [child_run], ["activation"])[0]["target_test"] is None

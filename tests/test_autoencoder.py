@@ -206,3 +206,24 @@ def test_an_autoencoder_sweep_optimises_val_r2_or_val_loss():
 def test_sweeps_whose_metric_or_values_do_not_fit_the_task_are_refused(config, fragment):
     with pytest.raises(UsageError, match=fragment):
         validate_sweep_config(config)
+
+
+# ---- real data -----------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_documented_autoencoder_on_full_fashion_mnist(tmp_path):
+    """The README's command, shortened to 4 epochs (its 10 epochs reach test R² 0.926): at epoch
+    4 it measured validation R² 0.9007 with one BLAS thread; the bar sits 2 points under that."""
+    import os
+    import subprocess
+    import sys
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() and \
+            not os.environ.get("MLP_DATA_DIR"):
+        pytest.skip("real Fashion-MNIST absent: apt-get install dataset-fashion-mnist (CI installs it)")
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "--task", "autoencoder", "--hidden_sizes",
+                        "[512, 128, 512]", "-o", "adam", "-lr", "1e-3", "-b", "128", "-e", "4", "--wandb_mode",
+                        "disabled", "--store", str(tmp_path / "r.sqlite"), "--summary_json", "s.json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    s = json.loads((tmp_path / "s.json").read_text())["summary"]
+    assert s["val_r2"] >= 0.88 and s["test_r2"] >= 0.88, s

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mlp.core import activations, initializers, losses
-from mlp.core.layers import Layer, from_spec
+from mlp.core.layers import Layer, from_spec, spec_of
 from mlp.errors import UsageError
 
 FORMAT_VERSION = 2
@@ -76,6 +76,9 @@ class Network:
         self.rng = np.random.default_rng(seed)
         self._loss = losses.get(self.loss)
         self.layers = [layer if isinstance(layer, Layer) else from_spec(layer) for layer in layers]
+        tags = [layer.tag for layer in self.layers if layer.tag is not None]
+        if len(tags) != len(set(tags)):
+            raise UsageError(f"layer tags must be unique in a network; got {tags}")
         init = initializers.get(self.weight_init)
         shape = self.input_shape
         for layer in self.layers:
@@ -96,7 +99,7 @@ class Network:
 
     def spec(self):
         """The JSON-able arguments that rebuild this network: Network(**net.spec(), seed=...)."""
-        return {"input_shape": list(self.input_shape), "layers": [layer.spec() for layer in self.layers],
+        return {"input_shape": list(self.input_shape), "layers": [spec_of(layer) for layer in self.layers],
                 "loss": self.loss, "weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing,
                 "dtype": self.dtype.name, "weight_init": self.weight_init}
 
@@ -483,7 +486,7 @@ def _mlp_spec(config):
 
 def _normalized(spec, layers):
     """A checked file spec in the form of Network.spec(), defaults filled in."""
-    return {"input_shape": list(spec["input_shape"]), "layers": [layer.spec() for layer in layers],
+    return {"input_shape": list(spec["input_shape"]), "layers": [spec_of(layer) for layer in layers],
             "loss": losses.canonical_name(spec.get("loss", "cross_entropy")),
             "weight_decay": float(spec.get("weight_decay", 0.0)),
             "label_smoothing": float(spec.get("label_smoothing", 0.0)), "dtype": spec.get("dtype", "float32"),

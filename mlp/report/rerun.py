@@ -184,9 +184,12 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
 
     code = Agent(store, child_id, count=None, out=log).run()  # hands out the plan's configs in order
     child = store.get_sweep(child_id)
+    autoencoder = (chosen[0].get("config") or {}).get("task") == "autoencoder"     # R², not accuracy
     rows = A.rerun_rows({r["id"]: r for r in runs}, child, store.list_runs(child_id),
                         A.searched_parameters(parent["config"]),
-                        (chosen[0].get("config") or {}).get("dataset", "fashion_mnist"))
+                        (chosen[0].get("config") or {}).get("dataset", "fashion_mnist"),
+                        val_metric="val_r2" if autoencoder else "val_accuracy",
+                        test_metric="test_r2" if autoencoder else "test_accuracy")
     source_ds = rows[0]["source_dataset"] if rows else ""
     out(_table(["#", "source run", f"{source_ds} val", f"{source_ds} test", f"{dataset} val", f"{dataset} test",
                 "state"],

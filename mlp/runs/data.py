@@ -160,6 +160,20 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    split: str = "standard"
+    # which rows were drawn for validation: indices into the official training file (standard
+    # split) or into training + test files concatenated (80-10-10); None when not made by load_dataset
+    val_index: np.ndarray | None = None
+
+    @property
+    def val_rows_sha256(self) -> str | None:
+        """A digest naming exactly this validation set: the dataset, the split and the rows drawn
+        (what `mlp baselines` stores, so a report pairs baselines with runs of the same split)."""
+        if self.val_index is None:
+            return None
+        digest = hashlib.sha256(f"{self.name}/{self.split}/".encode())
+        digest.update(np.ascontiguousarray(self.val_index, dtype="<i8").tobytes())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={len(self.y_train)}, val={len(self.y_val)}, "
@@ -663,8 +677,8 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, what: str, source: str) 
 # modification time (content verified by SHA-256 when the entry was written); an entry whose
 # files changed size or time is not used and is rewritten.
 
-SPLIT_CACHE_VERSION = 1
-_PARTS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+SPLIT_CACHE_VERSION = 2
+_PARTS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "val_index")
 
 
 def _stamp(path: Path) -> list[int]:
@@ -755,7 +769,7 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
         cached = _read_split_cache(entry)
         if cached is not None:
             arrays, source = cached
-            return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, **arrays)
+            return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, split=split, **arrays)
     views, source = _locate(spec, data_dir, download, mirrors, cache_dir, progress, local)
     f = spec.files
     train_x, train_y = views[f["train_images"]], views[f["train_labels"]]
@@ -785,6 +799,7 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
     for part, (x, y, idx) in parts.items():
         out["x_" + part] = _to_float(x, idx)
         out["y_" + part] = (y if idx is None else y[idx]).astype(np.int64)
+    out["val_index"] = np.asarray(val_idx, dtype=np.int64)
     if use_cache:
         found_local, label = local[0], source
         if found_local is None:              # just downloaded: the files now sit in the cache
@@ -793,4 +808,4 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
             entry = found_local and _split_cache_dir(spec, found_local, split, val_fraction, split_seed, cache_dir)
         if entry:
             _write_split_cache(entry, out, label)
-    return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, **out)
+    return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, split=split, **out)

@@ -303,7 +303,7 @@ def test_partly_confounded_levels_are_named_by_level():
 
 def test_every_figure_belongs_to_a_registered_section_and_the_page_follows_the_registry():
     assert all(f.section in SECTIONS for f in FIGURES.values())
-    assert len(set(FIGURES)) == 10 and list(SECTIONS)[0] == "samples" and list(SECTIONS)[-1] == "rerun"
+    assert len(set(FIGURES)) == 11 and "reconstructions" in FIGURES and list(SECTIONS)[0] == "samples" and list(SECTIONS)[-1] == "rerun"
 
 
 def test_a_new_figure_is_one_function_and_one_registry_line(monkeypatch, tmp_path):

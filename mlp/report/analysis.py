@@ -313,13 +313,15 @@ def _profile(subset: Sequence[Mapping], everyone: Sequence[Mapping], names: Sequ
 
 
 def failure_analysis(runs: Sequence[Mapping], n_classes: int, names: Sequence[str],
-                     categorical: Sequence[str], metric: str = "val_accuracy") -> dict:
+                     categorical: Sequence[str], metric: str = "val_accuracy", chance: float | None = None) -> dict:
     """Diverged runs (with the reason and the parameter values they share), runs that trained
-    but stayed at chance level (metric ≤ 1/classes + 0.02), failed and crashed runs."""
+    but stayed at chance level (metric ≤ `chance`: by default 1/classes + 0.02, an accuracy's; an
+    autoencoder's R² passes 0.0, the mean image's; NaN: the metric has no such level), failed and
+    crashed runs."""
     n = len(runs)
     states = Counter(r["state"] for r in runs)
     diverged = [r for r in runs if r["state"] == "diverged"]
-    chance = 1.0 / n_classes + 0.02
+    chance = 1.0 / n_classes + 0.02 if chance is None else chance
     stuck = [r for r in runs if r["state"] != "diverged" and metric_of(r, metric) is not None
              and metric_of(r, metric) <= chance]
     broken = [r for r in runs if r["state"] in ("failed", "crashed")]
@@ -341,8 +343,10 @@ def failure_analysis(runs: Sequence[Mapping], n_classes: int, names: Sequence[st
 # ---- reruns on another dataset ---------------------------------------------------------------------
 
 def rerun_rows(source_runs: Mapping[str, Mapping], child: Mapping, child_runs: Sequence[Mapping],
-               names: Sequence[str], source_dataset: str = "fashion_mnist") -> list[dict]:
-    """One row per configuration of a rerun sweep: the source run's val/test next to the rerun's.
+               names: Sequence[str], source_dataset: str = "fashion_mnist", val_metric: str = "val_accuracy",
+               test_metric: str = "test_accuracy") -> list[dict]:
+    """One row per configuration of a rerun sweep: the source run's val/test next to the rerun's
+    (`val_metric`/`test_metric`: accuracy, or an autoencoder's val_r2/test_r2).
 
     `child["rerun"]` (a RerunPlan) holds the source run ids and the configs proposed, in order;
     each child run is matched to its config by its proposed parameters."""
@@ -365,10 +369,10 @@ def rerun_rows(source_runs: Mapping[str, Mapping], child: Mapping, child_runs: S
         run = by_index.get(i)
         rows.append({"rank": i + 1, "source_run": source_id, "params": describe(params_of(src), names) if src else "",
                      "source_dataset": source_dataset, "target_dataset": target,
-                     "source_val": metric_of(src, "val_accuracy") if src else None,
-                     "source_test": metric_of(src, "test_accuracy") if src else None,
+                     "source_val": metric_of(src, val_metric) if src else None,
+                     "source_test": metric_of(src, test_metric) if src else None,
                      "run": run["id"] if run else None, "state": run["state"] if run else "not run",
                      "epochs": (run.get("summary") or {}).get("epochs_run") if run else None,
-                     "target_val": metric_of(run, "val_accuracy") if run else None,
-                     "target_test": metric_of(run, "test_accuracy") if run else None})
+                     "target_val": metric_of(run, val_metric) if run else None,
+                     "target_test": metric_of(run, test_metric) if run else None})
     return rows

@@ -1,21 +1,20 @@
 """The report of an autoencoder sweep (`task: autoencoder`): R² where a classifier's report shows
 accuracy, and what the best model regenerates.
 
-Self-contained pieces, each usable on its own:
+The pieces, each registered where its kind goes:
 
 * `evaluate_best(store, sweep_id, run, data, log)` — the best run's model (its saved file, else a
   retrain of its exact config, as for a classifier) scored on validation and test: loss, R²,
-  R² and per-pixel squared error per class, one test image per class with its reconstruction;
-* `reconstructions(data)` — the figure: originals over reconstructions, one per class;
-* `best_blocks(data)` — section 5 ("The best run") as page blocks;
-* `observations(data)` — sentences for section 8.
-
-`data` is a ReportData whose `reconstruction` holds the dict `evaluate_best` returns.
+  R² and per-pixel squared error per class, one test image per class with its reconstruction
+  (`collect` calls it for an autoencoder sweep and keeps the result in `ReportData.reconstruction`);
+* `reconstructions(data)` — the figure (registry.FIGURES, autoencoders only): originals over
+  reconstructions, one per class;
+* `best_blocks(data)` — the "best" section's blocks for an autoencoder (sections.best_run);
+* `reconstruction_quality(data)` — a finding of the Observations (observations.OBSERVATIONS).
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Callable
 
 import matplotlib
@@ -26,15 +25,20 @@ import numpy as np  # noqa: E402
 
 from mlp.core.metrics import r2_score  # noqa: E402
 from mlp.report import analysis as A  # noqa: E402
+from mlp.report.blocks import Figure, Paragraph, Table  # noqa: E402
 from mlp.report.model import best_model  # noqa: E402
+from mlp.report.text import num  # noqa: E402
 from mlp.runs import autoencoder as ae  # noqa: E402
 
-__all__ = ["evaluate_best", "reconstructions", "best_blocks", "observations", "CHANCE_R2"]
+__all__ = ["evaluate_best", "reconstructions", "best_blocks", "reconstruction_quality", "CHANCE_R2"]
 
 CHANCE_R2 = 0.0     # a run at or below this R² does no better than predicting the mean image
 
 
 def evaluate_best(store, sweep_id: str, run: dict, data, log: Callable[[str], None]) -> dict:
+    """The run's model (mlp.report.model.best_model) on `data` (a loaded Dataset): validation and
+    test loss and R², R² and squared error per class, the first test image of each class and its
+    reconstruction, the bottleneck layer, and whether the test R² is the one the run recorded."""
     net, source, note, path = best_model(store, sweep_id, run, data, n_outputs=data.x_test.shape[1], log=log)
     val_loss, val_r2, _ = ae.evaluate(net, data.x_val) if len(data.x_val) else (math.nan, math.nan, None)
     test_loss, test_r2, out = ae.evaluate(net, data.x_test)
@@ -65,75 +69,68 @@ def _width(net, index: int) -> int:
 
 def reconstructions(data):
     """Originals (top row) over the best model's reconstructions (bottom row), the first test
-    image of each class; None for a classifier sweep."""
-    rec = getattr(data, "reconstruction", None)
-    if not rec:
+    image of each class; None without an evaluated autoencoder."""
+    rec = data.reconstruction
+    if not rec or not rec["picks"]:
         return None
     n = len(rec["picks"])
     side = int(round(math.sqrt(rec["originals"].shape[1])))
     fig, axes = plt.subplots(2, n, figsize=(1.55 * n + 1.4, 3.9), layout="constrained", squeeze=False)
-    for k in range(n):
-        i = rec["picks"][k]
-        label = data.class_names[int(data.dataset.y_test[i])]
-        for row, (images, what) in enumerate(((rec["originals"], "original"), (rec["reconstructions"], "reconstruction"))):
+    for k, i in enumerate(rec["picks"]):
+        for row, images in enumerate((rec["originals"], rec["reconstructions"])):
             ax = axes[row, k]
             ax.imshow(np.clip(images[k].reshape(side, side), 0, 1), cmap="gray_r", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.spines[:].set_visible(False)
-            if row == 0:
-                ax.set_title(label, fontsize=9)
-        axes[0, 0].set_ylabel("original", fontsize=9)
-        axes[1, 0].set_ylabel("reconstruction", fontsize=9)
+        axes[0, k].set_title(data.class_names[int(data.dataset.y_test[i])], fontsize=9)
+    axes[0, 0].set_ylabel("original", fontsize=9)
+    axes[1, 0].set_ylabel("reconstruction", fontsize=9)
     fig.suptitle(f"Test images (top) and the reconstructions of the best run {data.best['id']} (bottom): "
                  f"test R² {rec['test_r2']:.4f}")
-    path = Path(data.out) / "reconstructions.png"
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return fig
 
 
 def best_blocks(data) -> list:
-    """Section 5 of an autoencoder sweep's report (without its heading)."""
-    best, rec = data.best, data.reconstruction
-    m = data.metric
-    b = [("p", f"Run {best['id']} (#{best['seq']}) has the best {m}: {_num(A.metric_of(best, m))}; its test R² is "
-               f"{_num(A.metric_of(best, 'test_r2'))} and its test loss {_num(A.metric_of(best, 'test_loss'))} (as "
-               f"recorded when it ran). Model for the figures below: {rec['source']}"
-               + (f" ({rec['note']})" if rec["note"] else "")
-               + f"; it scores R² {rec['val_r2']:.4f} on validation and {rec['test_r2']:.4f} on test"
-               + (", as recorded." if rec["matches_store"] else
-                  " — computed from this model, so it can differ slightly from what the run recorded (a retrain is "
-                  "bit-identical only under the same BLAS thread count).")
-               + " R² is 1 − SSE/SST over all pixels of the set (scikit-learn's variance-weighted `r2_score`); the "
-                 "loss is the mean over images of the summed squared error of their 784 pixels.")]
-    b.append(("table", ["parameter", "value"],
-              [[k, A.fmt_value(v)] for k, v in A.params_of(best).items() if k != "data_dir"]))
+    """The "best" section of an autoencoder sweep's report: the best run, the model evaluated, its
+    bottleneck, its reconstructions and R² per class."""
+    best, rec, m = data.best, data.reconstruction, data.metric
+    blocks = [
+        Paragraph(f"Run {best['id']} (#{best['seq']}) has the best {m}: {num(A.metric_of(best, m))}; its test R² is "
+                  f"{num(A.metric_of(best, 'test_r2'))} and its test loss {num(A.metric_of(best, 'test_loss'))} (as "
+                  f"recorded when it ran). Model for the figures below: {rec['source']}"
+                  + (f" ({rec['note']})" if rec["note"] else "")
+                  + f"; it scores R² {num(rec['val_r2'])} on validation and {num(rec['test_r2'])} on test"
+                  + (", as recorded." if rec["matches_store"] else
+                     " — computed from this model, so it can differ slightly from what the run recorded (a retrain "
+                     "is bit-identical only under the same BLAS thread count).")
+                  + " R² is 1 − SSE/SST over all pixels of the set (scikit-learn's variance-weighted `r2_score`); "
+                    "the loss is the mean over images of the summed squared error of their pixels."),
+        Table(["parameter", "value"], [[k, A.fmt_value(v)] for k, v in A.params_of(best).items() if k != "data_dir"]),
+    ]
     if rec.get("bottleneck"):
-        bn = rec["bottleneck"]
-        b.append(("p", f"Its bottleneck is layer {bn['index']} of {rec['layers']} ({bn['width']} values per image, "
-                       f"tagged `bottleneck` in the saved model): `python train.py --features "
-                       f"{rec['model_path'] or 'MODEL.npz'}:bottleneck --hidden_sizes 256` trains a classifier on "
-                       f"those features."))
-    b.append(("figure", "reconstructions", "One test image of each class (the first in the test file) above its "
-                                           "reconstruction by the best run's model."))
-    b.append(("table", ["class", "R² within the class", "mean squared error per pixel", "loss (per image)",
-                        "test images"],
+        bn, model = rec["bottleneck"], rec["model_path"] or "MODEL.npz"
+        blocks.append(Paragraph(
+            f"Its bottleneck is layer {bn['index']} of {rec['layers']} ({bn['width']} values per image, tagged "
+            f"`bottleneck` in the saved model): `python benchmarks/ae_features.py {model} --layer bottleneck` "
+            f"trains a small classifier on those features (what `train.py --features {model}:bottleneck` will do "
+            f"as a run)."))
+    blocks += [
+        Figure("reconstructions"),
+        Table(["class", "R² within the class", "mean squared error per pixel", "loss (per image)", "test images"],
               [[c["class"], f"{c['r2']:.4f}", f"{c['pixel_mse']:.5f}", f"{c['loss']:.3f}", c["n"]]
-               for c in rec["per_class"]]))
-    return b
+               for c in rec["per_class"]]),
+    ]
+    return blocks
 
 
-def observations(data) -> list[str]:
+def reconstruction_quality(data):
+    """How well the best model reconstructs the test set, and its hardest class (a finding)."""
     rec = data.reconstruction
     if not rec or not rec["per_class"]:
-        return []
+        return
     worst = min(rec["per_class"], key=lambda c: c["r2"])
     hardest = max(rec["per_class"], key=lambda c: c["pixel_mse"])
-    return [f"The best model reconstructs the test set with R² {rec['test_r2']:.4f} (loss {rec['test_loss']:.3f} per "
-            f"image); within a class R² is lowest for {worst['class']} ({worst['r2']:.4f}), and the squared error per "
-            f"pixel is highest for {hardest['class']} ({hardest['pixel_mse']:.5f})."]
-
-
-def _num(value) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+    yield (f"The best model reconstructs the test set with R² {rec['test_r2']:.4f} (loss {rec['test_loss']:.3f} per "
+           f"image); within a class R² is lowest for {worst['class']} ({worst['r2']:.4f}), and the squared error per "
+           f"pixel is highest for {hardest['class']} ({hardest['pixel_mse']:.5f}).")

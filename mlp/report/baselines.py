@@ -48,6 +48,8 @@ from mlp.core import augment as augmentation
 from mlp.core import schedules
 from mlp.errors import UsageError
 from mlp.report import analysis as A
+from mlp.report.blocks import Paragraph, Table
+from mlp.report.text import num
 from mlp.runs.data import load_dataset
 from mlp.runs.experiment import build
 from mlp.runs.store import Store, default_store_path
@@ -421,40 +423,49 @@ def latest(store, dataset) -> list[dict]:
     return sorted(newest.values(), key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
 
 
+def _command(data) -> str:
+    """The `mlp baselines` command for this sweep's split (its dataset, split and validation share)."""
+    config = data.best["config"] if data.best else {}
+    words = [f"mlp baselines -d {data.dataset_name}"]
+    split = config.get("split", "standard")
+    if split != "standard":
+        words.append(f"--split {split}")
+    elif config.get("val_fraction", 0.1) != 0.1:
+        words.append(f"--val_fraction {A.fmt_value(config['val_fraction'])}")
+    return " ".join(words)
+
+
 def report_blocks(data) -> list:
-    """The report's "Baselines" section (page blocks) for ReportData `data` with `.baselines`
+    """The report's "Baselines" section (typed blocks) for ReportData `data` with `.baselines`
     (rows of `latest`) and `.task`."""
-    if getattr(data, "task", "classify") == "autoencoder":
-        return [("p", "Baselines are classifiers (`mlp baselines`); an autoencoder sweep is compared through its "
-                      "features instead: `python train.py --features MODEL.npz:bottleneck` trains a classifier on "
-                      "the frozen encoder's bottleneck.")]
-    rows = list(getattr(data, "baselines", None) or [])
+    if data.task == "autoencoder":
+        return [Paragraph("Baselines are classifiers (`mlp baselines`); an autoencoder sweep is compared through "
+                          "its features instead: a classifier trained on the frozen encoder's bottleneck (see the "
+                          "[best run](#best)).")]
+    rows = list(data.baselines or [])
     if not rows:
-        return [("p", f"Not run yet: `mlp baselines -d {data.dataset_name}` trains logistic regression, k-nearest "
-                      f"neighbours, a random forest, scikit-learn's MLP and (with PyTorch installed) the PyTorch twin "
-                      f"of a sweep's best run (`--sweep {data.sweep_id}`) on exactly this split, and this section "
-                      f"shows them next to the sweep's runs.")]
+        return [Paragraph(f"Not run yet: `{_command(data)}` trains logistic regression, k-nearest neighbours, a "
+                          f"random forest, scikit-learn's MLP and, with PyTorch installed, the PyTorch twin of "
+                          f"train.py's defaults (of this sweep's best run with `--sweep {data.sweep_id}`) on exactly "
+                          f"this split; this section then shows them next to the sweep's runs.")]
     best = data.best
-    blocks = [("p", f"Trained by `mlp baselines` on exactly the training and validation rows of this sweep's runs "
-                    f"({rows[0]['n_train']} / {rows[0]['n_val']} / {rows[0]['n_test']} images; nothing selected on "
-                    f"the test set). The sweep's best run {best['id']} has validation accuracy "
-                    f"{_num(A.metric_of(best, 'val_accuracy'))} and test accuracy "
-                    f"{_num(A.metric_of(best, 'test_accuracy'))}; the dashed lines of section 2 are these "
-                    f"baselines' validation accuracies.")]
-    table = [[r["label"], _num(r["val_accuracy"]), _num(r["test_accuracy"]), f"{r['train_seconds']:.1f}",
-              _settings(r), r["library"] or "–"] for r in rows]
-    blocks.append(("table", ["model", "val accuracy", "test accuracy", "train seconds", "settings", "library"], table))
+    blocks = [Paragraph(f"Trained by `mlp baselines` on exactly the training and validation rows of this sweep's "
+                        f"runs ({rows[0]['n_train']} / {rows[0]['n_val']} / {rows[0]['n_test']} images; nothing "
+                        f"selected on the test set). The sweep's best run {best['id']} has validation accuracy "
+                        f"{num(A.metric_of(best, 'val_accuracy'))} and test accuracy "
+                        f"{num(A.metric_of(best, 'test_accuracy'))}"
+                        + ("; the dashed lines in [the accuracy of every run](#runs) are these baselines' "
+                           "validation accuracies." if data.metric == "val_accuracy" else "."))]
+    blocks.append(Table(["model", "val accuracy", "test accuracy", "train seconds", "settings", "library"],
+                        [[r["label"], num(r["val_accuracy"]), num(r["test_accuracy"]), f"{r['train_seconds']:.1f}",
+                          _settings(r), r["library"] or "–"] for r in rows]))
     if data.dataset_name in ("fashion_mnist", "mnist"):
         column = 1 if data.dataset_name == "fashion_mnist" else 2
-        blocks.append(("p", f"Published for comparison ({PAPER}: mean test accuracy of 5 runs trained on all 60,000 "
-                            f"training images; not re-measured here):"))
-        blocks.append(("table", ["model", "published setting", "published test accuracy"],
-                       [[MODELS[m][0], PUBLISHED[m][0], f"{PUBLISHED[m][column]:.3f}"] for m in PUBLISHED]))
+        blocks.append(Paragraph(f"Published for comparison ({PAPER}: mean test accuracy of 5 runs trained on all "
+                                f"60,000 training images; not re-measured here):"))
+        blocks.append(Table(["model", "published setting", "published test accuracy"],
+                            [[MODELS[m][0], PUBLISHED[m][0], f"{PUBLISHED[m][column]:.3f}"] for m in PUBLISHED]))
     return blocks
-
-
-def _num(value) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
 def _settings(row) -> str:
@@ -470,7 +481,7 @@ def _settings(row) -> str:
 def draw_reference_lines(ax, data) -> None:
     """Dashed horizontal lines at the baselines' validation accuracies on an axis whose y is the
     sweep's val_accuracy (the "accuracy vs created" figure); nothing for other metrics."""
-    rows = getattr(data, "baselines", None) or []
+    rows = data.baselines or []
     if data.metric != "val_accuracy" or not rows:
         return
     colours = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd"]
@@ -478,4 +489,4 @@ def draw_reference_lines(ax, data) -> None:
         if row["val_accuracy"] is None:
             continue
         ax.axhline(row["val_accuracy"], color=colours[k % len(colours)], linestyle="--", linewidth=1.1, zorder=1,
-                   label=f"baseline {row['label'][:40]}: {row['val_accuracy']:.4f}")
+                   label=f"baseline {row['label'][:40]}: {row['val_accuracy']:.4f}", gid=f"baseline:{row['model']}")

@@ -25,9 +25,10 @@ def default_out(sweep_id: str) -> Path:
 
 
 def render_figures(data, out, log: Callable[[str], None] | None = None) -> dict:
-    """Draw every registered figure that applies and save it as out/NAME.png; returns {name: path}
-    (also kept in data.figures). A figure that no longer applies must not linger from an earlier
-    report, so its old PNG is removed."""
+    """Draw every registered figure that applies — to the sweep's task (its registry entry's
+    `tasks`) and to its data (`draw` returns None otherwise) — and save it as out/NAME.png; returns
+    {name: path} (also kept in data.figures). A figure that no longer applies must not linger from
+    an earlier report, so its old PNG is removed."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
@@ -35,6 +36,8 @@ def render_figures(data, out, log: Callable[[str], None] | None = None) -> dict:
         for name, fig in registry.FIGURES.items():
             path = out / f"{name}.png"
             path.unlink(missing_ok=True)
+            if not fig.applies(data.task):
+                continue
             if log:
                 log(f"figure {name} ...")
             drawn = fig.draw(data)

@@ -1,10 +1,16 @@
 """Everything a report shows, in one object: `collect` reads the store and loads the dataset and
-the best model (the only place that does I/O); `prepare` derives what the runs alone tell (ranking,
-importance, failures, groups) as a pure function, so sections, figures and observations — and the
-tests — work on a ready `ReportData`.
+the best model (the only place that does I/O); `prepare` derives what the runs alone tell (the
+task, ranking, importance, failures, groups) as a pure function, so sections, figures and
+observations — and the tests — work on a ready `ReportData`.
+
+The sweep's task (`classify` or `autoencoder`, from its file) decides the metrics (TASK_METRICS:
+accuracy or R²) and what `collect` evaluates: a classifier's best model gets the confusion
+analysis, the `mlp baselines` of its split and the loss comparison; an autoencoder's best model
+its reconstructions (mlp.report.autoencoder).
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -15,16 +21,24 @@ import numpy as np
 
 from mlp.errors import UsageError
 from mlp.report import analysis as A
+from mlp.report import autoencoder as AE
+from mlp.report import baselines as B
 from mlp.report.importance import confounded, importance
 from mlp.report.model import best_model_predictions
 from mlp.report.text import plural
 from mlp.runs.data import CLASS_NAMES, load_dataset
 from mlp.runs.experiment import confusion_matrix
+from mlp.sweep.files import sweep_task
 
-__all__ = ["ReportData", "collect", "prepare", "check_out_dir", "sweep_data_dir", "TOP_RUNS", "RECOMMENDED"]
+__all__ = ["ReportData", "collect", "prepare", "check_out_dir", "sweep_data_dir", "task_of", "TOP_RUNS",
+           "RECOMMENDED", "TASK_METRICS"]
 
 TOP_RUNS = 5          # learning curves of this many best runs
 RECOMMENDED = 3       # configurations recommended for another dataset, until a rerun says how many
+TASK_METRICS = {      # task -> (what its runs report on validation, on the test set)
+    "classify": ("val_accuracy", "test_accuracy"),
+    "autoencoder": ("val_r2", "test_r2"),
+}
 
 
 def _log(line: str) -> None:
@@ -59,6 +73,15 @@ class ReportData:
     compare_note: str = ""
     reruns: list = field(default_factory=list)       # [{"sweep": child sweep, "rows": [...]}], oldest first
     figures: dict = field(default_factory=dict)      # name -> PNG path of the figures drawn
+    task: str = "classify"                           # what the sweep's runs train: classify or autoencoder
+    test_metric: str = "test_accuracy"               # what they report on the test set (test_r2)
+    reconstruction: dict | None = None              # autoencoder: the best model's evaluation (AE.evaluate_best)
+    baselines: list = field(default_factory=list)    # classify: `mlp baselines` rows of exactly this split
+
+    @property
+    def val_metric(self) -> str:
+        """What the runs report on validation (val_accuracy or val_r2), whatever the sweep optimises."""
+        return TASK_METRICS[self.task][0]
 
     @property
     def sweep_id(self) -> str:
@@ -118,14 +141,27 @@ def sweep_data_dir(sweep: dict, run: dict) -> str | None:
     return str(path)
 
 
+def task_of(sweep: dict) -> str:
+    """The task the sweep's runs train (mlp.sweep.files.sweep_task); `classify` when its file leaves
+    it unclear (a sweep seen through W&B may be loosely described)."""
+    try:
+        return sweep_task(sweep["config"])
+    except UsageError:
+        return "classify"
+
+
 def prepare(sweep: dict, runs: list, histories: dict | None = None, store_path: str = "") -> ReportData:
-    """What the runs alone tell, without the store or the dataset: the searched parameters, the
-    ranking, parameter importance (and which parameters always moved together), the groups per
-    categorical value and the failures. Raises UsageError when no run has a finite metric."""
+    """What the runs alone tell, without the store or the dataset: the task and its metrics, the
+    searched parameters, the ranking, parameter importance (and which parameters always moved
+    together), the groups per categorical value and the failures. Raises UsageError when no run
+    has a finite metric."""
 
     metric_spec = sweep["config"].get("metric") or {}
+    task = task_of(sweep)
+    val_metric, test_metric = TASK_METRICS[task]
     data = ReportData(sweep=sweep, runs=list(runs), histories=dict(histories or {}), store_path=str(store_path),
-                      metric=metric_spec.get("name") or "val_accuracy", goal=metric_spec.get("goal") or "maximize")
+                      metric=metric_spec.get("name") or val_metric, goal=metric_spec.get("goal") or "maximize",
+                      task=task, test_metric=test_metric)
     data.specs = dict(sweep["config"].get("parameters") or {})
     data.names = [n for n in A.searched_parameters(sweep["config"]) if n != "data_dir"]
     data.categorical = [n for n in data.names if "values" in data.specs[n]]
@@ -146,7 +182,14 @@ def prepare(sweep: dict, runs: list, histories: dict | None = None, store_path: 
     data.confounded = confounded(params, names=data.names)
     data.groups = {n: A.group_table(runs, n, data.metric, order=data.specs[n].get("values"))
                    for n in data.categorical}
-    data.failures = A.failure_analysis(runs, len(data.class_names), data.names, data.categorical, data.metric)
+    if task == "autoencoder":    # R² at or below the mean image's (0) is "chance"; a loss has no such level
+        chance = AE.CHANCE_R2 if data.metric == "val_r2" else math.nan
+        data.compare_note = ("Does not apply: this sweep trains autoencoders, and the study compares the two "
+                             "classification losses (cross-entropy and squared error on the softmax).")
+    else:
+        chance = None           # 1/classes + 0.02
+    data.failures = A.failure_analysis(runs, len(data.class_names), data.names, data.categorical, data.metric,
+                                       chance=chance)
     stuck = set(data.failures["chance"]["runs"])
     learned = [r for r in usable if r["id"] not in stuck]
     if stuck and len(learned) >= 5:     # what matters once the runs that never learned are left aside
@@ -169,13 +212,19 @@ def collect(store, sweep_id: str, compare: str | None = None, data_dir: str | No
     and the best run's model, and return the ReportData every section and figure draws from."""
 
     sweep = store.get_sweep(sweep_id)
+    task = task_of(sweep)
     runs, histories = _runs_and_histories(store, sweep_id)
     if not any(r["state"] == "finished" for r in runs):
         raise UsageError(f"sweep {sweep_id} has no finished runs yet ({plural(sweep['n_runs'], 'run')}); run some with "
                          f"`mlp agent {sweep_id} --count N` and report again")
     # --- which sweep compares cross-entropy with squared error (checked before any slow step)
     sweeps = store.list_sweeps()
-    if compare:
+    if task == "autoencoder":
+        if compare:
+            raise UsageError(f"--compare: sweep {sweep_id} trains autoencoders; the cross-entropy vs squared-error "
+                             f"study compares classification losses")
+        target = None
+    elif compare:
         target = store.get_sweep(compare)
         if not A.varies_loss(target["config"]):
             raise UsageError(f"--compare {compare}: that sweep does not search loss over cross_entropy and "
@@ -193,6 +242,25 @@ def collect(store, sweep_id: str, compare: str | None = None, data_dir: str | No
     data.dataset = load_dataset(data.dataset_name, data_dir=where, split=best_config.get("split", "standard"),
                                 val_fraction=best_config.get("val_fraction", 0.1), progress=log)
     data.class_names = list(data.dataset.class_names)
+    if task == "autoencoder":
+        data.reconstruction = AE.evaluate_best(store, sweep_id, data.best, data.dataset, log)
+    else:
+        _collect_classifier(data, store, sweep_id, target, runs, histories, log)
+
+    # --- reruns on another dataset (children of this sweep)
+    by_id = {r["id"]: r for r in runs}
+    for child in sweeps:
+        if child.get("parent_sweep_id") == sweep_id and child.get("rerun"):
+            rows = A.rerun_rows(by_id, child, store.list_runs(child["id"]), data.names, data.dataset_name,
+                                val_metric=data.val_metric, test_metric=data.test_metric)
+            data.reruns.append({"sweep": child, "rows": rows})
+    return data
+
+
+def _collect_classifier(data: ReportData, store, sweep_id: str, target: dict | None, runs, histories, log) -> None:
+    """What only a classifier sweep's report holds: the `mlp baselines` trained on exactly its split,
+    the best model's confusion analysis and the cross-entropy vs squared-error comparison."""
+    data.baselines = B.latest(store, data.dataset)
     ev = best_model_predictions(store, sweep_id, data.best, data.dataset, log)
     cm = confusion_matrix(data.dataset.y_test, ev["pred"], len(data.class_names))
     ev["confusion"] = A.confusion_analysis(cm, data.class_names)
@@ -214,11 +282,3 @@ def collect(store, sweep_id: str, compare: str | None = None, data_dir: str | No
         if not data.compare["summary"]["n"]:
             data.compare_note = (f"Sweep {target['id']} ({target['name']}) has no complete pair yet "
                                  f"({plural(len(c_runs), 'run')}): run more with `mlp agent {target['id']}`.")
-
-    # --- reruns on another dataset (children of this sweep)
-    by_id = {r["id"]: r for r in runs}
-    for child in sweeps:
-        if child.get("parent_sweep_id") == sweep_id and child.get("rerun"):
-            rows = A.rerun_rows(by_id, child, store.list_runs(child["id"]), data.names, data.dataset_name)
-            data.reruns.append({"sweep": child, "rows": rows})
-    return data

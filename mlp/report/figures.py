@@ -1,7 +1,9 @@
 """The report's figures: each is a function (ReportData) -> matplotlib Figure, or None when the
 figure does not apply (e.g. no CE-vs-MSE sweep). They only draw; `registry.FIGURES` names them,
 puts each in its section with its caption (a string, or a `caption_*` function below it when
-the caption needs numbers), and `build` saves them as NAME.png. Every figure has a title and
+the caption needs numbers) and says which tasks each applies to (the confusion figures are a
+classifier's; an autoencoder's reconstructions are drawn in mlp.report.autoencoder), and `build`
+saves them as NAME.png. Every figure has a title and
 labelled axes; matplotlib runs headless (Agg). Artists the tests look for carry a gid.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from mlp.report import analysis as A  # noqa: E402
+from mlp.report import baselines as B  # noqa: E402
 from mlp.report.importance import MIN_RUNS  # noqa: E402
 from mlp.report.text import agree, p_value, plural  # noqa: E402
 
@@ -94,6 +97,7 @@ def accuracy_vs_created(data):
         best_so_far.append(np.nan if running is None else running)
     ax.step(xs, best_so_far, where="post", color="black", linewidth=1.5, label="best so far", zorder=2,
             gid="best-so-far")
+    B.draw_reference_lines(ax, data)        # dashed: the `mlp baselines` of this split, when there are any
     best = data.best
     if best is not None and best in runs:      # ringed, and named in the legend: no label box over the points
         by = A.metric_of(best, data.metric)
@@ -117,7 +121,9 @@ def caption_accuracy_vs_created(data) -> str:
     return (f"{data.metric} of each run when it ended, in the order the runs were created (W&B's “accuracy vs "
             f"created”), with the best value so far. {plural(kinds['full'], 'run')} trained all their epochs, "
             f"{kinds['stopped']} {agree(kinds['stopped'], 'was', 'were')} stopped early by hyperband (their value "
-            f"is from fewer epochs), {kinds['other']} ended otherwise.")
+            f"is from fewer epochs), {kinds['other']} ended otherwise."
+            + (" Dashed lines: the validation accuracies of the [baselines](#baselines)."
+               if data.baselines and data.metric == "val_accuracy" else ""))
 
 
 # ---- 3. parallel coordinates ----------------------------------------------------------------------------
@@ -460,20 +466,22 @@ def learning_curves(data):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.2), layout="constrained")
     colours = plt.get_cmap("tab10").colors
+    r2 = data.task == "autoencoder"         # R², on validation only (the fit loop logs no training R²)
     for k, run in enumerate(top):
         hist = data.histories.get(run["id"], [])
         c = colours[k % len(colours)]
         label = f"#{k + 1} {run['id']} ({A.metric_of(run, data.metric):.4f})"
-        axes[0].plot(*_curve(hist, "val_accuracy"), color=c, marker="o", markersize=3, label=label + " val")
-        axes[0].plot(*_curve(hist, "train_accuracy"), color=c, linestyle="--", alpha=0.7)
+        axes[0].plot(*_curve(hist, data.val_metric), color=c, marker="o", markersize=3, label=label + " val")
+        if not r2:
+            axes[0].plot(*_curve(hist, "train_accuracy"), color=c, linestyle="--", alpha=0.7)
         axes[1].plot(*_curve(hist, "val_loss"), color=c, marker="o", markersize=3, label=label)
         axes[1].plot(*_curve(hist, "train_loss"), color=c, linestyle="--", alpha=0.7)
-    for ax, what in ((axes[0], "accuracy"), (axes[1], "loss")):
+    for ax, what in ((axes[0], "validation R²" if r2 else "accuracy"), (axes[1], "loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axes[0].set_title("Accuracy (solid: validation, dashed: training)")
+    axes[0].set_title("R² over all validation pixels" if r2 else "Accuracy (solid: validation, dashed: training)")
     axes[1].set_title("Loss (solid: validation, dashed: training)")
     handles = [Line2D([], [], color=colours[k % len(colours)], marker="o", markersize=4,
                       label=f"#{k + 1} run {r['id']}: {data.metric} {A.metric_of(r, data.metric):.4f}")
@@ -502,7 +510,7 @@ def by_parameter(data):
             ax.text(xi, g["mean"] / 2, f"n={g['n']}", ha="center", va="center", color="white", fontsize=8)
         ax.set_xticks(x, [A.fmt_value(g["level"]) for g in groups], rotation=0 if len(groups) < 5 else 30,
                       ha="center" if len(groups) < 5 else "right")
-        ax.set_ylim(0, 1)
+        ax.set_ylim(min(0.0, *(g["min"] for g in groups)), 1)       # an R² can be below 0
         ax.set_xlabel(name)
         ax.set_ylabel(f"{data.metric}")
         ax.set_title(f"{data.metric} by {name}")
@@ -524,4 +532,5 @@ def caption_samples(data) -> str:
 def caption_learning_curves(data) -> str:
     n = len(data.top)
     which = "the best run" if n == 1 else f"the {n} best runs"
-    return f"Per-epoch accuracy and loss of {which} that trained all their epochs."
+    what = "validation R²" if data.task == "autoencoder" else "accuracy"
+    return f"Per-epoch {what} and loss of {which} that trained all their epochs."

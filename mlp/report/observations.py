@@ -11,8 +11,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from mlp.report import analysis as A
+from mlp.report import autoencoder as AE
 from mlp.report.importance import MIN_RUNS, by_parameter, group_names
-from mlp.report.text import agree, join_and, number_word, p_value, plural, share
+from mlp.report.text import agree, join_and, metric_words, number_word, p_value, plural, share
 
 __all__ = ["OBSERVATIONS", "observations", "importance_caveats", "strongest"]
 
@@ -36,9 +37,9 @@ def best_run(data) -> Iterable[str]:
         return
     line = f"Best {data.metric}: {A.metric_of(best, data.metric):.4f} (run {best['id']}: " \
            f"{A.describe(A.params_of(best), data.names)})"
-    test = A.metric_of(best, "test_accuracy")
+    test = A.metric_of(best, data.test_metric)
     if test is not None:
-        line += f", test accuracy {test:.4f}"
+        line += f", {metric_words(data.test_metric)} {test:.4f}"
     yield line + "."
 
 
@@ -84,8 +85,9 @@ def chance_level(data) -> Iterable[str]:
     if not stuck["runs"]:
         return
     k = len(stuck["runs"])
+    worth = "no better than predicting the mean image" if data.task == "autoencoder" else "no better than guessing"
     line = (f"{share(k, len(data.runs), 'run')} trained without diverging but stayed at chance level "
-            f"({data.metric} ≤ {stuck['threshold']:.2f}, no better than guessing)")
+            f"({data.metric} ≤ {stuck['threshold']:.2f}, {worth})")
     if stuck["profile"]:
         line += ". Where they concentrate: " + "; ".join(stuck["profile"])
     yield line + "."
@@ -218,17 +220,18 @@ def recommended(data) -> Iterable[str]:
 
 
 def reruns(data) -> Iterable[str]:
+    test = metric_words(data.test_metric)
     for rerun in data.reruns:
         for row in rerun["rows"]:
             if row.get("target_test") is not None:
-                yield (f"Rerun of {row['source_run']} on {row['target_dataset']}: test accuracy "
-                       f"{row['target_test']:.4f} (its {row['source_dataset']} test accuracy was "
+                yield (f"Rerun of {row['source_run']} on {row['target_dataset']}: {test} "
+                       f"{row['target_test']:.4f} (its {row['source_dataset']} {test} was "
                        f"{A.fmt_value(row['source_test'])}).")
 
 
 OBSERVATIONS: list[Callable] = [
     run_counts, best_run, spread, by_category, diverged, chance_level, broken, importance_ranking,
-    rank_vs_linear, importance_without_chance, best_model, ce_vs_mse, recommended, reruns,
+    rank_vs_linear, importance_without_chance, best_model, AE.reconstruction_quality, ce_vs_mse, recommended, reruns,
 ]
 
 

@@ -20,7 +20,8 @@ __all__ = ["build_blocks", "write_html", "write_markdown"]
 
 def _section_blocks(anchor: str, blocks: list, data) -> list:
     """The section's blocks with every figure captioned from the registry, and the section's
-    registered figures it did not place appended at its end."""
+    registered figures it did not place appended at its end; figures of another task than the
+    sweep's are left out."""
     out, placed = [], set()
     for block in blocks:
         if isinstance(block, Figure):
@@ -28,18 +29,20 @@ def _section_blocks(anchor: str, blocks: list, data) -> list:
             if fig is None or fig.section != anchor:
                 raise ValueError(f"section {anchor!r} places figure {block.name!r}, which is not registered for it")
             placed.add(block.name)
+            if not fig.applies(data.task):
+                continue
             if block.caption is None:
                 block = Figure(block.name, registry.caption_of(block.name, data))
         out.append(block)
     out += [Figure(f.name, registry.caption_of(f.name, data)) for f in registry.FIGURES.values()
-            if f.section == anchor and f.name not in placed]
+            if f.section == anchor and f.name not in placed and f.applies(data.task)]
     return out
 
 
 def build_blocks(data) -> list[Block]:
     """The whole page: title, intro, table of contents, then each section under its numbered heading."""
     s = data.sweep
-    titles = registry.numbered_titles()
+    titles = registry.numbered_titles(data)
     blocks: list[Block] = [Heading(f"Sweep report: {s['name'] or s['id']} ({s['id']})", 1), *S.intro(data),
                            Bullets([f"[{title}](#{anchor})" for anchor, title in titles.items()])]
     for anchor, section in registry.SECTIONS.items():

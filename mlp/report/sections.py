@@ -1,20 +1,24 @@
 """The report's sections: each is a function (ReportData) -> list of blocks, pure on the data.
 `registry.SECTIONS` puts them in page order with their anchor and title (the page numbers them
 and builds the table of contents). A section places one of its registered figures with
-`Figure("name")` (caption from the registry); figures it does not place go at its end.
+`Figure("name")` (caption from the registry); figures it does not place go at its end. Where an
+autoencoder sweep's section differs, the function says so (R² for accuracy via `data.test_metric`;
+`best_run` hands over to mlp.report.autoencoder).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from mlp.report import analysis as A
+from mlp.report import autoencoder as AE
+from mlp.report import baselines as B
 from mlp.report.blocks import Bullets, Figure, Paragraph, Table
 from mlp.report.observations import importance_caveats, observations, paired_test_words
 from mlp.report.rerun import rerun_command
-from mlp.report.text import agree, join_and, num, number_word, plural, signed
+from mlp.report.text import agree, join_and, metric_words, num, number_word, plural, signed
 
 __all__ = ["intro", "samples", "runs", "parallel", "importance", "best_run", "ce_vs_mse", "learning_curves",
-           "findings", "rerun"]
+           "baselines", "findings", "rerun"]
 
 
 def intro(data) -> list:
@@ -63,6 +67,8 @@ def importance(data) -> list:
 
 
 def best_run(data) -> list:
+    if data.task == "autoencoder":
+        return AE.best_blocks(data)
     m, best, ev = data.metric, data.best, data.best_eval
     ca = ev["confusion"]
     per = ca["per_class"]
@@ -120,12 +126,16 @@ def ce_vs_mse(data) -> list:
 
 
 def learning_curves(data) -> list:
-    m = data.metric
+    m, test = data.metric, data.test_metric
     return [Figure("learning_curves"),
-            Table(["rank", "run", m, "test accuracy", "epochs", "parameters"],
-                  [[i, r["id"], num(A.metric_of(r, m)), num(A.metric_of(r, "test_accuracy")),
+            Table(["rank", "run", m, metric_words(test), "epochs", "parameters"],
+                  [[i, r["id"], num(A.metric_of(r, m)), num(A.metric_of(r, test)),
                     r["summary"].get("epochs_run", "–"), A.describe(A.params_of(r), data.names)]
                    for i, r in enumerate(data.top, 1)])]
+
+
+def baselines(data) -> list:
+    return B.report_blocks(data)
 
 
 def _target(data) -> str:
@@ -156,8 +166,8 @@ def findings(data) -> list:
                 f"{agree(k, 'it', 'them')} there (next section):")
     blocks.append(Paragraph(f"{what} for {_target(data)} — the best validation "
                             f"{agree(k, 'configuration', 'configurations')} of this sweep; {tail}"))
-    blocks.append(Table(["#", "run", m, "test accuracy", "configuration"],
-                        [[i, r["id"], num(A.metric_of(r, m)), num(A.metric_of(r, "test_accuracy")),
+    blocks.append(Table(["#", "run", m, metric_words(data.test_metric), "configuration"],
+                        [[i, r["id"], num(A.metric_of(r, m)), num(A.metric_of(r, data.test_metric)),
                           A.describe(A.params_of(r), data.names)] for i, r in enumerate(chosen, 1)]))
     return blocks
 
@@ -168,7 +178,8 @@ def rerun(data) -> list:
         best = "best validation configuration" if k == 1 else f"{number_word(k)} best validation configurations"
         return [Paragraph(f"Not run yet: `mlp rerun {data.sweep_id} --top {k} --dataset {_rerun_flag(data)}` reruns "
                           f"the {best} on {_target(data)} as a linked sweep; this section then shows "
-                          f"{agree(k, 'its', 'their')} test accuracy there next to the {data.dataset_name} numbers.")]
+                          f"{agree(k, 'its', 'their')} {metric_words(data.test_metric)} there next to the "
+                          f"{data.dataset_name} numbers.")]
     blocks = []
     for one in data.reruns:
         child, plan = one["sweep"], one["sweep"]["rerun"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["plural", "agree", "number_word", "share", "num", "signed", "p_value", "join_and"]
+__all__ = ["plural", "agree", "number_word", "share", "num", "signed", "p_value", "join_and", "metric_words"]
 
 _WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
@@ -58,3 +58,12 @@ def join_and(items) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+_METRIC_WORDS = {"val_accuracy": "validation accuracy", "test_accuracy": "test accuracy", "val_r2": "validation R²",
+                 "test_r2": "test R²", "val_loss": "validation loss", "test_loss": "test loss"}
+
+
+def metric_words(metric: str) -> str:
+    """A metric's name in prose: `test accuracy`, `test R²` (an unknown name with spaces for `_`)."""
+    return _METRIC_WORDS.get(metric, metric.replace("_", " "))

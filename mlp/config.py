@@ -29,7 +29,7 @@ from mlp.core.network import POOLS, cnn_layers, layer_shapes
 from mlp.core.registry import resolve as resolve_name
 from mlp.errors import UsageError
 
-__all__ = ["Param", "PARAMS", "DEFAULTS", "PRESETS", "PLUMBING", "DATASETS", "ConfigError", "parse_value",
+__all__ = ["Param", "PARAMS", "DEFAULTS", "PRESETS", "PLUMBING", "DATASETS", "TASKS", "ConfigError", "parse_value",
            "resolve", "hyperparameters", "hidden_widths", "run_name", "CONFIGURATION", "expand_configuration",
            "DATA_KEYS", "IMAGE_SHAPE", "split_features", "conv_layers"]
 
@@ -37,6 +37,10 @@ DATASETS = ("mnist", "fashion_mnist")
 SPLITS = ("standard", "80-10-10")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 AVERAGING = ("none", "ema", "swa")
+TASKS = ("classify", "autoencoder")            # what the network learns: labels, or the image itself
+OUTPUT_ACTIVATIONS = ("sigmoid", "identity")   # the autoencoder's output layer
+# The loss each task trains with when none is given (`--loss` must fit the task).
+TASK_LOSS = {"classify": "cross_entropy", "autoencoder": "regression_squared_error"}
 
 MAX_WIDTH = 10 ** 8           # a layer wider than this is refused outright (memory is checked later too)
 MAX_DEPTH = 1000
@@ -188,11 +192,8 @@ class Param:
         return text
 
 
-def _classification_loss(name):
-    key = losses.canonical_name(name)
-    if key not in losses.CLASSIFICATION:
-        raise UsageError(f"{name!r} is not a classification loss")
-    return key
+def _task_loss(name):
+    return losses.canonical_name(name)   # which task it fits is checked in _check_together
 
 
 def _wandb_name(kind):
@@ -214,8 +215,9 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("dataset", "choice", "fashion_mnist", "the dataset", "-d", choices=DATASETS),
     Param("epochs", "int", 10, "passes over the training set", "-e", low=1, high=100_000),
     Param("batch_size", "int", 64, "mini-batch size", "-b", low=1, high=10_000_000),
-    Param("loss", "choice", "cross_entropy", "classification loss ('mse' means mean_squared_error)", "-l",
-          choices=lambda: tuple(sorted(losses.CLASSIFICATION)), canonical=_classification_loss),
+    Param("loss", "choice", "cross_entropy", "classification loss ('mse' means mean_squared_error); with --task "
+          "autoencoder regression_squared_error, its default", "-l",
+          choices=lambda: (*sorted(losses.CLASSIFICATION), "regression_squared_error"), canonical=_task_loss),
     Param("optimizer", "choice", "nadam", "optimizer", "-o", choices=lambda: tuple(optimizers.OPTIMIZERS),
           canonical=optimizers.canonical_name),
     Param("learning_rate", "float", 5e-4, "step size", "-lr", low=0.0, low_open=True),
@@ -261,7 +263,8 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("input_dropout", "float", 0.0, "dropout on the input pixels", group="beyond", **_UNIT),
     Param("augment_shift", "int", 0, "shift each training image by up to ±k pixels", low=0, high=8, group="beyond"),
     Param("augment_flip", "bool", False, "mirror training images left-right (fashion_mnist only)", group="beyond"),
-    Param("early_stopping", "int", 0, "patience in epochs on val_accuracy (0 = off); restores the best epoch's weights",
+    Param("early_stopping", "int", 0, "patience in epochs on val_accuracy (autoencoder: val_r2; 0 = off); restores "
+          "the best epoch's weights",
           low=0, high=100_000, group="beyond"),
     Param("weight_averaging", "choice", "none",
           "evaluate and save an average of the weights: ema (decay 0.999) or swa (last quarter)", choices=AVERAGING,
@@ -277,6 +280,11 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("features", "str", None, "train the MLP on a frozen model's features: MODEL.npz[:LAYER] (index or name, "
           "see `mlp features MODEL.npz --list`; default: the model's last hidden layer)", nullable=True,
           check=lambda text: split_features(text) and text, group="beyond"),
+    # ---- the task (issue 15) ----
+    Param("task", "choice", "classify", "classify: labels; autoencoder: reconstruct the image (784 outputs, squared "
+          "error on the pixels, val_r2/test_r2)", choices=TASKS, group="beyond"),
+    Param("output_activation", "choice", None, "the autoencoder's output layer: sigmoid (pixels stay in [0, 1]; the "
+          "default) or identity; autoencoder only", choices=OUTPUT_ACTIVATIONS, nullable=True, group="beyond"),
 ]}
 
 DEFAULTS: dict[str, Any] = {name: p.default for name, p in PARAMS.items()}
@@ -339,12 +347,54 @@ def resolve(values: Mapping[str, Any] = (), base: Mapping[str, Any] | None = Non
     config = {**DEFAULTS, **base, **parsed}
     if config["hidden_sizes"] is not None:   # per-layer widths, when given, set the depth
         config["num_layers"] = len(config["hidden_sizes"])
+    _task_defaults(config, parsed)
     _check_together(config, source)
     return config
 
 
+def _task_defaults(config: dict, given: Mapping) -> None:
+    """What follows from the task unless given: the loss (cross_entropy to classify,
+    regression_squared_error for an autoencoder) and the autoencoder's sigmoid output. Only values
+    not given here are changed, so switching a config's task (a sweep over `task`) takes the new
+    task's defaults, and a value given for the wrong task is refused by _check_together."""
+    task = config["task"]
+    regression = config["loss"] not in losses.CLASSIFICATION
+    if "loss" not in given and regression != (task == "autoencoder"):
+        config["loss"] = TASK_LOSS[task]
+    if "output_activation" not in given:
+        if task == "autoencoder" and config["output_activation"] is None:
+            config["output_activation"] = "sigmoid"
+        elif task != "autoencoder":
+            config["output_activation"] = None
+
+
+def _check_task(config: dict, where: str) -> None:
+    if config["task"] == "autoencoder":
+        if config["loss"] in losses.CLASSIFICATION:
+            raise ConfigError(f"{where}--task autoencoder trains with regression_squared_error (squared error on the "
+                              f"pixels), not {config['loss']}; leave --loss out")
+        for flag in ("augment_shift", "augment_flip"):
+            if config[flag]:
+                raise ConfigError(f"{where}--{flag} changes the input but not the target; it is not available with "
+                                  f"--task autoencoder")
+        if config["conv_filters"]:
+            raise ConfigError(f"{where}--task autoencoder builds a dense encoder/decoder; a convolutional one is not "
+                              f"available: drop --conv_filters")
+        if config["features"]:
+            raise ConfigError(f"{where}--task autoencoder reconstructs the image's pixels; it takes no --features "
+                              f"(train the autoencoder on pixels, then use its bottleneck with --features)")
+    else:
+        if config["loss"] not in losses.CLASSIFICATION:
+            raise ConfigError(f"{where}{config['loss']} is a regression loss: use it with --task autoencoder, or a "
+                              f"classification loss ({', '.join(sorted(losses.CLASSIFICATION))})")
+        if config["output_activation"] is not None:
+            raise ConfigError(f"{where}--output_activation applies to --task autoencoder only (a classifier's outputs "
+                              f"are logits, read through a softmax)")
+
+
 def _check_together(config: dict, source: str) -> None:
     where = f"{source}: " if source else ""
+    _check_task(config, where)
     if config["label_smoothing"] and config["loss"] != "cross_entropy":
         raise ConfigError(f"{where}label_smoothing applies to the cross_entropy loss only")
     if config["augment_flip"] and config["dataset"] != "fashion_mnist":
@@ -410,10 +460,35 @@ def expand_configuration(values: Mapping[str, Any], source: str = "") -> dict:
     for key, value in bundle.items():
         if key == CONFIGURATION:
             raise ConfigError(f"{where}{CONFIGURATION} cannot hold another {CONFIGURATION}")
-        if key in values and values[key] != value:
+        if key in values and not _same_value(str(key), values[key], value):
             raise ConfigError(f"{where}{key} is {values[key]!r} but {CONFIGURATION} says {value!r}; give it once")
         values[str(key)] = value
     return values
+
+
+def _same_value(name: str, a, b) -> bool:
+    """Equal as the parameter understands them ('ReLU' is 'relu', 10.0 epochs is 10)."""
+    if a == b:
+        return True
+    param = PARAMS.get(name)
+    try:
+        return param is not None and param.parse(a) == param.parse(b)
+    except ValueError:
+        return False
+
+
+# What a configuration must drop to run on a dataset: a mirrored digit is another digit (or none).
+DATASET_CHANGES: dict[str, dict] = {"mnist": {"augment_flip": False}}
+
+
+def for_dataset(values: Mapping[str, Any], dataset: str) -> dict:
+    """`values` retargeted to `dataset` (e.g. a Fashion-MNIST config rerun on MNIST): the dataset
+    replaced and what cannot apply to it switched off."""
+    out = {**values, "dataset": dataset}
+    for key, value in DATASET_CHANGES.get(dataset, {}).items():
+        if key in out:
+            out[key] = value
+    return out
 
 
 def hyperparameters(config: Mapping) -> dict:
@@ -429,8 +504,8 @@ def run_name(config: Mapping) -> str:
     """A readable W&B run name, e.g. hl_3_hs_128_bs_32_ac_relu_o_nadam."""
     widths = hidden_widths(config)
     size = (widths[0] if widths else 0) if len(set(widths)) <= 1 else "-".join(map(str, widths))
-    name = (f"hl_{len(widths)}_hs_{size}_bs_{config['batch_size']}_ac_{config['activation']}"
-            f"_o_{config['optimizer']}")
+    name = (("ae_" if config.get("task") == "autoencoder" else "")
+            + f"hl_{len(widths)}_hs_{size}_bs_{config['batch_size']}_ac_{config['activation']}_o_{config['optimizer']}")
     if config.get("conv_filters"):   # a CNN: its architecture first, e.g. cf_32-64_k_3_same_max_hl_1...
         name = (f"cf_{'-'.join(map(str, config['conv_filters']))}_k_{config['kernel_size']}_{config['padding']}"
                 f"_{config['pool']}_{name}")

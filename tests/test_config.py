@@ -121,3 +121,21 @@ def test_run_context_reads_and_checks_the_launchers_variables(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00\x01" * 10)
     with pytest.raises(UsageError, match="not a YAML text file"):
         read_sweep_params(binary)
+
+
+def test_a_config_retargeted_to_digits_drops_flips():
+    fashion = C.resolve({"preset": "best"})
+    assert fashion["augment_flip"] is True
+    digits = C.resolve(C.for_dataset(C.hyperparameters(fashion), "mnist"))
+    assert digits["dataset"] == "mnist" and digits["augment_flip"] is False
+    assert digits["hidden_sizes"] == fashion["hidden_sizes"]
+
+
+def test_a_configuration_bundle_agrees_with_values_spelled_otherwise():
+    """W&B's config holds both the run's canonical values and the sweep's `configuration` as the
+    YAML wrote it: 'ReLU' and 'relu' are the same activation."""
+    merged = C.expand_configuration({"activation": "relu", "epochs": 10,
+                                     "configuration": {"activation": "ReLU", "epochs": 10.0, "num_layers": 2}})
+    assert merged["num_layers"] == 2
+    with pytest.raises(UsageError, match="activation"):
+        C.expand_configuration({"activation": "tanh", "configuration": {"activation": "ReLU"}})

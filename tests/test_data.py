@@ -512,7 +512,8 @@ def test_download_verifies_caches_and_is_not_repeated(isolated, no_debian, serve
     assert sorted(requests) == sorted(f"/{f}.gz" for f in FILES)
     assert any("downloading fashion_mnist train-images-idx3-ubyte.gz" in m for m in messages)
     cache = isolated / "fashion_mnist"
-    assert [p.name for p in files_in(isolated)] == sorted(FILES)  # decompressed, no temp files
+    assert [p.name for p in files_in(cache)] == sorted(FILES)  # decompressed, no temp files
+    assert not [p for p in files_in(isolated) if p.name.startswith(".")]        # nor in the split cache
     sums = subset_sums()
     for f in FILES:
         assert hashlib.sha256((cache / f).read_bytes()).hexdigest() == sums[f]
@@ -593,7 +594,7 @@ def test_partial_cache_is_completed(isolated, no_debian, serve, gz_dir, subset_c
     ds = load_dataset(mirrors=[url], progress=lambda m: None)
     assert len(ds.y_test) == 500
     assert sorted(requests) == sorted(f"/{f}.gz" for f in FILES[2:])
-    assert [p.name for p in files_in(isolated)] == sorted(FILES)
+    assert [p.name for p in files_in(cache)] == sorted(FILES)
 
 
 def test_atomic_write_leaves_nothing_on_crash(monkeypatch, tmp_path):
@@ -650,3 +651,43 @@ def test_full_mnist_from_shared_data(no_debian):
     assert ds.y_test[:5].tolist() == [7, 2, 1, 0, 4]
     flat = load_dataset("mnist", data_dir=SHARED_MNIST, download=False, split="80-10-10")
     assert (len(flat.y_train), len(flat.y_val), len(flat.y_test)) == (56000, 7000, 7000)
+
+
+# ------------------------------------------------------------------------------------------
+# the split cache
+# ------------------------------------------------------------------------------------------
+
+def test_split_cache_returns_the_same_arrays_memory_mapped(tmp_path):
+    cache = tmp_path / "cache"
+    fresh = load_dataset(data_dir=TEST_DATA, download=False, cache_dir=cache, use_cache=False)
+    first = load_dataset(data_dir=TEST_DATA, download=False, cache_dir=cache)
+    second = load_dataset(data_dir=TEST_DATA, download=False, cache_dir=cache)
+    assert len(list((cache / "splits").iterdir())) == 1
+    assert isinstance(second.x_train, np.memmap) and not second.x_train.flags.writeable
+    for part in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        for ds in (first, second):
+            got = getattr(ds, part)
+            assert got.dtype == getattr(fresh, part).dtype and np.array_equal(got, getattr(fresh, part)), part
+    other = load_dataset(data_dir=TEST_DATA, download=False, cache_dir=cache, val_fraction=0.2)
+    assert len(other.y_val) != len(first.y_val) and len(list((cache / "splits").iterdir())) == 2
+
+
+def test_split_cache_is_not_used_when_a_source_file_changes(tmp_path):
+    data = tmp_path / "data" / "fashion_mnist"
+    data.mkdir(parents=True)
+    for f in (TEST_DATA / "fashion_mnist").iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    cache = tmp_path / "cache"
+    load_dataset(data_dir=data.parent, download=False, cache_dir=cache)
+    target = data / "train-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(target.read_bytes())
+    target.write_bytes(gzip.compress(raw[:-1] + bytes([(raw[-1] + 1) % 10])))   # damaged after caching
+    with pytest.raises(UsageError, match="checksum mismatch"):
+        load_dataset(data_dir=data.parent, download=False, cache_dir=cache)
+
+
+def test_an_unwritable_cache_is_skipped(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would go")
+    ds = load_dataset(data_dir=TEST_DATA, download=False, cache_dir=blocker)
+    assert len(ds.y_train) == 1800 and blocker.is_file()

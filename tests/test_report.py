@@ -17,9 +17,10 @@ from mlp import config as C
 from mlp.cli import main
 from mlp.report import analysis as A
 from mlp.report import make_report
-from mlp.report.figures import FIGURES
 from mlp.report.importance import by_parameter, encode, importance
-from mlp.report.page import SECTIONS
+from mlp.report.registry import figures_for, numbered_titles
+
+FIGURES = figures_for("classify")      # a classifier sweep's figures (an autoencoder's: tests/test_report_tasks.py)
 from mlp.report.rerun import rerun_sweep_config
 from mlp.runs.store import Store
 from mlp.sweep.engine import engine as _engine
@@ -60,6 +61,10 @@ def env(tmp_path_factory):
     the full report (as a subprocess, like a user would run it)."""
     tmp = tmp_path_factory.mktemp("report")
     smoke = sweep_id_of(mlp(tmp, "sweep", "sweeps/smoke.yaml", "--count", "6", "--seed", "1"))
+    with Store(tmp / "s.sqlite") as store:   # the sweep is seeded: these draws are fixed, and the tests need them
+        optimizers = {r["params"]["optimizer"] for r in store.list_runs(smoke)}
+    assert "adam" in optimizers and len(optimizers) >= 2, f"seed 1 drew optimizers {optimizers}: pick a seed " \
+        f"that draws adam and another optimizer"
     with Store(tmp / "s.sqlite") as store:
         bare = make_report(store, smoke, tmp / "bare", log=lambda line: None)
     ce_file = tmp / "ce_tiny.yaml"
@@ -76,7 +81,7 @@ def env(tmp_path_factory):
 def test_report_has_every_section_and_figure(env):
     md = (env.out / "report.md").read_text()
     page = (env.out / "index.html").read_text()
-    for title in SECTIONS.values():
+    for title in numbered_titles(SimpleNamespace(task="classify")).values():
         assert f"## {title}" in md and title in page, title
     for name in FIGURES:
         png = env.out / f"{name}.png"
@@ -111,6 +116,8 @@ def test_report_numbers_match_the_store(env):
     gaps = [by[(s, "cross_entropy")] - by[(s, "mean_squared_error")] for s in (0, 1)]
     assert f"paired gap CE − MSE {np.mean(gaps):+.4f} ± {np.std(gaps, ddof=1):.4f}" in md
     assert f"cross-entropy is better in {sum(g > 0 for g in gaps)} of 2 pairs" in md
+    assert "(mean ± standard deviation of the differences;" in md and "paired t-test on the differences" in md
+    assert "Wilcoxon signed-rank test" in md
     assert f"Sweep {env.ce} (ce-tiny)" in md
 
 
@@ -119,8 +126,11 @@ def test_report_observations_are_computed(env):
     with Store(env.store, create=False) as store:
         runs = store.list_runs(env.smoke)
     adam = [r["summary"]["val_accuracy"] for r in runs if r["params"]["optimizer"] == "adam"]
-    if adam:
-        assert f"adam {np.mean(adam):.4f} (n={len(adam)})" in md
+    assert adam, "the fixture draws adam runs"
+    assert f"adam {np.mean(adam):.4f} (n={len(adam)})" in md
+    for optimizer in {r["params"]["optimizer"] for r in runs}:     # every level, not only adam
+        values = [r["summary"]["val_accuracy"] for r in runs if r["params"]["optimizer"] == optimizer]
+        assert f"{optimizer} {np.mean(values):.4f} (n={len(values)})" in md, optimizer
     assert f"The sweep has {len(runs)} runs" in md
     assert "Recommended for MNIST" in md and "No run diverged (0 of 6)" in md
     assert "Not run yet: `mlp rerun" in md
@@ -313,3 +323,8 @@ def test_rerun_top_two_on_real_mnist_and_report_the_table(env):
                 f"{run['summary']['val_accuracy']:.4f} | {run['summary']['test_accuracy']:.4f} | {run['id']} | "
                 f"finished |") in md
     assert f"Sweep {child_id}" in md and "Not run yet" not in md
+    # the command quoted is the one that ran, and the counts are the real ones (two, one epoch)
+    assert (f"reran the two best validation configurations on mnist for 1 epoch "
+            f"(`mlp rerun {env.smoke} --top 2 --dataset mnist --epochs 1`)") in md
+    assert "The two configurations recommended for MNIST" in md and "three configurations" not in md
+    assert "Recommended for MNIST (the two best validation configurations here)" in md

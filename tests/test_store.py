@@ -600,7 +600,7 @@ def test_a_v1_store_is_migrated_in_place(tmp_path):
             ("/w", "/w/s.yaml", {"note": "kept"}, "local")
         assert child["rerun"].configs == [{"epochs": 2}] and child["rerun"].source_runs == ["r1"]
         assert (run["wandb_entity"], run["wandb_project"]) == (None, None)       # v3's columns, empty
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_a_v2_store_is_migrated_to_v3_in_place(tmp_path):
@@ -613,6 +613,7 @@ def test_a_v2_store_is_migrated_to_v3_in_place(tmp_path):
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE runs DROP COLUMN wandb_entity")
     db.execute("ALTER TABLE runs DROP COLUMN wandb_project")
+    db.execute("DROP TABLE baselines")                  # v4's: a v2 store has no baselines either
     db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()
@@ -621,7 +622,43 @@ def test_a_v2_store_is_migrated_to_v3_in_place(tmp_path):
         assert (old["params"], old["wandb_entity"], old["wandb_project"]) == ({"epochs": 1}, None, None)
         new = store.create_run({"epochs": 1}, sweep_id=sweep, wandb_entity="team", wandb_project="proj")
         assert (store.get_run(new)["wandb_entity"], store.get_run(new)["wandb_project"]) == ("team", "proj")
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+BASELINE = dict(model="knn", label="k-NN (k=5)", settings={"n_neighbors": 5}, dataset="fashion_mnist",
+                split="standard", val_fraction=0.1, val_rows_sha256="ab" * 32, n_train=1800, n_val=200, n_test=500,
+                val_accuracy=0.75, test_accuracy=0.74, train_seconds=0.5, sweep_id=None, run_id=None,
+                library="scikit-learn 1.9")
+
+
+def test_a_v3_store_gains_the_baselines_table_in_place(tmp_path):
+    """v3 stores (before `mlp baselines`) gain the baselines table with its own columns; their
+    runs are untouched and baselines can be recorded at once."""
+    path = tmp_path / "v3.sqlite"
+    with Store(path) as store:
+        sweep = store.create_sweep({"method": "grid", "parameters": {"epochs": {"values": [1]}}}, "", name="s")
+        run = store.create_run({"epochs": 1}, sweep_id=sweep, params={"epochs": 1})
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE baselines")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    with Store(path, create=False) as store:
+        assert store.get_run(run)["params"] == {"epochs": 1} and store.list_baselines() == []
+        first = store.add_baseline(**BASELINE)
+        store.add_baseline(**{**BASELINE, "model": "twin", "sweep_id": sweep, "run_id": run, "settings": None})
+        rows = store.list_baselines(dataset="fashion_mnist", val_rows_sha256="ab" * 32)
+        assert [r["model"] for r in rows] == ["knn", "twin"] and rows[0]["id"] == first
+        assert rows[0]["settings"] == {"n_neighbors": 5} and rows[1]["settings"] == {} and rows[1]["sweep_id"] == sweep
+        assert store.list_baselines(val_rows_sha256="cd" * 32) == []
+        with pytest.raises(UsageError, match="unknown sweep"):
+            store.add_baseline(**{**BASELINE, "sweep_id": "nosuchid"})
+        with pytest.raises(ValueError, match="missing"):
+            store.add_baseline(model="knn")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    columns = [row[1] for row in db.execute("PRAGMA table_info(baselines)")]
+    assert {"model", "val_accuracy", "test_accuracy", "train_seconds", "val_rows_sha256"} <= set(columns)
 
 
 def test_json_output_is_total_for_non_finite_values(tmp_path):

@@ -50,7 +50,8 @@ def test_every_sweep_file_is_valid_for_wandb():
         config, _ = load_sweep_file(path)
         assert _engine().schema_violations_from_proposed_config(config) == [], path
         assert config["program"] == "train.py" and "${args}" in config["command"]
-        assert config["metric"] == {"name": "val_accuracy", "goal": "maximize"}
+        expected = "val_r2" if path.name == "autoencoder.yaml" else "val_accuracy"   # what each task logs
+        assert config["metric"] == {"name": expected, "goal": "maximize"}
 
 
 def test_fashion_sweep_covers_the_assignment_space():
@@ -73,11 +74,13 @@ def _examples(spec):
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
 def test_wandb_agent_argv_parses_to_the_intended_values(path):
-    """For every parameter value, the argv wandb's own builder makes parses back in train.py."""
+    """For every parameter value, the argv wandb's own builder makes parses back in train.py (with
+    the sweep's task, which every run of the sweep has)."""
     config, _ = load_sweep_file(path)
+    task = {"task": config["parameters"]["task"]["value"]} if "task" in config["parameters"] else {}
     for name, spec in config["parameters"].items():
         for value in _examples(spec):
-            argv = build_command(config["command"], {name: value}, "train.py")
+            argv = build_command(config["command"], {**task, name: value}, "train.py")
             assert argv[:3] == ["/usr/bin/env", sys.executable, "train.py"]
             parsed = parse_train_args(argv[3:])[name]
             if isinstance(value, str) and name != "data_dir":
@@ -274,3 +277,22 @@ def test_a_run_that_learns_resets_the_count_of_failures(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert [r["state"] for r in Store(tmp_path / "s.sqlite").list_runs()] == \
         ["failed", "failed", "finished", "failed", "failed"]
+
+
+def test_warm_runs_equal_fresh_processes(tmp_path):
+    """The agent forks runs of train.py from its warm process by default; --fresh_process starts
+    each as a new Python, as `wandb agent` does. Same sweep, same seed: the same numbers."""
+    sweep = write_sweep(tmp_path, "twins", method="grid", parameters={
+        "data_dir": {"value": "tests/data"}, "epochs": {"value": 2}, "num_layers": {"value": 1},
+        "hidden_size": {"values": [8, 16]}, "dropout": {"value": 0.1}, "optimizer": {"values": ["adam", "nag"]}})
+    summaries = {}
+    for mode, extra in (("warm", []), ("fresh", ["--fresh_process"])):
+        store = tmp_path / f"{mode}.sqlite"
+        p = mlp(tmp_path, "sweep", str(sweep), "--count", "4", "--seed", "3", "--store", str(store), *extra)
+        assert p.returncode == 0, p.stdout + p.stderr
+        runs = Store(store).list_runs()
+        logs = [Path(r["log_path"]).read_text() for r in runs]
+        assert all(("a warm run: forked" in log) == (mode == "warm") for log in logs), logs[0][:300]
+        summaries[mode] = [(r["params"], r["state"], r["summary"]["val_accuracy"], r["summary"]["test_accuracy"],
+                            r["summary"]["confusion_matrix"]) for r in runs]
+    assert len(summaries["warm"]) == 4 and summaries["warm"] == summaries["fresh"]

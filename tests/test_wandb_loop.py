@@ -25,7 +25,7 @@ import yaml
 
 from fake_wandb import FakeWandb
 from mlp import config as C
-from mlp.report.figures import FIGURES
+from mlp.report.registry import figures_for
 from mlp.runs.store import Store
 from mlp.sweep.engine import engine
 
@@ -173,7 +173,7 @@ def test_runs_of_wandb_agent_are_a_sweep_that_reports_and_reruns(tmp_path, data_
     out = tmp_path / "report"
     proc = ok(mlp(tmp_path, "report", SWEEP_ID, "--out", out))
     assert "retraining" not in proc.stderr                          # the best run's own model was loaded
-    for name in FIGURES:
+    for name in figures_for("classify"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     md = (out / "report.md").read_text()
     assert (f"| {best['summary']['val_accuracy']:.4f} | {best['summary']['test_accuracy']:.4f} | "

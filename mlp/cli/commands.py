@@ -20,6 +20,21 @@ def _store_arg(p):
     p.add_argument("--store", default=None, help="SQLite store (else MLP_STORE, else ./mlp-runs.sqlite)")
 
 
+def _fresh_arg(p):
+    p.add_argument("--fresh_process", action="store_true",
+                   help="start every run as a new Python process, as `wandb agent` does (default: runs of the "
+                        "project's train.py are forked from the warm agent, without the start-up cost)")
+
+
+def _launcher(args):
+    """The warm launcher (mlp.sweep.warm) with train.py's entry point, unless --fresh_process."""
+    if args.fresh_process:
+        return None
+    from mlp.cli.flags import train_main
+    from mlp.sweep.warm import WarmLauncher
+    return WarmLauncher(train_main)
+
+
 def _positive(text):
     try:
         return C.Param("count", "int", None, "", low=1, high=10**9).parse(text)
@@ -32,6 +47,16 @@ def _dataset(text):
         return C.PARAMS["dataset"].parse(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _param(name):
+    def parse(text):
+        try:
+            return C.PARAMS[name].parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = name
+    return parse
 
 
 def _seed(text):
@@ -60,11 +85,13 @@ def command_parsers():
     p.add_argument("--seed", type=_seed, help="seed of the search (random and bayes are reproducible under it)")
     p.add_argument("--count", type=_positive, help="run this many runs now")
     p.add_argument("--jobs", type=_positive, default=1, help="agents in parallel (with --count)")
+    _fresh_arg(p)
     _store_arg(p)
     p = parsers["agent"] = Parser(prog="mlp agent", description="Join a local sweep and run its runs.")
     p.add_argument("sweep_id", help="a local sweep id (or the W&B path it was synced as)")
     p.add_argument("--count", type=_positive, help="stop after this many runs (default: until the search is over)")
     p.add_argument("--jobs", type=_positive, default=1, help=argparse.SUPPRESS)  # BLAS threads = cores / jobs
+    _fresh_arg(p)
     _store_arg(p)
     p = parsers["evaluate"] = Parser(prog="mlp evaluate", description="Score a saved model (.npz) on a dataset's test set.")
     p.add_argument("model", help="a model written by --save_model (or a sweep's mlp-models/SWEEP/RUN.npz)")
@@ -122,6 +149,21 @@ def command_parsers():
     p.add_argument("--data_dir", help="folder with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
     p.add_argument("--local", action="store_true", help="run the rerun here even for a W&B sweep")
     _store_arg(p)
+    p = parsers["baselines"] = Parser(prog="mlp baselines", description="Train scikit-learn baselines (logistic "
+                                      "regression, k-NN, random forest, MLPClassifier) and the PyTorch twin of a "
+                                      "sweep's best run on exactly the split train.py uses; print the table and keep "
+                                      "it in the store (mlp report shows it).")
+    p.add_argument("-d", "--dataset", type=_dataset, default="fashion_mnist", help="mnist or fashion_mnist")
+    p.add_argument("--data_dir", help="folder with the IDX files (else MLP_DATA_DIR, cache, Debian, download)")
+    p.add_argument("--split", type=_param("split"), default="standard", help="standard or 80-10-10, as train.py")
+    p.add_argument("--val_fraction", type=_param("val_fraction"), default=0.1, help="as train.py (default 0.1)")
+    p.add_argument("--models", help="comma-separated subset of: logistic_regression, knn, random_forest, "
+                   "sklearn_mlp, torch_twin (default: all; the twin only when torch is installed)")
+    p.add_argument("--sweep", metavar="SWEEP_ID", help="twin this sweep's best run (default: train.py's defaults)")
+    p.add_argument("--jobs", type=_positive, default=1, help="n_jobs of k-NN and the random forest, and PyTorch's "
+                   "threads (default 1)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _store_arg(p)
     return parsers
 
 
@@ -152,15 +194,16 @@ def cmd_sweep(args):
         if not args.count:
             return 0
         if args.jobs == 1:
-            return Agent(store, sweep_id, count=args.count).run()
-    return run_parallel_agents(store.path, sweep_id, args.count, args.jobs)
+            return Agent(store, sweep_id, count=args.count, launcher=_launcher(args)).run()
+    return run_parallel_agents(store.path, sweep_id, args.count, args.jobs, fresh_process=args.fresh_process)
 
 
 def cmd_agent(args):
     from mlp.sweep.agent import Agent
     from mlp.sweep.bridge import resolve
     with _open_store(args.store) as store:
-        return Agent(store, resolve(store, args.sweep_id, fetch=False), count=args.count, jobs=args.jobs).run()
+        return Agent(store, resolve(store, args.sweep_id, fetch=False), count=args.count, jobs=args.jobs,
+                     launcher=_launcher(args)).run()
 
 
 def _best(runs, metric="val_accuracy"):
@@ -178,6 +221,11 @@ def _fmt(value, spec=".4f"):
     return format(value, spec) if isinstance(value, float) else ("" if value is None else str(value))
 
 
+def _is_autoencoder_sweep(sweep) -> bool:
+    spec = (sweep["config"].get("parameters") or {}).get("task") or {}
+    return isinstance(spec, dict) and (spec.get("value") == "autoencoder" or spec.get("values") == ["autoencoder"])
+
+
 def cmd_sweeps(args):
     with _open_store(args.store) as store:
         return _list_sweeps(store, args)
@@ -187,15 +235,19 @@ def _list_sweeps(store, args):
     sweeps = store.list_sweeps()
     for s in sweeps:
         s["best_val_accuracy"] = _best(store.list_runs(s["id"]))
+        if _is_autoencoder_sweep(s):                     # an autoencoder sweep: its best R² instead
+            s["best_val_r2"] = _best(store.list_runs(s["id"]), "val_r2")
     if args.json:
         print(_dump_json([{k: s[k] for k in ("id", "name", "state", "seed", "created_at", "run_counts",
                                              "best_val_accuracy", "origin", "wandb_path", "parent_sweep_id")}
+                          | ({"best_val_r2": s["best_val_r2"]} if "best_val_r2" in s else {})
                           | {"config": s["config"], "summary": {"best_val_accuracy": s["best_val_accuracy"],
                                                                  "runs": s["n_runs"]}} for s in sweeps]))
         return 0
     rows = [(s["id"], s["name"] or "", "W&B" if s["origin"] == "wandb" else "local", s["config"].get("method", ""),
              s["state"], s["n_runs"], " ".join(f"{k}:{v}" for k, v in s["run_counts"].items() if v),
-             _fmt(s["best_val_accuracy"]), s["wandb_path"] or "") for s in sweeps]
+             f"{_fmt(s['best_val_r2'])} (R²)" if s.get("best_val_r2") is not None else _fmt(s["best_val_accuracy"]),
+             s["wandb_path"] or "") for s in sweeps]
     print(_table(("ID", "NAME", "ORIGIN", "METHOD", "STATE", "RUNS", "STATES", "BEST VAL_ACC", "IN W&B"), rows)
           if rows else "no sweeps yet")
     return 0
@@ -216,13 +268,15 @@ def _list_runs(store, args):
                                              "params", "stopped_by")} for r in runs]))
         return 0
     keys = list(sweep["config"].get("parameters", {}))
+    score = "val_r2" if _is_autoencoder_sweep(sweep) else "val_accuracy"
     rows = []
     for r in runs:
         duration = (r["finished_at"] or time.time()) - r["started_at"] if r["started_at"] else None
         state = r["state"] + ("*" if r["stopped_by"] else "")
         rows.append((r["id"], state, *[_fmt(r["params"].get(k), "g") for k in keys],
-                     _fmt(r["summary"].get("val_accuracy")), _fmt(duration, ".1f")))
-    print(_table(("ID", "STATE", *keys, "VAL_ACC", "SECONDS"), rows) if rows else f"sweep {sweep['id']} has no runs yet")
+                     _fmt(r["summary"].get(score)), _fmt(duration, ".1f")))
+    print(_table(("ID", "STATE", *keys, "VAL_R2" if score == "val_r2" else "VAL_ACC", "SECONDS"), rows)
+          if rows else f"sweep {sweep['id']} has no runs yet")
     if any(r["stopped_by"] for r in runs):
         print("* stopped early by hyperband")
     if sweep["origin"] == "wandb":
@@ -266,6 +320,20 @@ def cmd_rerun(args):
                      data_dir=args.data_dir, local=args.local)["exit_code"]
 
 
+def cmd_baselines(args):
+    from mlp.report.baselines import parse_models, run_baselines
+    rows = run_baselines(args.store, args.dataset, data_dir=args.data_dir, split=args.split,
+                         val_fraction=args.val_fraction, models=parse_models(args.models), sweep=args.sweep,
+                         jobs=args.jobs)
+    if args.json:
+        print(_dump_json(rows))
+        return 0
+    print(_table(("MODEL", "VAL_ACC", "TEST_ACC", "TRAIN_S", "LIBRARY"),
+                 [(r["label"], _fmt(r["val_accuracy"]), _fmt(r["test_accuracy"]), _fmt(r["train_seconds"], ".1f"),
+                   r["library"] or "") for r in rows]), flush=True)
+    return 0
+
+
 def cmd_evaluate(args):
     from mlp.core.network import load_model
     from mlp.runs.data import load_dataset
@@ -273,6 +341,8 @@ def cmd_evaluate(args):
     net = load_model(args.model)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     inputs, outputs = net.input_shape, net.n_outputs
+    if not net.is_classifier and inputs == data.x_test.shape[1:] and outputs == data.x_test.shape[1]:
+        return _evaluate_autoencoder(args, net, data)
     if (inputs, outputs) != (data.x_test.shape[1:], len(data.class_names)):
         raise UsageError(f"model {args.model} is of another architecture: it maps inputs of shape {inputs} to "
                          f"{outputs} classes, {data.name} has {data.x_test.shape[1]} pixels and "
@@ -310,6 +380,16 @@ def cmd_features(args):
     return 0
 
 
+def _evaluate_autoencoder(args, net, data):
+    from mlp.runs.autoencoder import evaluate
+    loss, r2, _ = evaluate(net, data.x_test)
+    if args.json:
+        print(_dump_json({"model": args.model, "dataset": data.name, "test_loss": loss, "test_r2": r2}))
+    else:
+        print(f"{data.name} test: R² {r2:.4f}, loss {loss:.4f} (autoencoder, {len(data.x_test)} images)")
+    return 0
+
+
 COMMANDS = {
     "train": ("train one network (the same flags as train.py)", None),
     "sweep": ("create a local sweep from a W&B sweep YAML (and run it with --count)", cmd_sweep),
@@ -322,4 +402,5 @@ COMMANDS = {
     "import": ("copy a W&B sweep and its runs into the store", cmd_import),
     "report": ("write a sweep's report: HTML, Markdown and figures, offline", cmd_report),
     "rerun": ("rerun a sweep's best configurations on another dataset", cmd_rerun),
+    "baselines": ("scikit-learn and PyTorch baselines on train.py's split, into the store", cmd_baselines),
 }

@@ -87,3 +87,20 @@ def accept_sigint():
     Ctrl-C) without losing its offline W&B data, so it must always work."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def sigterm_is_interrupt():
+    """SIGTERM (what `kill`, schedulers and systemd send) stops like Ctrl-C: runs in flight are
+    recorded as killed, agents stop their children and exit 130."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def train_main(argv=None, prog="train.py"):
+    accept_sigint()
+    sigterm_is_interrupt()
+
+    def body(args):
+        from mlp.runs.experiment import run
+        return run(parse_train_args(args, prog)).exit_code
+    return run_main(body, sys.argv[1:] if argv is None else argv)

@@ -34,6 +34,11 @@ norm over channels is a plain (rows, C) batch norm of the same memory; and a poo
 or dropout does not care about strides. Only `flatten` copies into NCHW order (PyTorch's order of
 flattened features), once, at the end of the convolutional part.
 
+Any layer spec may carry a `"tag"`: a name for that layer's output (e.g. "bottleneck"), kept in
+the spec and so in saved models, by which tools address the layer (the autoencoder tags its
+narrowest hidden activation "bottleneck"). A tag is 1-64 characters, not all digits (a number
+addresses a layer by index). `spec_of(layer)` is the layer's spec with its tag.
+
 To add a layer type: one class here and one line in LAYERS.
 """
 import inspect
@@ -101,6 +106,7 @@ def _real(kind, name, value, low, high, low_open=False, high_open=False):
 
 class Layer:
     kind = None              # its name in LAYERS (set there)
+    tag = None               # an optional name for this layer's output (see the module docstring)
     decay = ()               # names of params that take weight decay
     aliases_input = False    # forward may return its input array itself (or write into it)
     can_overwrite_input = False
@@ -871,6 +877,26 @@ for _name, _cls in LAYERS.items():
     _cls.kind = _name
 
 
+MAX_TAG = 64
+
+
+def check_tag(tag):
+    """A layer tag as given, or a UsageError: text of 1-64 characters that is not all digits."""
+    if not isinstance(tag, str) or not 0 < len(tag) <= MAX_TAG or tag.isdigit() or tag != tag.strip() \
+            or ":" in tag:
+        raise UsageError(f"a layer tag must be 1-{MAX_TAG} characters, not all digits, without ':' or surrounding "
+                         f"spaces; got {tag!r:.80}")
+    return tag
+
+
+def spec_of(layer):
+    """The layer's spec dict, with its tag when it has one."""
+    spec = layer.spec()
+    if layer.tag is not None:
+        spec["tag"] = layer.tag
+    return spec
+
+
 def from_spec(spec):
     """The (unbuilt) layer a spec dict describes; anything malformed is a UsageError."""
     if not isinstance(spec, dict):
@@ -879,12 +905,16 @@ def from_spec(spec):
     cls = LAYERS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise UsageError(f"unknown layer type {kind!r:.40}; choose one of: {', '.join(LAYERS)}")
-    args = {k: v for k, v in spec.items() if k != "type"}
+    tag = check_tag(spec["tag"]) if "tag" in spec else None
+    args = {k: v for k, v in spec.items() if k not in ("type", "tag")}
     accepted = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
     unknown = sorted(set(args) - set(accepted), key=str)
     if unknown:
         raise UsageError(f"{kind} layer takes {accepted}; not {unknown!r:.80}")
     try:
-        return cls(**args)
+        layer = cls(**args)
     except TypeError as e:  # a required argument is missing
         raise UsageError(f"{kind} layer: {e}") from None
+    if tag is not None:
+        layer.tag = tag
+    return layer

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mlp.core import activations, initializers, losses
-from mlp.core.layers import Layer, from_spec
+from mlp.core.layers import Layer, from_spec, spec_of
 from mlp.errors import UsageError
 
 FORMAT_VERSION = 2
@@ -78,6 +78,9 @@ class Network:
         self.rng = np.random.default_rng(seed)
         self._loss = losses.get(self.loss)
         self.layers = [layer if isinstance(layer, Layer) else from_spec(layer) for layer in layers]
+        tags = [layer.tag for layer in self.layers if layer.tag is not None]
+        if len(tags) != len(set(tags)):
+            raise UsageError(f"layer tags must be unique in a network; got {tags}")
         init = initializers.get(self.weight_init)
         shape = self.input_shape
         self.layer_shapes, scratch = [], 0     # each layer's per-sample output shape
@@ -103,7 +106,7 @@ class Network:
 
     def spec(self):
         """The JSON-able arguments that rebuild this network: Network(**net.spec(), seed=...)."""
-        return {"input_shape": list(self.input_shape), "layers": [layer.spec() for layer in self.layers],
+        return {"input_shape": list(self.input_shape), "layers": [spec_of(layer) for layer in self.layers],
                 "loss": self.loss, "weight_decay": self.weight_decay, "label_smoothing": self.label_smoothing,
                 "dtype": self.dtype.name, "weight_init": self.weight_init}
 
@@ -259,7 +262,8 @@ class Network:
     def layer_index(self, selector):
         """The index of a layer given by index (negative counts from the end, as in Python), by
         name (`layer_names`), or "penultimate" (the last layer's input: the last hidden
-        representation of a classifier). Anything else is a UsageError listing the names."""
+        representation of a classifier), or by a tag a layer carries ("bottleneck"). Anything else is a
+        UsageError listing the tags and names."""
         n = len(self.layers)
         key = selector.strip() if isinstance(selector, str) else selector
         if isinstance(key, str) and key.lower() == "penultimate":
@@ -272,10 +276,14 @@ class Network:
             if not -n <= key < n:
                 raise UsageError(f"layer {key} does not exist: this network has {n} layers (0 to {n - 1}, or -{n} to -1)")
             return int(key) % n
+        tags = [layer.tag for layer in self.layers]
+        if key in tags:                 # a tag the model carries (e.g. an autoencoder's "bottleneck")
+            return tags.index(key)
         names = self.layer_names()
         if key in names:
             return names.index(key)
-        raise UsageError(f"no layer named {selector!r:.40}; choose an index, 'penultimate' or one of: {', '.join(names)}")
+        known = [t for t in tags if t is not None] + names
+        raise UsageError(f"no layer named {selector!r:.40}; choose an index, 'penultimate' or one of: {', '.join(known)}")
 
     def features(self, X, layer, batch_size=None):
         """The output of layer `layer` (index or name, see `layer_index`) for a batch of inputs, in
@@ -632,7 +640,7 @@ def _mlp_spec(config):
 
 def _normalized(spec, layers):
     """A checked file spec in the form of Network.spec(), defaults filled in."""
-    return {"input_shape": list(spec["input_shape"]), "layers": [layer.spec() for layer in layers],
+    return {"input_shape": list(spec["input_shape"]), "layers": [spec_of(layer) for layer in layers],
             "loss": losses.canonical_name(spec.get("loss", "cross_entropy")),
             "weight_decay": float(spec.get("weight_decay", 0.0)),
             "label_smoothing": float(spec.get("label_smoothing", 0.0)), "dtype": spec.get("dtype", "float32"),

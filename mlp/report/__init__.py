@@ -3,9 +3,36 @@
     make_report(store, sweep_id, out)   -> writes out/index.html, out/report.md and one PNG per figure
     rerun(store, sweep_id, top, dataset) -> reruns the top-K validation configs as a linked sweep
 
-One file per concept: collect (store + data -> ReportData), model (the best run's model),
-importance (random forest + correlations), analysis (findings, pure functions), figures (the
-PNG registry), page (HTML and Markdown writers), rerun (the linked sweep on another dataset).
+How a report is made (build.make_report): `collect` reads the store and loads the dataset and
+the best model into one `ReportData` (the only I/O; `prepare` is its pure part); then every
+figure in `registry.FIGURES` is drawn and saved as NAME.png; then `page.build_blocks` runs every
+section in `registry.SECTIONS` (page order; numbering and table of contents come from it) and the
+writers turn the typed blocks (`blocks.Heading`, `Paragraph`, `Bullets`, `Table`, `Figure`) into
+index.html and report.md. Sections, figures and observations are pure functions of ReportData.
+
+To add a figure:
+    1. in figures.py, `def my_plot(data)` draws from the ReportData and returns the matplotlib
+       Figure (or None when it does not apply to this sweep) — it does not save;
+    2. in registry.py, one line in FIGURES:
+           Fig("my_plot", "runs", F.my_plot, "What the figure shows."),
+       name (= my_plot.png), the anchor of its section, the function, the caption (a string, or
+       a function of the data such as `F.caption_my_plot` when it needs numbers).
+    It appears at the end of its section; to put it elsewhere, the section returns
+    `Figure("my_plot")` where it belongs (the caption still comes from the registry).
+
+To add a section:
+    1. in sections.py, `def my_section(data) -> list` returning blocks, e.g.
+       `[Paragraph("..."), Table(header, rows), Figure("my_plot")]`;
+    2. in registry.py, one line in SECTIONS where it goes in the page:
+           Section("my-anchor", "My title", S.my_section),
+
+To add a finding to the Observations: in observations.py, `def my_finding(data)` yielding
+sentences, and one entry in OBSERVATIONS.
+
+Files: collect (ReportData), analysis (findings on plain run dicts), importance (random forest,
+correlations, confounded parameters), figures, sections, observations, registry, blocks, page
+(HTML/Markdown writers), text (plurals, numbers), model (the best run's model), rerun (the linked
+sweep on another dataset).
 """
 from mlp.report.build import make_report
 from mlp.report.rerun import rerun

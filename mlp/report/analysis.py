@@ -15,9 +15,8 @@ import numpy as np
 
 __all__ = [
     "metric_of", "params_of", "searched_parameters", "is_log_scaled", "is_full_run",
-    "was_stopped", "ranked", "fmt_value", "describe", "level", "group_table", "confusion_analysis",
-    "find_comparison", "pair_runs", "pair_summary", "failure_analysis", "observations",
-    "rerun_rows", "architecture",
+    "was_stopped", "ranked", "fmt_value", "describe", "level", "group_table", "confusion_analysis", "diverged_epoch",
+    "find_comparison", "pair_runs", "pair_summary", "paired_tests", "failure_analysis", "rerun_rows", "architecture",
 ]
 
 
@@ -116,7 +115,7 @@ def architecture(run: Mapping) -> str:
                 f" → {head}")
     if config.get("features"):
         return f"MLP {head} on features of {config['features']}"
-    return f"MLP {head}"
+    return f"{'autoencoder' if config.get('task') == 'autoencoder' else 'MLP'} {head}"
 
 
 def level(value):
@@ -233,7 +232,8 @@ def pair_runs(runs: Sequence[Mapping], metric: str = "val_accuracy", key: str = 
 
 def pair_summary(pairs: Sequence[Mapping], metric: str = "val_accuracy") -> dict:
     """Paired differences cross-entropy − squared error of `metric` over pairs where both runs
-    have it: n, mean, std, min, max, wins (CE better), and each loss's mean."""
+    have it: n, mean, std (the sample standard deviation of the differences, ddof=1), min, max,
+    wins (CE better), each loss's mean, and the paired tests of `paired_tests`."""
     a, b = LOSS_LEVELS
     diffs, ce, mse = [], [], []
     for p in pairs:
@@ -250,7 +250,35 @@ def pair_summary(pairs: Sequence[Mapping], metric: str = "val_accuracy") -> dict
             "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
             "min": float(d.min()), "max": float(d.max()), "wins": int((d > 0).sum()),
             "ties": int((d == 0).sum()), "ce_mean": float(np.mean(ce)), "mse_mean": float(np.mean(mse)),
-            "incomplete": len(pairs) - len(d)}
+            "incomplete": len(pairs) - len(d), **paired_tests(d)}
+
+
+def paired_tests(diffs) -> dict:
+    """Two-sided tests that the paired differences are centred on zero (scipy.stats):
+    the paired t-test (`t`, `t_p`, `t_df`; assumes roughly normal differences) and the Wilcoxon
+    signed-rank test (`wilcoxon_p`; ranks only, zero differences dropped). Each p is None when the
+    test is undefined: fewer than 2 pairs, every difference equal (t), or all zero (Wilcoxon).
+    `wilcoxon_min_p` is the smallest p the exact test can give with this many non-zero pairs
+    (2 / 2^n): with 5 pairs or fewer it can never reach 0.05."""
+    import warnings
+
+    from scipy import stats
+    d = np.asarray(diffs, dtype=float)
+    out = {"t": None, "t_p": None, "t_df": max(len(d) - 1, 0), "wilcoxon_p": None,
+           "wilcoxon_n": int(np.count_nonzero(d)), "wilcoxon_min_p": None}
+    if len(d) < 2:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # scipy warns on the degenerate cases checked below
+        if np.ptp(d) > 0:
+            t = stats.ttest_1samp(d, 0.0)                 # = ttest_rel(ce, mse): a t-test of the differences
+            out["t"], out["t_p"] = float(t.statistic), float(t.pvalue)
+        if out["wilcoxon_n"] >= 1:
+            w = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
+            if math.isfinite(w.pvalue):
+                out["wilcoxon_p"] = float(w.pvalue)
+                out["wilcoxon_min_p"] = min(1.0, 2.0 / 2 ** out["wilcoxon_n"])
+    return out
 
 
 # ---- failures ---------------------------------------------------------------------------------------
@@ -264,9 +292,10 @@ def _reason(error: str | None) -> str:
     return re.sub(r"\d+(\.\d+)?", "N", error.split(";")[0]).strip()[:120]
 
 
-def _epoch_of(error: str | None) -> int | None:
-    m = re.search(r"at epoch (\d+)", error or "")
-    return int(m.group(1)) if m else None
+def diverged_epoch(run: Mapping) -> int | None:
+    """The epoch in which the run's loss became NaN/inf, as the run recorded it (None if unknown)."""
+    value = (run.get("summary") or {}).get("diverged_epoch")
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _profile(subset: Sequence[Mapping], everyone: Sequence[Mapping], names: Sequence[str],
@@ -300,13 +329,15 @@ def _profile(subset: Sequence[Mapping], everyone: Sequence[Mapping], names: Sequ
 
 
 def failure_analysis(runs: Sequence[Mapping], n_classes: int, names: Sequence[str],
-                     categorical: Sequence[str], metric: str = "val_accuracy") -> dict:
+                     categorical: Sequence[str], metric: str = "val_accuracy", chance: float | None = None) -> dict:
     """Diverged runs (with the reason and the parameter values they share), runs that trained
-    but stayed at chance level (metric ≤ 1/classes + 0.02), failed and crashed runs."""
+    but stayed at chance level (metric ≤ `chance`: by default 1/classes + 0.02, an accuracy's; an
+    autoencoder's R² passes 0.0, the mean image's; NaN: the metric has no such level), failed and
+    crashed runs."""
     n = len(runs)
     states = Counter(r["state"] for r in runs)
     diverged = [r for r in runs if r["state"] == "diverged"]
-    chance = 1.0 / n_classes + 0.02
+    chance = 1.0 / n_classes + 0.02 if chance is None else chance
     stuck = [r for r in runs if r["state"] != "diverged" and metric_of(r, metric) is not None
              and metric_of(r, metric) <= chance]
     broken = [r for r in runs if r["state"] in ("failed", "crashed")]
@@ -315,7 +346,7 @@ def failure_analysis(runs: Sequence[Mapping], n_classes: int, names: Sequence[st
         "stopped": sum(1 for r in runs if was_stopped(r)),
         "diverged": {"runs": [r["id"] for r in diverged],
                      "reasons": Counter(_reason(r.get("error")) for r in diverged).most_common(),
-                     "epochs": sorted(Counter(_epoch_of(r.get("error")) for r in diverged).items(),
+                     "epochs": sorted(Counter(diverged_epoch(r) for r in diverged).items(),
                                       key=lambda kv: (kv[0] is None, kv[0] or 0)),
                      "profile": _profile(diverged, runs, names, categorical) if diverged else []},
         "chance": {"runs": [r["id"] for r in stuck], "threshold": chance,
@@ -325,145 +356,13 @@ def failure_analysis(runs: Sequence[Mapping], n_classes: int, names: Sequence[st
     }
 
 
-# ---- observations -----------------------------------------------------------------------------------
-
-def _strongest(params: Sequence[Mapping]) -> str:
-    ranked_rho = sorted((p for p in params if not math.isnan(p["spearman"])), key=lambda p: -abs(p["spearman"]))
-    if not ranked_rho:
-        return "undefined (constant columns)"
-    p = ranked_rho[0]
-    return f"{p['feature']} (Spearman ρ = {p['spearman']:+.2f})"
-
-
-def _share(k: int, n: int) -> str:
-    return f"{k} of {n} ({k / n:.0%})" if n else "0"
-
-
-def observations(runs: Sequence[Mapping], names: Sequence[str], categorical: Sequence[str],
-                 groups: Mapping[str, list[dict]], failures: Mapping, importance_rows: Sequence[Mapping],
-                 best: Mapping | None, best_eval: Mapping | None, ce: Mapping | None,
-                 recommended: Sequence[Mapping], rerun: Sequence[Mapping] = (),
-                 metric: str = "val_accuracy", dataset: str = "", goal: str = "maximize",
-                 learned_importance: Mapping | None = None) -> list[str]:
-    """Findings as sentences, every number computed from the data passed in."""
-    out = []
-    n = len(runs)
-    states = failures["states"]
-    parts = [f"{states[s]} {s}" for s in ("finished", "killed", "diverged", "failed", "crashed", "running", "pending")
-             if states.get(s)]
-    stopped = failures["stopped"]
-    with_metric = [r for r in runs if metric_of(r, metric) is not None]
-    out.append(f"The sweep has {n} runs ({', '.join(parts)}); {stopped} were stopped early by hyperband; "
-               f"{len(with_metric)} report {metric}.")
-    if best is not None:
-        line = (f"Best {metric}: {metric_of(best, metric):.4f} (run {best['id']}: "
-                f"{describe(params_of(best), names)})")
-        test = metric_of(best, "test_accuracy")
-        if test is not None:
-            line += f", test accuracy {test:.4f}"
-        out.append(line + ".")
-    if with_metric:
-        values = np.array([metric_of(r, metric) for r in with_metric])
-        top_q = np.quantile(values, 0.75)
-        best_value = values.max() if goal == "maximize" else values.min()
-        near = int((np.abs(values - best_value) <= 0.01).sum())
-        out.append(f"{metric} across runs: median {np.median(values):.4f}, upper quartile {top_q:.4f}; "
-                   f"{near} runs are within 0.01 of the best.")
-    for name in categorical:
-        rows = groups.get(name) or []
-        if len(rows) < 2:
-            continue
-        by_mean = sorted(rows, key=lambda r: -r["mean"])
-        listing = "; ".join(f"{fmt_value(r['level'])} {r['mean']:.4f} (n={r['n']})" for r in by_mean)
-        out.append(f"Mean {metric} by {name}: {listing}. Best on average: {fmt_value(by_mean[0]['level'])}; "
-                   f"worst: {fmt_value(by_mean[-1]['level'])} (a gap of {by_mean[0]['mean'] - by_mean[-1]['mean']:.4f}).")
-    div = failures["diverged"]
-    if div["runs"]:
-        reasons = ", ".join(f"{why} ({k})" for why, k in div["reasons"])
-        when = ", ".join(f"epoch {e} ({k})" for e, k in div["epochs"] if e is not None)
-        line = f"{_share(len(div['runs']), n)} runs diverged: {reasons}" + (f", in {when}" if when else "")
-        if div["profile"]:
-            line += ". Where they concentrate: " + "; ".join(div["profile"])
-        out.append(line + ".")
-    else:
-        out.append(f"No run diverged (0 of {n}).")
-    stuck = failures["chance"]
-    if stuck["runs"]:
-        line = (f"{_share(len(stuck['runs']), n)} runs trained without diverging but stayed at chance level "
-                f"({metric} ≤ {stuck['threshold']:.2f}, no better than guessing)")
-        if stuck["profile"]:
-            line += ". Where they concentrate: " + "; ".join(stuck["profile"])
-        out.append(line + ".")
-    broken = failures["broken"]
-    if broken["runs"]:
-        reasons = ", ".join(f"{why} ({k})" for why, k in broken["reasons"])
-        out.append(f"{_share(len(broken['runs']), n)} runs failed or crashed: {reasons}.")
-    if importance_rows:
-        from mlp.report.importance import by_parameter
-        params = by_parameter(importance_rows)
-        top = params[0]
-        line = (f"Random-forest importance ranks {top['parameter']} first ({top['importance']:.2f} of the total"
-                + (f", strongest level {top['feature']}" if top["feature"] != top["parameter"] else "") + ")")
-        if len(params) > 1:
-            line += f", then {params[1]['parameter']} ({params[1]['importance']:.2f})"
-        line += f"; the strongest rank correlation is {_strongest(params)}"
-        out.append(line + ".")
-        for p in params:
-            if p["feature"] == p["parameter"] and not (math.isnan(p["pearson"]) or math.isnan(p["spearman"])) \
-                    and abs(p["spearman"]) - abs(p["pearson"]) >= 0.1:
-                out.append(f"{p['parameter']}: the rank correlation ρ = {p['spearman']:+.2f} is stronger than the "
-                           f"linear r = {p['pearson']:+.2f}: a monotone association that a straight line misses "
-                           f"(a log-like scale, or a few outlying runs).")
-    if learned_importance:
-        from mlp.report.importance import by_parameter
-        params = by_parameter(learned_importance["rows"])
-        if params:
-            top = params[0]
-            out.append(f"Leaving out the {learned_importance['left_out']} chance-level runs "
-                       f"({learned_importance['n']} remain), random-forest importance ranks {top['parameter']} first "
-                       f"({top['importance']:.2f})" + (f", then {params[1]['parameter']} ({params[1]['importance']:.2f})"
-                                                      if len(params) > 1 else "")
-                       + f"; the strongest rank correlation is then {_strongest(params)}.")
-    if best_eval:
-        ca = best_eval["confusion"]
-        worst = min(ca["per_class"], key=lambda c: c["f1"])
-        pair = ca["pairs"][0] if ca["pairs"] else None
-        line = (f"The best model's test accuracy is {ca['accuracy']:.4f} (macro F1 {ca['macro_f1']:.4f}); its weakest "
-                f"class is {worst['class']} (F1 {worst['f1']:.3f})")
-        if pair:
-            line += (f"; the most confused pair is {pair['a']} ↔ {pair['b']} ({pair['total']} of {ca['errors']} "
-                     f"errors)")
-        out.append(line + ".")
-    if ce is not None:
-        s = ce.get("summary") or {}
-        if s.get("n"):
-            t = ce.get("test_summary") or {}
-            line = (f"Cross-entropy vs squared error over {s['n']} paired runs (sweep {ce['sweep']['id']}): "
-                    f"mean {s['metric']} {s['ce_mean']:.4f} vs {s['mse_mean']:.4f}, paired gap CE − MSE "
-                    f"{s['mean']:+.4f} ± {s['std']:.4f} (range {s['min']:+.4f} … {s['max']:+.4f}); cross-entropy "
-                    f"is better in {s['wins']} of {s['n']} pairs")
-            if t.get("n"):
-                line += f"; test accuracy gap {t['mean']:+.4f}"
-            out.append(line + ".")
-    if recommended:
-        target = "MNIST" if dataset != "mnist" else "another dataset"
-        items = [f"({i}) {describe(params_of(r), names)} — {metric} {metric_of(r, metric):.4f}"
-                 for i, r in enumerate(recommended, 1)]
-        out.append(f"Recommended for {target} (the {len(recommended)} best validation configurations here): "
-                   + "; ".join(items) + ".")
-    for row in rerun:
-        if row.get("target_test") is not None:
-            out.append(f"Rerun of {row['source_run']} on {row['target_dataset']}: test accuracy "
-                       f"{row['target_test']:.4f} (its {row['source_dataset']} test accuracy was "
-                       f"{fmt_value(row['source_test'])}).")
-    return out
-
-
 # ---- reruns on another dataset ---------------------------------------------------------------------
 
 def rerun_rows(source_runs: Mapping[str, Mapping], child: Mapping, child_runs: Sequence[Mapping],
-               names: Sequence[str], source_dataset: str = "fashion_mnist") -> list[dict]:
-    """One row per configuration of a rerun sweep: the source run's val/test next to the rerun's.
+               names: Sequence[str], source_dataset: str = "fashion_mnist", val_metric: str = "val_accuracy",
+               test_metric: str = "test_accuracy") -> list[dict]:
+    """One row per configuration of a rerun sweep: the source run's val/test next to the rerun's
+    (`val_metric`/`test_metric`: accuracy, or an autoencoder's val_r2/test_r2).
 
     `child["rerun"]` (a RerunPlan) holds the source run ids and the configs proposed, in order;
     each child run is matched to its config by its proposed parameters."""
@@ -486,10 +385,10 @@ def rerun_rows(source_runs: Mapping[str, Mapping], child: Mapping, child_runs: S
         run = by_index.get(i)
         rows.append({"rank": i + 1, "source_run": source_id, "params": describe(params_of(src), names) if src else "",
                      "source_dataset": source_dataset, "target_dataset": target,
-                     "source_val": metric_of(src, "val_accuracy") if src else None,
-                     "source_test": metric_of(src, "test_accuracy") if src else None,
+                     "source_val": metric_of(src, val_metric) if src else None,
+                     "source_test": metric_of(src, test_metric) if src else None,
                      "run": run["id"] if run else None, "state": run["state"] if run else "not run",
                      "epochs": (run.get("summary") or {}).get("epochs_run") if run else None,
-                     "target_val": metric_of(run, "val_accuracy") if run else None,
-                     "target_test": metric_of(run, "test_accuracy") if run else None})
+                     "target_val": metric_of(run, val_metric) if run else None,
+                     "target_test": metric_of(run, test_metric) if run else None})
     return rows

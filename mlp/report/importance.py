@@ -6,6 +6,12 @@ the metric; categorical parameters are one-hot encoded, one feature per value. A
 searched on a log scale (the learning rate) has a skewed raw distribution, so its linear
 correlation understates a monotone effect: the Spearman (rank) correlation is added for that.
 
+Two limits are made explicit rather than hidden in a ranking: with few runs (below MIN_RUNS) a
+forest mostly fits noise, and two features that always moved together across the runs (the same
+order of runs, or exactly the reverse: adam always with tanh, a learning rate that rose with the
+batch size) give a forest interchangeable splits, so which one it credits is arbitrary.
+`confounded` finds such groups and `by_parameter` ranks linked parameters as one unit.
+
 Pure functions on plain data: a list of parameter dicts and a list of metric values.
 """
 from __future__ import annotations
@@ -15,7 +21,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["encode", "importance", "by_parameter", "pearson", "spearman"]
+__all__ = ["encode", "importance", "by_parameter", "confounded", "group_names", "pearson", "spearman", "MIN_RUNS"]
+
+MIN_RUNS = 20   # below this many runs the importance ranking is reported as unreliable
 
 
 def _is_number(value) -> bool:
@@ -133,20 +141,82 @@ def importance(param_dicts: Sequence[Mapping], metric: Sequence[float],
     return rows
 
 
-def by_parameter(rows: Sequence[Mapping]) -> list[dict]:
+def confounded(param_dicts: Sequence[Mapping], names: Iterable[str] | None = None) -> list[list[str]]:
+    """Groups of features, from two or more parameters, that always moved together across these
+    runs: their columns order the runs identically, or exactly in reverse (ties included). A tree
+    splits such columns into the same two sets of runs, so their effects cannot be separated.
+    Each group is a list of feature names (as `encode` names them), in feature order; groups are
+    in the order of their first feature."""
+    features, X = encode(param_dicts, names)
+    n = len(features)
+    ranks = [_ranks(column) for column in X.T]
+    top = X.shape[0] + 1
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if features[i][1] == features[j][1]:
+                continue                       # two levels of one parameter are linked by construction
+            if np.array_equal(ranks[i], ranks[j]) or np.array_equal(ranks[i], top - ranks[j]):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    out = []
+    for members in groups.values():
+        if len({features[i][1] for i in members}) > 1:
+            out.append([features[i][0] for i in members])
+    return out
+
+
+def _parameter_of(feature: str) -> str:
+    return feature.split("=", 1)[0]
+
+
+def group_names(group: Sequence[str], features: Iterable[str]) -> list[str]:
+    """What to call a confounded group: its parameters when every feature of them is in the group
+    (each value of one always came with one value of the other), else the features themselves."""
+    params = list(dict.fromkeys(_parameter_of(f) for f in group))
+    whole = all(f in group for f in features if _parameter_of(f) in params)
+    return params if whole else list(group)
+
+
+def by_parameter(rows: Sequence[Mapping], groups: Sequence[Sequence[str]] = ()) -> list[dict]:
     """Collapse one-hot features back to parameters, most important first:
-    {parameter, importance (sum over its features), pearson, spearman (the feature with the
-    largest |value|, so a categorical's strongest level speaks for it), feature (that level)}."""
+    {parameter, parameters, importance (sum over its features), pearson, spearman (the feature
+    with the largest |value|, so a categorical's strongest level speaks for it), feature (that
+    level), confounded (the `groups` that link its parameters)}.
+
+    Parameters linked by a confounded group (see `confounded`) form one unit: `parameters` lists
+    them (in the groups' order) and `parameter` joins them with " + "; the forest's split between
+    them is arbitrary, so only their summed importance means something."""
+    unit: dict[str, list[str]] = {}             # parameter -> the parameters it is ranked with
+    for group in groups:
+        linked: list[str] = []
+        for feature in group:
+            for name in unit.get(_parameter_of(feature), [_parameter_of(feature)]):
+                if name not in linked:
+                    linked.append(name)
+        for name in linked:
+            unit[name] = linked
     out: dict[str, dict] = {}
     for r in rows:
-        agg = out.setdefault(r["parameter"], {"parameter": r["parameter"], "importance": 0.0,
-                                              "pearson": math.nan, "spearman": math.nan,
-                                              "feature": r["feature"]})
+        members = unit.get(r["parameter"], [r["parameter"]])
+        label = " + ".join(members)
+        agg = out.setdefault(label, {"parameter": label, "parameters": members, "importance": 0.0,
+                                     "pearson": math.nan, "spearman": math.nan, "feature": r["feature"],
+                                     "confounded": [g for g in groups if _parameter_of(g[0]) in members]})
         agg["importance"] += r["importance"]
-        for key in ("pearson", "spearman"):
-            value = r[key]
-            if not math.isnan(value) and (math.isnan(agg[key]) or abs(value) > abs(agg[key])):
-                agg[key] = value
-                if key == "spearman":
+        for stat in ("pearson", "spearman"):
+            value = r[stat]
+            if not math.isnan(value) and (math.isnan(agg[stat]) or abs(value) > abs(agg[stat])):
+                agg[stat] = value
+                if stat == "spearman":
                     agg["feature"] = r["feature"]
     return sorted(out.values(), key=lambda a: (-a["importance"], a["parameter"]))

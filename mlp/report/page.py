@@ -1,198 +1,54 @@
-"""The report as a document: a list of blocks built once from ReportData, written twice —
-`index.html` (self-contained: PNGs embedded as base64 data URIs, inline CSS, opens from disk)
-and `report.md` (references the PNG files next to it).
-
-Blocks: ("h1"|"h2"|"p", text), ("list", [text]), ("table", header, rows),
-("figure", name, caption). In text, `backticks` mark code.
+"""The report as a document: `build_blocks` assembles the typed blocks (mlp.report.blocks) of
+every registered section in page order, with the table of contents and section numbers from
+`registry.SECTIONS`; the writers turn them into `index.html` (self-contained: PNGs embedded as
+base64 data URIs, inline CSS, opens from disk) and `report.md` (references the PNG files next to
+it), each dispatching on the block's type.
 """
 from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 from pathlib import Path
 
-from mlp.report import analysis as A
+from mlp.report import sections as S
+from mlp.report.blocks import Block, Bullets, Figure, Heading, Paragraph, Table
+from mlp.report import registry
 
-__all__ = ["build_blocks", "write_html", "write_markdown", "SECTIONS"]
-
-SECTIONS = {  # anchor -> heading, in page order
-    "samples": "1. Sample images",
-    "runs": "2. Validation accuracy of every run",
-    "parallel": "3. Parallel coordinates",
-    "importance": "4. Parameter importance",
-    "best": "5. The best run",
-    "ce-vs-mse": "6. Cross-entropy vs squared error",
-    "curves": "7. Learning curves of the top runs",
-    "observations": "8. Observations",
-    "rerun": "9. The top configurations on MNIST",
-}
+__all__ = ["build_blocks", "write_html", "write_markdown"]
 
 
-def _num(value, spec=".4f"):
-    if isinstance(value, bool) or value is None:
-        return "–" if value is None else str(value)
-    if isinstance(value, float):
-        return "–" if math.isnan(value) else format(value, spec)
-    return str(value)
+def _section_blocks(anchor: str, blocks: list, data) -> list:
+    """The section's blocks with every figure captioned from the registry, and the section's
+    registered figures it did not place appended at its end; figures of another task than the
+    sweep's are left out."""
+    out, placed = [], set()
+    for block in blocks:
+        if isinstance(block, Figure):
+            fig = registry.FIGURES.get(block.name)
+            if fig is None or fig.section != anchor:
+                raise ValueError(f"section {anchor!r} places figure {block.name!r}, which is not registered for it")
+            placed.add(block.name)
+            if not fig.applies(data.task):
+                continue
+            if block.caption is None:
+                block = Figure(block.name, registry.caption_of(block.name, data))
+        out.append(block)
+    out += [Figure(f.name, registry.caption_of(f.name, data)) for f in registry.FIGURES.values()
+            if f.section == anchor and f.name not in placed and f.applies(data.task)]
+    return out
 
 
-def _signed(value):
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+.3f}"
-
-
-def _section(blocks, key):
-    blocks.append(("h2", SECTIONS[key], key))
-
-
-def build_blocks(data) -> list:
-    s, m = data.sweep, data.metric
-    b: list = []
-    counts = ", ".join(f"{k} {v}" for k, v in s["run_counts"].items() if v)
-    b.append(("h1", f"Sweep report: {s['name'] or s['id']} ({s['id']})"))
-    b.append(("p", f"Method {s['config'].get('method')}, optimising {m} ({data.goal}) on {data.dataset_name}; "
-                   f"{s['n_runs']} runs ({counts}). Searched: {', '.join(data.names) or 'nothing'}. "
-                   f"Generated offline from the local store `{Path(data.store_path).name}` by "
-                   f"`mlp report {s['id']}`; every number below is computed from that store."))
-    b.append(("list", [f"[{title}](#{key})" for key, title in SECTIONS.items()]))
-
-    _section(b, "samples")
-    b.append(("figure", "samples", f"The first training image of each of the {len(data.class_names)} classes "
-                                   f"({data.dataset.source})."))
-
-    _section(b, "runs")
-    kinds = {"full": 0, "stopped": 0, "other": 0}
-    for r in data.runs:
-        kinds["full" if A.is_full_run(r) else "stopped" if A.was_stopped(r) else "other"] += 1
-    b.append(("figure", "accuracy_vs_created",
-              f"{m} of each run when it ended, in the order the runs were created (W&B's “accuracy vs created”), "
-              f"with the best value so far. {kinds['full']} runs trained all their epochs, {kinds['stopped']} were "
-              f"stopped early by hyperband (their value is from fewer epochs), {kinds['other']} ended otherwise."))
-
-    _section(b, "parallel")
-    b.append(("figure", "parallel_coordinates",
-              f"One line per run with a {m} ({data.importance_runs} runs): categorical axes list their values "
-              f"as ticks in YAML order, log-scaled parameters ({', '.join(sorted(data.log_params)) or 'none'}) "
-              f"have log axes; colour = {m}, scaled from its lower quartile up (runs below it share the darkest "
-              f"colour; the {m} axis shows every value)."))
-
-    _section(b, "importance")
-    b.append(("p", f"As W&B's parameter-importance panel: a random forest (scikit-learn, 300 trees, seed 0) "
-                   f"predicts {m} from the parameters of {data.importance_runs} runs (categoricals one-hot, one "
-                   f"feature per value); importance is its impurity-based feature importance. Correlation is "
-                   f"Pearson's r of each feature with {m}; Spearman's ρ (rank correlation) is added because a "
-                   f"parameter searched on a log scale hides a monotone effect from a linear correlation."))
-    b.append(("figure", "importance", f"Importance and correlations of each feature with {m}."))
-    b.append(("table", ["feature", "RF importance", "Pearson r", "Spearman ρ"],
-              [[r["feature"], f"{r['importance']:.3f}", _signed(r["pearson"]), _signed(r["spearman"])]
-               for r in data.importance]))
-
-    _section(b, "best")
-    best, ev = data.best, data.best_eval
-    ca = ev["confusion"]
-    b.append(("p", f"Run {best['id']} (#{best['seq']}) has the best {m}: {_num(A.metric_of(best, m))}; its test "
-                   f"accuracy is {_num(A.metric_of(best, 'test_accuracy'))} (as recorded when it ran). Model for "
-                   f"the analysis below: {ev['source']}"
-                   + (f" ({ev['note']})" if ev["note"] else "")
-                   + f"; it scores {ev['val_accuracy']:.4f} on validation and {ev['test_accuracy']:.4f} on test"
-                   + (", with a confusion matrix identical to the stored one." if ev["matches_store"] else
-                      " — the figures and tables below are computed from this model, so they can differ slightly "
-                      "from the numbers the run recorded (a retrain is bit-identical only under the same BLAS "
-                      "thread count: float32 sums depend on it).")))
-    b.append(("table", ["parameter", "value"],
-              [[k, A.fmt_value(v)] for k, v in A.params_of(best).items() if k != "data_dir"]))
-    b.append(("figure", "confusion_matrix",
-              "Left: counts (rows: true class, columns: prediction). Right: each row divided by the class's "
-              "number of test images, so the diagonal is the recall. Colours use a square-root scale so small "
-              "off-diagonal counts stay visible."))
-    b.append(("p", f"The most confused class pairs ({ca['errors']} test errors in all):"))
-    b.append(("table", ["class pair", "errors (both ways)", "a → b", "b → a", "share of all errors"],
-              [[f"{p['a']} ↔ {p['b']}", p["total"], p["a_as_b"], p["b_as_a"],
-                f"{p['total'] / max(ca['errors'], 1):.1%}"] for p in ca["pairs"]]))
-    b.append(("figure", "misclassified", "Test images the model got wrong with the highest confidence, for the "
-                                         "most frequent (true → predicted) confusions."))
-    b.append(("table", ["class", "precision", "recall", "F1", "test images"],
-              [[c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
-               for c in ca["per_class"]]
-              + [["macro average", f"{sum(c['precision'] for c in ca['per_class']) / len(ca['per_class']):.3f}",
-                  f"{sum(c['recall'] for c in ca['per_class']) / len(ca['per_class']):.3f}",
-                  f"{ca['macro_f1']:.3f}", ca["total"]]]))
-    b.append(("figure", "per_class", "Per-class precision, recall and F1 on the test set."))
-
-    _section(b, "ce-vs-mse")
-    cmp = data.compare
-    if cmp and cmp["summary"]["n"]:
-        sm, st = cmp["summary"], cmp["test_summary"]
-        b.append(("p", f"Sweep {cmp['sweep']['id']} ({cmp['sweep']['name']}) trains pairs of runs identical in "
-                       f"every parameter but the loss. Over {sm['n']} complete pairs: mean {m} "
-                       f"{sm['ce_mean']:.4f} with cross-entropy vs {sm['mse_mean']:.4f} with squared error; "
-                       f"paired gap CE − MSE {sm['mean']:+.4f} ± {sm['std']:.4f} (min {sm['min']:+.4f}, max "
-                       f"{sm['max']:+.4f}); cross-entropy is better in {sm['wins']} of {sm['n']} pairs."
-                       + (f" Test accuracy: {st['ce_mean']:.4f} vs {st['mse_mean']:.4f}, gap {st['mean']:+.4f}."
-                          if st.get("n") else "")
-                       + (f" {sm['incomplete']} pair(s) lack a value on one side." if sm["incomplete"] else "")))
-        b.append(("figure", "ce_vs_mse", "Left: each loss's accuracies (box: quartiles; dots: runs; grey lines "
-                                         "join the two runs of a pair). Middle and right: per-epoch accuracy, "
-                                         "single runs thin, the mean thick."))
-        varying = [k for k in cmp["pairs"][0]["params"]
-                   if len({repr(A.level(p["params"].get(k))) for p in cmp["pairs"]}) > 1]
-        rows = []
-        for p in cmp["pairs"]:
-            ce, mse = p["cross_entropy"], p["mean_squared_error"]
-            a, c = A.metric_of(ce, m), A.metric_of(mse, m)
-            rows.append([A.describe(p["params"], varying) or "(one pair)", f"{ce['id']} / {mse['id']}", _num(a), _num(c),
-                         _signed(a - c) if a is not None and c is not None else "–",
-                         _num(A.metric_of(ce, "test_accuracy")), _num(A.metric_of(mse, "test_accuracy"))])
-        b.append(("table", ["pair", "runs (CE / MSE)", f"{m} CE", f"{m} MSE", "gap", "test CE", "test MSE"], rows))
-    else:
-        b.append(("p", data.compare_note or "No comparison sweep."))
-
-    _section(b, "curves")
-    b.append(("figure", "learning_curves", f"Per-epoch accuracy and loss of the {len(data.top)} best runs that "
-                                           f"trained all their epochs."))
-    b.append(("table", ["rank", "run", m, "test accuracy", "epochs", "network", "parameters"],
-              [[i, r["id"], _num(A.metric_of(r, m)), _num(A.metric_of(r, "test_accuracy")),
-                r["summary"].get("epochs_run", "–"), A.architecture(r), A.describe(A.params_of(r), data.names)]
-               for i, r in enumerate(data.top, 1)]))
-
-    _section(b, "observations")
-    b.append(("list", list(data.observations)))
-    for name in data.categorical:
-        groups = data.groups.get(name) or []
-        if len(groups) > 1:
-            b.append(("table", [name, "runs", f"mean {m}", f"best {m}", f"worst {m}"],
-                      [[A.fmt_value(g["level"]), g["n"], f"{g['mean']:.4f}", f"{g['max']:.4f}", f"{g['min']:.4f}"]
-                       for g in groups]))
-    b.append(("figure", "by_parameter", f"Mean and best {m} per value of each categorical parameter."))
-    b.append(("p", "The three configurations recommended for MNIST — the best validation configurations of this "
-                   "sweep, which the next section reruns on MNIST when `mlp rerun` has been run:"))
-    b.append(("table", ["#", "run", m, "test accuracy", "network", "configuration"],
-              [[i, r["id"], _num(A.metric_of(r, m)), _num(A.metric_of(r, "test_accuracy")), A.architecture(r),
-                A.describe(A.params_of(r), data.names)] for i, r in enumerate(data.recommended, 1)]))
-
-    _section(b, "rerun")
-    if data.reruns:
-        for rerun in data.reruns:
-            child = rerun["sweep"]
-            plan = child["rerun"]
-            info = {"source_runs": plan.source_runs, "epochs": plan.epochs}
-            target = plan.dataset
-            b.append(("p", f"Sweep {child['id']} ({child['name']}) reran the top {len(info.get('source_runs', []))} "
-                           f"validation configurations on {target}"
-                           + (f" for {info['epochs']} epochs" if info.get("epochs") else " with their own epochs")
-                           + f" (`mlp rerun {data.sweep_id} --top {len(info.get('source_runs', []))} --dataset "
-                             f"{target}`). Its state: {child['state']}."))
-            b.append(("table", ["#", "configuration", f"{data.dataset_name} val", f"{data.dataset_name} test",
-                                f"{target} val", f"{target} test", f"{target} run", "state"],
-                      [[row["rank"], row["params"], _num(row["source_val"]), _num(row["source_test"]),
-                        _num(row["target_val"]), _num(row["target_test"]), row["run"] or "–", row["state"]]
-                       for row in rerun["rows"]]))
-    else:
-        b.append(("p", f"Not run yet: `mlp rerun {data.sweep_id} --top 3 --dataset mnist` reruns the three "
-                       f"best validation configurations on MNIST as a linked sweep; this section then shows their "
-                       f"MNIST test accuracy next to the {data.dataset_name} numbers."))
-    return b
+def build_blocks(data) -> list[Block]:
+    """The whole page: title, intro, table of contents, then each section under its numbered heading."""
+    s = data.sweep
+    titles = registry.numbered_titles(data)
+    blocks: list[Block] = [Heading(f"Sweep report: {s['name'] or s['id']} ({s['id']})", 1), *S.intro(data),
+                           Bullets([f"[{title}](#{anchor})" for anchor, title in titles.items()])]
+    for anchor, section in registry.SECTIONS.items():
+        blocks.append(Heading(titles[anchor], 2, anchor))
+        blocks += _section_blocks(anchor, section.build(data), data)
+    return blocks
 
 
 # ---- writers ---------------------------------------------------------------------------------------
@@ -236,60 +92,74 @@ SCRIPT = """
 """
 
 
+def _html_figure(block: Figure, figures: dict) -> str:
+    if block.name not in figures:
+        return ""
+    encoded = base64.b64encode(Path(figures[block.name]).read_bytes()).decode("ascii")
+    return (f'<figure id="fig-{block.name}"><img src="data:image/png;base64,{encoded}" '
+            f'alt="{html.escape(block.name)}"><figcaption>{_inline_html(block.caption or "")}</figcaption></figure>')
+
+
+def _html_heading(block: Heading, figures: dict) -> str:
+    anchor = f' id="{block.anchor}"' if block.anchor else ""
+    return f"<h{block.level}{anchor}>{_inline_html(block.text)}</h{block.level}>"
+
+
+def _html_table(block: Table, figures: dict) -> str:
+    head = "".join(f"<th>{_inline_html(h)}</th>" for h in block.header)
+    body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+HTML = {  # block type -> (block, figures) -> HTML
+    Heading: _html_heading,
+    Paragraph: lambda b, figures: f"<p>{_inline_html(b.text)}</p>",
+    Bullets: lambda b, figures: "<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in b.items) + "</ul>",
+    Table: _html_table,
+    Figure: _html_figure,
+}
+
+
 def write_html(blocks, figures: dict, path) -> Path:
-    title = next((b[1] for b in blocks if b[0] == "h1"), "Sweep report")
+    title = next((b.text for b in blocks if isinstance(b, Heading) and b.level == 1), "Sweep report")
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"]
-    for block in blocks:
-        kind = block[0]
-        if kind == "h1":
-            parts.append(f"<h1>{_inline_html(block[1])}</h1>")
-        elif kind == "h2":
-            parts.append(f'<h2 id="{block[2]}">{_inline_html(block[1])}</h2>')
-        elif kind == "p":
-            parts.append(f"<p>{_inline_html(block[1])}</p>")
-        elif kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block[1]) + "</ul>")
-        elif kind == "table":
-            head = "".join(f"<th>{_inline_html(h)}</th>" for h in block[1])
-            body = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in block[2])
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif kind == "figure":
-            name, caption = block[1], block[2]
-            if name not in figures:
-                continue
-            encoded = base64.b64encode(Path(figures[name]).read_bytes()).decode("ascii")
-            parts.append(f'<figure id="fig-{name}"><img src="data:image/png;base64,{encoded}" '
-                         f'alt="{html.escape(name)}"><figcaption>{_inline_html(caption)}</figcaption></figure>')
+    parts += [part for part in (HTML[type(b)](b, figures) for b in blocks) if part]
     parts.append(f"<script>{SCRIPT}</script></body></html>")
     path = Path(path)
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
 
 
+def _md_heading(block: Heading, figures: dict) -> list:
+    anchor = [f'<a id="{block.anchor}"></a>', ""] if block.anchor else []
+    return anchor + ["#" * block.level + " " + block.text, ""]
+
+
+def _md_table(block: Table, figures: dict) -> list:
+    return (["| " + " | ".join(_md_cell(h) for h in block.header) + " |",
+             "|" + "|".join("---" for _ in block.header) + "|"]
+            + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows] + [""])
+
+
+def _md_figure(block: Figure, figures: dict) -> list:
+    if block.name not in figures:
+        return []
+    return [f"![{block.name}]({Path(figures[block.name]).name})", "", f"*{block.caption or ''}*", ""]
+
+
+MARKDOWN = {  # block type -> (block, figures) -> lines
+    Heading: _md_heading,
+    Paragraph: lambda b, figures: [str(b.text), ""],
+    Bullets: lambda b, figures: [f"- {item}" for item in b.items] + [""],
+    Table: _md_table,
+    Figure: _md_figure,
+}
+
+
 def write_markdown(blocks, figures: dict, path) -> Path:
-    lines = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h1":
-            lines += [f"# {block[1]}", ""]
-        elif kind == "h2":
-            lines += [f'<a id="{block[2]}"></a>', "", f"## {block[1]}", ""]
-        elif kind == "p":
-            lines += [str(block[1]), ""]
-        elif kind == "list":
-            lines += [f"- {item}" for item in block[1]] + [""]
-        elif kind == "table":
-            header, rows = block[1], block[2]
-            lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
-            lines.append("|" + "|".join("---" for _ in header) + "|")
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-            lines.append("")
-        elif kind == "figure":
-            name, caption = block[1], block[2]
-            if name in figures:
-                lines += [f"![{name}]({Path(figures[name]).name})", "", f"*{caption}*", ""]
+    lines = [line for b in blocks for line in MARKDOWN[type(b)](b, figures)]
     path = Path(path)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -30,6 +30,7 @@ problem and the fix.
 from __future__ import annotations
 
 import hashlib
+import json
 import http.client
 import math
 import os
@@ -159,6 +160,20 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    split: str = "standard"
+    # which rows were drawn for validation: indices into the official training file (standard
+    # split) or into training + test files concatenated (80-10-10); None when not made by load_dataset
+    val_index: np.ndarray | None = None
+
+    @property
+    def val_rows_sha256(self) -> str | None:
+        """A digest naming exactly this validation set: the dataset, the split and the rows drawn
+        (what `mlp baselines` stores, so a report pairs baselines with runs of the same split)."""
+        if self.val_index is None:
+            return None
+        digest = hashlib.sha256(f"{self.name}/{self.split}/".encode())
+        digest.update(np.ascontiguousarray(self.val_index, dtype="<i8").tobytes())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={len(self.y_train)}, val={len(self.y_val)}, "
@@ -497,9 +512,9 @@ def _download(spec: DatasetSpec, mirrors: Sequence[str], cache: Path,
     return views, f"downloaded from {mirror_list} ({where})"
 
 
-def _locate(spec: DatasetSpec, data_dir, download: bool, mirrors, cache_dir,
-            progress) -> tuple[dict[str, np.ndarray], str]:
-    """Find the dataset (see the module docstring) -> ({file name: verified uint8 view}, source)."""
+def _local_source(spec: DatasetSpec, data_dir, cache_dir) -> tuple[tuple | None, list[str]]:
+    """The first local place holding all four files, found without reading them:
+    ((directory, {file name: path}, source label, fix hint) or None, places searched)."""
     searched: list[str] = []
     fix_local = "fix: replace it with an intact copy, or remove the folder's files to use another source"
 
@@ -520,11 +535,11 @@ def _locate(spec: DatasetSpec, data_dir, download: bool, mirrors, cache_dir,
                 continue
             found, missing = _find_files(directory, spec)
             if not missing:
-                return _read_local(spec, directory, found, fix_local), f"{directory} ({label})"
+                return (directory, found, f"{directory} ({label})", fix_local), searched
             if best is None or len(missing) < len(best[1]):
                 best = (directory, missing)
         if explicit:
-            directory, missing = best
+            directory, missing = best if best is not None else (root, spec.file_names)
             raise DataError(f"data directory {root} holds no complete {spec.name}: {directory} "
                             f"lacks {', '.join(m + '[.gz]' for m in missing)}; fix: put the four "
                             f"IDX files in {root / spec.name} or {root}, or drop --data_dir to "
@@ -537,7 +552,7 @@ def _locate(spec: DatasetSpec, data_dir, download: bool, mirrors, cache_dir,
         found, missing = _find_files(cache, spec)
         if not missing:
             fix = f"fix: delete {cache} and load again to download a fresh copy"
-            return _read_local(spec, cache, found, fix), f"{cache} (cache)"
+            return (cache, found, f"{cache} (cache)", fix), searched
     searched.append(str(cache))
 
     # 3. the Debian dataset directory
@@ -548,8 +563,21 @@ def _locate(spec: DatasetSpec, data_dir, download: bool, mirrors, cache_dir,
             if not missing:
                 pkg = spec.debian_package or "Debian dataset directory"
                 fix = f"fix: reinstall it (apt-get install --reinstall {pkg})"
-                return _read_local(spec, deb, found, fix), f"{deb} (Debian package {pkg})"
+                return (deb, found, f"{deb} (Debian package {pkg})", fix), searched
         searched.append(str(deb))
+    return None, searched
+
+
+def _locate(spec: DatasetSpec, data_dir, download: bool, mirrors, cache_dir,
+            progress, local=None) -> tuple[dict[str, np.ndarray], str]:
+    """Find the dataset (see the module docstring) -> ({file name: verified uint8 view}, source)."""
+    if local is None:
+        local = _local_source(spec, data_dir, cache_dir)
+    found_local, searched = local
+    if found_local is not None:
+        directory, found, label, fix = found_local
+        return _read_local(spec, directory, found, fix), label
+    cache = _cache_root(cache_dir) / spec.name
 
     # 4. download
     if download:
@@ -639,10 +667,78 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, what: str, source: str) 
                         f"fix: use the standard IDX files")
 
 
+# --------------------------------------------------------------------------------------------
+# The split cache
+# --------------------------------------------------------------------------------------------
+# Decompressing, verifying and converting the four files costs every run about half a second.
+# The finished float32 split is kept once per (source files, split) in the user cache as .npy
+# files and memory-mapped by later loads: pages are read from the OS cache on demand, and
+# parallel runs share them. The key is the source folder and each source file's size and
+# modification time (content verified by SHA-256 when the entry was written); an entry whose
+# files changed size or time is not used and is rewritten.
+
+SPLIT_CACHE_VERSION = 2
+_PARTS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "val_index")
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _split_cache_dir(spec: DatasetSpec, local, split: str, val_fraction: float, split_seed: int,
+                     cache_dir) -> Path:
+    directory, found, _, _ = local
+    key = {"version": SPLIT_CACHE_VERSION, "dataset": spec.name, "source": str(Path(directory).resolve()),
+           "files": {fname: [str(Path(path).name), *_stamp(path)] for fname, path in sorted(found.items())},
+           "split": split, "val_fraction": float(val_fraction) if split == "standard" else None,
+           "split_seed": int(split_seed)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return _cache_root(cache_dir) / "splits" / f"{spec.name}-{digest}"
+
+
+def _read_split_cache(entry: Path) -> tuple[dict[str, np.ndarray], str] | None:
+    """The cached split (x_* memory-mapped, read-only), or None if absent or stale."""
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        if meta.get("version") != SPLIT_CACHE_VERSION or any(
+                _stamp(entry / f"{part}.npy") != meta["files"][part] for part in _PARTS):
+            return None
+        arrays = {part: np.load(entry / f"{part}.npy", mmap_mode="r" if part.startswith("x_") else None,
+                                allow_pickle=False) for part in _PARTS}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return arrays, meta["source"]
+
+
+def _write_split_cache(entry: Path, arrays: Mapping[str, np.ndarray], source: str) -> None:
+    """Write an entry atomically (a temporary folder renamed into place); a cache that cannot be
+    written (read-only home, full disk) is skipped silently: the next run converts again."""
+    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for part in _PARTS:
+            np.save(tmp / f"{part}.npy", np.ascontiguousarray(arrays[part]), allow_pickle=False)
+            files[part] = _stamp(tmp / f"{part}.npy")
+        (tmp / "meta.json").write_text(json.dumps({"version": SPLIT_CACHE_VERSION, "source": source,
+                                                   "files": files}))
+        if entry.exists():
+            return                           # another process got there first
+        os.replace(tmp, entry)
+    except OSError:
+        pass
+    finally:
+        if tmp.exists():
+            for f in tmp.iterdir():
+                f.unlink()
+            tmp.rmdir()
+
+
 def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "standard",
                  val_fraction: float = 0.1, split_seed: int = SPLIT_SEED, download: bool = True,
                  mirrors: Sequence[str] | None = None, cache_dir=None,
-                 progress: Callable[[str], object] | None = None) -> Dataset:
+                 progress: Callable[[str], object] | None = None, use_cache: bool = True) -> Dataset:
     """Load Fashion-MNIST or MNIST, verified, split, as float32 pixels / 255 and int64 labels.
 
     split="standard": test = the official test set; validation = a stratified `val_fraction` of
@@ -651,6 +747,8 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
     split="80-10-10": train and test are pooled (70,000 images) and split 80/10/10 into
     train/val/test, stratified, with `split_seed`; `val_fraction` is ignored.
     Where the files come from: see the module docstring. Bad input raises `DataError`.
+    With `use_cache` the finished split is kept in the user cache and memory-mapped next time
+    (see "The split cache"); the arrays are then read-only.
     """
     spec = _spec(name)
     if split not in SPLITS:
@@ -664,7 +762,15 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
         raise DataError(f"split_seed must be a non-negative integer, got {split_seed!r}; fix: "
                         f"leave it at the default {SPLIT_SEED}")
 
-    views, source = _locate(spec, data_dir, download, mirrors, cache_dir, progress)
+    local = _local_source(spec, data_dir, cache_dir)
+    entry = None
+    if use_cache and local[0] is not None:
+        entry = _split_cache_dir(spec, local[0], split, val_fraction, split_seed, cache_dir)
+        cached = _read_split_cache(entry)
+        if cached is not None:
+            arrays, source = cached
+            return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, split=split, **arrays)
+    views, source = _locate(spec, data_dir, download, mirrors, cache_dir, progress, local)
     f = spec.files
     train_x, train_y = views[f["train_images"]], views[f["train_labels"]]
     test_x, test_y = views[f["test_images"]], views[f["test_labels"]]
@@ -693,4 +799,13 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
     for part, (x, y, idx) in parts.items():
         out["x_" + part] = _to_float(x, idx)
         out["y_" + part] = (y if idx is None else y[idx]).astype(np.int64)
-    return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, **out)
+    out["val_index"] = np.asarray(val_idx, dtype=np.int64)
+    if use_cache:
+        found_local, label = local[0], source
+        if found_local is None:              # just downloaded: the files now sit in the cache
+            found_local = _local_source(spec, data_dir, cache_dir)[0]
+            label = found_local[2] if found_local else source   # where later loads will find them
+            entry = found_local and _split_cache_dir(spec, found_local, split, val_fraction, split_seed, cache_dir)
+        if entry:
+            _write_split_cache(entry, out, label)
+    return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, split=split, **out)

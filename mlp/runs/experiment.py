@@ -32,6 +32,7 @@ from mlp import config as C
 from mlp.core import augment, averaging, optimizers, schedules
 from mlp.core.network import MLP, Network, stack, training_bytes
 from mlp.errors import UsageError
+from mlp.runs import autoencoder
 from mlp.runs.context import RunContext
 from mlp.runs import features as F
 from mlp.runs.data import load_dataset
@@ -94,6 +95,16 @@ def check_memory(config, n_inputs=784, n_classes=10) -> None:
                          f"fewer layers")
 
 
+def n_outputs(config, n_inputs, n_classes) -> int:
+    """The network's outputs: one score per class, or (autoencoder) one value per input."""
+    return n_inputs if config["task"] == "autoencoder" else n_classes
+
+
+def targets(config, data, part):
+    """What the network learns to output for `part` (train, val, test): labels, or the images."""
+    return getattr(data, f"x_{part}") if config["task"] == "autoencoder" else getattr(data, f"y_{part}")
+
+
 def build(config, n_inputs=784, n_classes=10):
     """Network and optimizer for a config (raises UsageError for any invalid combination). With
     --features the network is the MLP head, which takes the frozen layer's features."""
@@ -102,7 +113,10 @@ def build(config, n_inputs=784, n_classes=10):
         frozen = F.load_frozen(config["features"], n_inputs)
         F.check_memory(frozen, have=_physical_memory(), fraction=MEMORY_FRACTION)
         n_inputs = frozen.size
-    check_memory(config, n_inputs, n_classes)
+    check_memory(config, n_inputs, n_outputs(config, n_inputs, n_classes))
+    if config["task"] == "autoencoder":
+        net = autoencoder.network(config, n_inputs, C.hidden_widths(config))
+        return net, optimizers.from_config(config["optimizer"], config)
     if config["conv_filters"]:
         net = Network(C.conv_layers(config, n_classes), input_shape=(n_inputs,), loss=config["loss"],
                       weight_decay=config["weight_decay"], label_smoothing=config["label_smoothing"],
@@ -150,7 +164,8 @@ def train(config, data, on_epoch=None, progress=None, built=None):
         schedule = schedules.build(config["lr_schedule"], config["learning_rate"], config["epochs"] * steps_per_epoch,
                                    steps_per_epoch, warmup_steps=round(min(config["warmup_epochs"], config["epochs"])
                                                                        * steps_per_epoch))
-    history = fit(net, optimizer, data.x_train, data.y_train, data.x_val, data.y_val, epochs=config["epochs"],
+    history = fit(net, optimizer, data.x_train, targets(config, data, "train"), data.x_val, targets(config, data, "val"),
+                  epochs=config["epochs"],
                   batch_size=config["batch_size"], seed=config["seed"], on_epoch=on_epoch, progress=progress,
                   patience=config["early_stopping"] or None, schedule=schedule,
                   augment=augment.augmenter(config["augment_shift"], config["augment_flip"]),
@@ -203,7 +218,8 @@ def prepare(config, context: RunContext) -> Prepared:
     data = _load_data(config)
     check_data(config, data)
     inputs = built[0].input_shape if config["features"] else (data.x_train.shape[1],)   # a head takes features
-    if (built[0].input_shape, built[0].n_outputs) != (inputs, len(data.class_names)):
+    if (built[0].input_shape, built[0].n_outputs) != \
+            (inputs, n_outputs(config, data.x_train.shape[1], len(data.class_names))):
         built = build(config, data.x_train.shape[1], len(data.class_names))
     return Prepared(config, context, data, built, mode, store_path)
 
@@ -326,11 +342,15 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
     confusion = model_path = None
     if diverged is not None:
         summary.update(diverged_epoch=diverged.epoch, diverged_batch=diverged.batch)
-    if state == "finished":
+    if state == "finished" and config["task"] == "autoencoder":
+        test_loss, test_r2, _ = autoencoder.evaluate(net, data.x_test)
+        summary.update(test_loss=test_loss, test_r2=test_r2)
+    elif state == "finished":
         test_loss, test_accuracy, pred = net.evaluate(data.x_test, data.y_test)
         summary.update(test_loss=test_loss, test_accuracy=test_accuracy,
                        confusion_matrix=confusion_matrix(data.y_test, pred, len(data.class_names)).tolist())
         confusion = (data.y_test, pred, data.class_names)
+    if state == "finished":
         target = config["save_model"] or (record.sweep_id and model_path_for(record.store.path, record.sweep_id,
                                                                               record.run_id))
         if target:  # a sweep's run keeps its model beside the store, so a report can load the best one
@@ -358,7 +378,12 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
 
 def _summary(history, started) -> dict:
     summary = {"epochs_run": len(history), "seconds": time.perf_counter() - started}
-    if history:
+    if history and "val_r2" in history[-1]:      # an autoencoder
+        last = history[-1]
+        summary.update({k: last[k] for k in ("train_loss", "val_loss", "val_r2")})
+        summary["best_val_r2"] = max(r["val_r2"] for r in history)
+        summary["seconds_per_epoch"] = float(np.mean([r["epoch_seconds"] for r in history]))
+    elif history:
         last = history[-1]
         summary.update({k: last[k] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")})
         summary["best_val_accuracy"] = max(r["val_accuracy"] for r in history)
@@ -389,7 +414,10 @@ def _write_json(path, payload) -> None:
 
 
 def _print_result(state, summary, error, out) -> None:
-    if state == "finished":
+    if state == "finished" and "test_r2" in summary:
+        print(f"val_r2 {summary['val_r2']:.4f}  test_r2 {summary['test_r2']:.4f}  test_loss {summary['test_loss']:.4f}  "
+              f"({summary['epochs_run']} epochs, {summary['seconds']:.1f}s)", file=out, flush=True)
+    elif state == "finished":
         print(f"val_accuracy {summary['val_accuracy']:.4f}  test_accuracy {summary['test_accuracy']:.4f}  "
               f"({summary['epochs_run']} epochs, {summary['seconds']:.1f}s)", file=out, flush=True)
     else:

@@ -3,9 +3,9 @@ what `mlp features MODEL.npz` writes.
 
 Any saved network works — a CNN (the output of its convolutional part: a conv-features → MLP
 hybrid), an MLP (its last hidden layer), an autoencoder — and any of its layers, by index or by
-name (`Network.layer_names`: "conv2d_2", "flatten_1", ...). Without a layer: the one the model
-file names as its features (`extra["features_layer"]`, e.g. an autoencoder's code), else
-"penultimate", the input of the last layer. Features are computed once per run, in evaluation
+name (`Network.layer_names`: "conv2d_2", "flatten_1", ...) or by a tag it carries ("bottleneck"). Without a layer: the one the model
+file names as its features (`extra["features_layer"]`), else the layer tagged "bottleneck" (an
+autoencoder's code), else "penultimate", the input of the last layer. Features are computed once per run, in evaluation
 mode (dropout off, batch norm with its running statistics), flattened in C, H, W order.
 """
 from __future__ import annotations
@@ -47,7 +47,11 @@ class Frozen:
 
 
 def default_layer(net: Network):
-    layer = (net.extra or {}).get("features_layer", "penultimate")
+    """The layer a model's features come from unless one is named: the model file's
+    `features_layer`, else the layer tagged "bottleneck" (an autoencoder's code), else the
+    penultimate."""
+    fallback = "bottleneck" if any(layer.tag == "bottleneck" for layer in net.layers) else "penultimate"
+    layer = (net.extra or {}).get("features_layer", fallback)
     if isinstance(layer, bool) or not isinstance(layer, (str, int)):
         raise UsageError(f"the model's features_layer must be a layer name or index; got {layer!r:.40}")
     return layer
@@ -66,7 +70,8 @@ def load_frozen(text: str, n_inputs: int = 784, layer=None) -> Frozen:
         index = net.layer_index(selector)
     except UsageError as e:
         raise UsageError(f"model {path}: {e}") from None
-    return Frozen(net, index, net.layer_names()[index], net.layer_shapes[index], str(path))
+    name = net.layers[index].tag or net.layer_names()[index]
+    return Frozen(net, index, name, net.layer_shapes[index], str(path))
 
 
 def check_memory(frozen: Frozen, n_images: int = N_IMAGES, have: int | None = None, fraction: float = 0.8) -> int:
@@ -98,7 +103,7 @@ def feature_dataset(data, frozen: Frozen, log=True):
 
 def layer_table(net: Network) -> list[tuple]:
     """(index, name, output shape, parameters) per layer, for `mlp features --list`."""
-    return [(i, name, shape, sum(p.size for p in layer.params.values()))
+    return [(i, name if layer.tag is None else f"{name} ({layer.tag})", shape, sum(p.size for p in layer.params.values()))
             for i, (name, shape, layer) in enumerate(zip(net.layer_names(), net.layer_shapes, net.layers))]
 
 

@@ -20,8 +20,14 @@ sweep (``sweep_id``), the parameters the search proposed (``params``), its model
 (``rerun``, a `RerunPlan`); where a run logs in W&B (``wandb_entity``, ``wandb_project``). A sweep's
 ``wandb_path`` (``ENTITY/PROJECT/SWEEP_ID``) is its address in W&B: where a W&B sweep lives, or what
 W&B sweep a local sweep was synced as (`mlp sync`), so it is never created twice. ``extra`` holds
-only free-form notes for humans (e.g. the argv). Older stores (schema v1, v2) are migrated in place
-when first opened.
+only free-form notes for humans (e.g. the argv). Older stores (schema v1, v2, v3) are migrated in
+place when first opened.
+
+Baselines (`mlp baselines`, schema v4) have a table of their own, one row per trained model: its
+name and settings, the data (dataset, split, and ``val_rows_sha256``: a digest of exactly which
+training-file rows were validated on, so a report matches baselines to a sweep's split), the
+validation and test accuracy, training seconds, and for the PyTorch twin of a sweep's best run
+that sweep and run.
 
 JSON convention for non-finite floats
 -------------------------------------
@@ -55,11 +61,11 @@ from mlp.errors import UsageError
 __all__ = [
     "Store", "default_store_path", "RUN_STATES", "FINAL_STATES", "ACTIVE_STATES",
     "SWEEP_STATES", "SCHEMA_VERSION", "encode_json", "decode_json", "new_id", "RerunPlan", "ORIGINS",
-    "model_path_for", "StoreError", "StoreBusy", "busy_timeout",
+    "model_path_for", "StoreError", "StoreBusy", "busy_timeout", "BASELINE_FIELDS",
 ]
 
 DEFAULT_STORE = "mlp-runs.sqlite"
-SCHEMA_VERSION = 3                 # PRAGMA user_version of the stores this code writes
+SCHEMA_VERSION = 4                 # PRAGMA user_version of the stores this code writes
 APPLICATION_ID = 0x6D6C7073        # PRAGMA application_id: b"mlps", marks the file as ours
 BUSY_TIMEOUT_S = 30.0             # default wait for another writer; MLP_STORE_TIMEOUT (seconds) overrides
 
@@ -211,6 +217,32 @@ def _in_list(values: Iterable[str]) -> str:
     return ", ".join(f"'{v}'" for v in values)     # constants only, never user data
 
 
+# Schema v4: the baselines table (created by new stores and by the v3 -> v4 migration alike).
+_BASELINES_V4 = [
+    """CREATE TABLE baselines (
+    id              TEXT PRIMARY KEY,
+    model           TEXT NOT NULL,
+    label           TEXT NOT NULL,
+    settings_json   TEXT NOT NULL DEFAULT '{}',
+    dataset         TEXT NOT NULL,
+    split           TEXT NOT NULL,
+    val_fraction    REAL,
+    val_rows_sha256 TEXT NOT NULL,
+    n_train         INTEGER NOT NULL,
+    n_val           INTEGER NOT NULL,
+    n_test          INTEGER NOT NULL,
+    val_accuracy    REAL,
+    test_accuracy   REAL,
+    train_seconds   REAL NOT NULL,
+    sweep_id        TEXT REFERENCES sweeps(id) ON DELETE SET NULL,
+    run_id          TEXT,
+    library         TEXT,
+    host            TEXT,
+    created_at      REAL NOT NULL
+)""",
+    "CREATE INDEX baselines_data ON baselines(dataset, val_rows_sha256)",
+]
+
 _SCHEMA = f"""
 CREATE TABLE sweeps (
     id              TEXT PRIMARY KEY,
@@ -266,7 +298,7 @@ CREATE TABLE history (
     logged_at    REAL NOT NULL,
     PRIMARY KEY (run_id, epoch)
 ) WITHOUT ROWID;
-"""
+""" + "".join(f"{statement};" for statement in _BASELINES_V4)
 
 # What schema v1 lacked: added (and filled from extra_json) when a v1 store is opened.
 _MIGRATION_V2 = [
@@ -291,7 +323,7 @@ _MIGRATION_V3 = [
     "ALTER TABLE runs ADD COLUMN wandb_entity TEXT",
     "ALTER TABLE runs ADD COLUMN wandb_project TEXT",
 ]
-_MIGRATIONS = {1: _MIGRATION_V2, 2: _MIGRATION_V3}      # from version -> statements to the next
+_MIGRATIONS = {1: _MIGRATION_V2, 2: _MIGRATION_V3, 3: _BASELINES_V4}      # from version -> statements to the next
 
 _SWEEP_COLUMNS = ("id", "name", "config_yaml", "config_json", "seed", "state", "created_at",
                   "updated_at", "parent_sweep_id", "extra_json", "origin", "wandb_path", "workdir",
@@ -301,6 +333,12 @@ _RUN_COLUMNS = ("id", "sweep_id", "seq", "name", "config_json", "state", "pid", 
                 "summary_json", "wandb_dir", "model_path", "error", "extra_json", "params_json",
                 "stopped_by", "log_path", "wandb_entity", "wandb_project")
 _RUN_SELECT = "SELECT " + ", ".join(_RUN_COLUMNS) + " FROM runs"
+# add_baseline(**fields): API name -> column (settings is JSON); every baseline row has all of them
+BASELINE_FIELDS = ("model", "label", "settings", "dataset", "split", "val_fraction", "val_rows_sha256", "n_train",
+                   "n_val", "n_test", "val_accuracy", "test_accuracy", "train_seconds", "sweep_id", "run_id",
+                   "library")
+_BASELINE_COLUMNS = ("id", *(f if f != "settings" else "settings_json" for f in BASELINE_FIELDS), "host",
+                     "created_at")
 _SWEEP_SELECT = "SELECT " + ", ".join(_SWEEP_COLUMNS) + " FROM sweeps"
 
 # update_run(**fields): API name -> (column, is_json)
@@ -523,7 +561,8 @@ class Store:
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Up to the current schema in one transaction: v1 -> v2 (the keys other modules read from
-        extra_json become columns), v2 -> v3 (a run's W&B entity and project)."""
+        extra_json become columns), v2 -> v3 (a run's W&B entity and project), v3 -> v4 (the
+        baselines table)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]   # as found once we hold the lock
@@ -818,7 +857,8 @@ class Store:
             raise UsageError(f"WANDB_SWEEP_ID={sweep_id} is a local sweep id in {self.path}; a run of `mlp agent` "
                              f"does not set it — unset it")
         config = decode_json(row["config_json"], {}) if row is not None else {
-            "method": "unknown", "metric": {"name": "val_accuracy", "goal": "maximize"}, "parameters": {},
+            "method": "unknown", "parameters": {},
+            "metric": {"name": "val_r2" if params.get("task") == "autoencoder" else "val_accuracy", "goal": "maximize"},
             "description": "a W&B sweep seen through the runs `wandb agent` launched here"}
         searched = config.setdefault("parameters", {})
         if config.get("method") == "unknown":     # derived from parameter files: keep every value seen
@@ -1028,6 +1068,44 @@ class Store:
             rows = db.execute("SELECT epoch, metrics_json FROM history WHERE run_id = ? "
                               "ORDER BY epoch", (run_id,)).fetchall()
         return [{"epoch": r["epoch"], **decode_json(r["metrics_json"], {})} for r in rows]
+
+    # ---------------------------------------------------------------- baselines
+    def add_baseline(self, **fields: Any) -> str:
+        """Record one trained baseline model (every name of BASELINE_FIELDS; ``sweep_id``,
+        ``run_id``, ``library``, accuracies and ``val_fraction`` may be None); returns its id."""
+        missing = sorted(set(BASELINE_FIELDS) - set(fields))
+        unknown = sorted(set(fields) - set(BASELINE_FIELDS))
+        if missing or unknown:
+            raise ValueError(f"add_baseline: missing {missing}, unknown {unknown}")
+        values = {("settings_json" if k == "settings" else k): (encode_json(fields[k] or {}) if k == "settings"
+                                                                else fields[k]) for k in BASELINE_FIELDS}
+        for key in ("val_accuracy", "test_accuracy", "train_seconds", "val_fraction"):
+            if values[key] is not None:
+                values[key] = float(values[key])
+        values.update(host=self._host, created_at=time.time())
+        with self._write() as db:
+            if values["sweep_id"] is not None:
+                self._require_sweep(db, values["sweep_id"])
+            return self._insert(db, "baselines", "baseline", values)
+
+    def list_baselines(self, dataset: str | None = None, val_rows_sha256: str | None = None) -> list[dict]:
+        """Baseline rows, oldest first, optionally only those of a dataset and of exactly the
+        validation rows `val_rows_sha256`; ``settings`` decoded."""
+        where, params = [], []
+        for column, value in (("dataset", dataset), ("val_rows_sha256", val_rows_sha256)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = ("SELECT " + ", ".join(_BASELINE_COLUMNS) + " FROM baselines"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at, rowid")
+        with self._read() as db:
+            rows = db.execute(sql, params).fetchall()
+        out = []
+        for row in rows:
+            item = {k: row[k] for k in _BASELINE_COLUMNS if k != "settings_json"}
+            item["settings"] = decode_json(row["settings_json"], {})
+            out.append(item)
+        return out
 
     # ---------------------------------------------------------------- orphans
     def _orphans(self, db, stale_after: float, states: tuple[str, ...]) -> list[dict]:

@@ -17,18 +17,23 @@ from mlp.runs.store import StoreError, new_id
 
 # ---- W&B ----------------------------------------------------------------------------------
 
+DEFAULT_WANDB_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
+
+
 def wandb_credentials_exist(url=None):
     """True when W&B can log in without asking: WANDB_API_KEY, or a netrc entry for the host (of
-    `url`, else WANDB_BASE_URL, else api.wandb.ai)."""
+    `url`, else WANDB_BASE_URL, else W&B's cloud under either of its names)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    url = url or os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
-    host = urlparse(url).hostname or "api.wandb.ai"
+    url = url or os.environ.get("WANDB_BASE_URL")
+    # without a URL: the hosts `wandb login` writes for W&B's cloud (older and current clients)
+    hosts = [urlparse(url).hostname] if url else list(DEFAULT_WANDB_HOSTS)
     path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
     try:
-        return netrc.netrc(path).authenticators(host) is not None
+        entries = netrc.netrc(path)
     except (OSError, netrc.NetrcParseError):
         return False
+    return any(host and entries.authenticators(host) is not None for host in hosts)
 
 
 def resolve_wandb_mode(flag):

@@ -3,6 +3,9 @@
 Per-epoch rows use the fixed metric names: epoch, train_loss, train_accuracy, val_loss,
 val_accuracy. Losses are the data loss (without the L2 term) so train and validation compare;
 train_* are means over the epoch's mini-batches in training mode (no extra pass over the data).
+A regression network (the autoencoder: targets are float arrays, loss regression_squared_error)
+logs epoch, train_loss, val_loss and val_r2 (R² over all validation outputs, mlp.core.metrics)
+instead, and no accuracy.
 """
 import contextlib
 import math
@@ -10,6 +13,8 @@ import sys
 import time
 
 import numpy as np
+
+from mlp.core.metrics import r2_score
 
 
 class Diverged(Exception):
@@ -32,9 +37,9 @@ def fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, seed
     """Train `net` in place and return the history (a list of per-epoch metric dicts).
 
     on_epoch(row) is called after every epoch (trackers log there; it may raise to stop).
-    patience: stop when val_accuracy has not improved for this many epochs, and restore the
-    weights of the best epoch. progress: None (auto: a bar on a terminal, else one line per
-    epoch), False (silent), or True. schedule(step) sets the learning rate before every step;
+    patience: stop when val_accuracy (a regression network: val_r2) has not improved for this
+    many epochs, and restore the weights of the best epoch. progress: None (auto: a bar on a
+    terminal, else one line per epoch), False (silent), or True. schedule(step) sets the learning rate before every step;
     augment(batch, rng) transforms each training batch; an averager (mlp.averaging) keeps EMA/SWA
     weights, which are the ones validated, restored and left in the network at the end.
     on_step(step) is called after every optimizer step.
@@ -97,19 +102,25 @@ def _fit(net, optimizer, x_train, y_train, x_val, y_val, epochs, batch_size, see
             averager.after_epoch(net, epoch, epochs)
         with _averaged_weights(net, averager):
             if len(x_val):
-                val_loss, val_accuracy, _ = net.evaluate(x_val, y_val)
+                val_loss, val_accuracy, outputs = net.evaluate(x_val, y_val)
             else:  # no validation set (e.g. inside a scikit-learn cross-validation)
                 val_loss = val_accuracy = float("nan")
-            if patience and (best is None or val_accuracy > best[0]):
-                best = (val_accuracy, epoch, {k: v.copy() for k, v in net.state_arrays().items()})
-        row = {
-            "epoch": epoch,
-            "train_loss": loss_sum / n,
-            "train_accuracy": correct / n if net.is_classifier else float("nan"),
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "epoch_seconds": time.perf_counter() - start,
-        }
+            # what early stopping watches: accuracy, or R² for a regression network
+            score = val_accuracy if net.is_classifier else r2_score(y_val, outputs) if len(x_val) else float("nan")
+            if patience and (best is None or score > best[0]):
+                best = (score, epoch, {k: v.copy() for k, v in net.state_arrays().items()})
+        if net.is_classifier:
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / n,
+                "train_accuracy": correct / n,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "epoch_seconds": time.perf_counter() - start,
+            }
+        else:
+            row = {"epoch": epoch, "train_loss": loss_sum / n, "val_loss": val_loss, "val_r2": score,
+                   "epoch_seconds": time.perf_counter() - start}
         if len(x_val) and not math.isfinite(val_loss):
             raise Diverged(epoch, len(index_sets), val_loss)
         history.append(row)
@@ -142,6 +153,9 @@ def _averaged_weights(net, averager):
 
 
 def format_row(row, epochs):
+    if "val_r2" in row:
+        return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  "
+                f"val_loss {row['val_loss']:.4f}  val_r2 {row['val_r2']:.4f}  ({row['epoch_seconds']:.1f}s)")
     return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  "
             f"train_acc {row['train_accuracy']:.4f}  val_loss {row['val_loss']:.4f}  "
             f"val_acc {row['val_accuracy']:.4f}  ({row['epoch_seconds']:.1f}s)")

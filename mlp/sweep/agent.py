@@ -24,6 +24,7 @@ import yaml
 from mlp.errors import UsageError
 from mlp.sweep.engine import DEFAULT_COMMAND, build_command, fixed_list, propose, runs_to_stop
 from mlp.sweep.files import check_program, load_sweep_file
+from mlp.sweep.warm import can_fork
 
 __all__ = ["Agent", "prepare_sweep", "create_sweep", "run_parallel_agents"]
 
@@ -51,8 +52,11 @@ def create_sweep(store, path, prepared, name=None, seed=None):
 class Agent:
     """Claims runs of one sweep from the store and trains them one after another."""
 
-    def __init__(self, store, sweep_id, count=None, jobs=1, out=None):
+    def __init__(self, store, sweep_id, count=None, jobs=1, out=None, launcher=None):
+        """`launcher`: a WarmLauncher to fork runs of the project's train.py from this process
+        (see mlp.sweep.warm); None starts every run as a fresh subprocess."""
         self.store, self.sweep_id, self.count, self.jobs = store, sweep_id, count, jobs
+        self.launcher = launcher
         self.out = out or (lambda line: print(line, flush=True))
         sweep = store.get_sweep(sweep_id)
         self.config, self.seed = sweep["config"], sweep["seed"]
@@ -112,6 +116,10 @@ class Agent:
         return build_command(self.config.get("command") or DEFAULT_COMMAND, params, program,
                              args_json_file=str(self.logs / f"{run_id}.json"))
 
+    def threads(self):
+        """BLAS threads per run: parallel agents on a small machine get one pool each, no oversubscription."""
+        return max(1, (os.cpu_count() or 1) // self.jobs) if self.jobs > 1 else None
+
     def environment(self, run_id, params):
         env = dict(os.environ)
         wandb_base = Path(os.environ.get("WANDB_DIR") or self.workdir)
@@ -125,12 +133,33 @@ class Agent:
             "WANDB_RUN_ID": run_id, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
             "WANDB_SWEEP_PARAM_PATH": str(param_file),
         })
-        if self.jobs > 1:  # parallel agents on a small machine: one BLAS thread pool each, no oversubscription
-            threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        if self.threads():
+            threads = str(self.threads())
             env.update(OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         return env
 
+    def _start(self, argv, env, log):
+        """The run as a forked warm process when it is the project's train.py, else a subprocess."""
+        program = self.workdir / self.config.get("program", "train.py")
+        if self.launcher is not None and can_fork() and self.launcher.eligible(argv, program):
+            log.write("(a warm run: forked from the agent, which has imported what it needs)\n")
+            log.flush()
+            return self.launcher.start(argv[3:], env, self.workdir, log, self.threads())
+        return subprocess.Popen(argv, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
     def execute(self, run, number):
+        """Run one claimed run to its end; its row is final afterwards, even when Ctrl-C/SIGTERM
+        arrives before the run's process exists (then it is recorded killed, never left pending)."""
+        self.child = None
+        try:
+            return self._execute(run, number)
+        except KeyboardInterrupt:
+            if self.child is None:
+                self.store.finish_run(run["id"], "killed", exit_code=130, error="interrupted before it started")
+            raise
+
+    def _execute(self, run, number):
         run_id, params = run["id"], run["params"]
         self.logs.mkdir(parents=True, exist_ok=True)
         argv = self.command(params, run_id)
@@ -142,8 +171,7 @@ class Agent:
             log.flush()
             self.store.update_run(run_id, log_path=self.logs / f"{run_id}.log", extra={**run["extra"], "argv": argv})
             try:
-                self.child = subprocess.Popen(argv, cwd=self.workdir, env=self.environment(run_id, params),
-                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                self.child = self._start(argv, self.environment(run_id, params), log)
             except OSError as e:
                 self.store.finish_run(run_id, "failed", exit_code=127, error=f"cannot start {argv[0]}: {e}")
                 return self.store.get_run(run_id)
@@ -170,7 +198,10 @@ class Agent:
         seen_epochs, last_beat = 0, time.monotonic()
         hyperband = (self.config.get("early_terminate") or {}).get("type") == "hyperband"
         while self.child.poll() is None:
-            time.sleep(POLL_SECONDS)
+            try:
+                self.child.wait(POLL_SECONDS)    # returns as soon as the run ends
+            except subprocess.TimeoutExpired:
+                pass
             if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                 self.store.heartbeat(run_id)
                 last_beat = time.monotonic()
@@ -227,7 +258,7 @@ def _last_line(path):
     return lines[-1][:500] if lines else None
 
 
-def run_parallel_agents(store_path, sweep_id, count, jobs, out=None):
+def run_parallel_agents(store_path, sweep_id, count, jobs, out=None, fresh_process=False):
     """`mlp sweep --jobs J`: J agent processes on one store; the runs are split between them."""
     out = out or (lambda line: print(line, flush=True))
     shares = [count // jobs + (1 if i < count % jobs else 0) for i in range(jobs)] if count else [None] * jobs
@@ -238,6 +269,8 @@ def run_parallel_agents(store_path, sweep_id, count, jobs, out=None):
         argv = [sys.executable, "-m", "mlp", "agent", sweep_id, "--store", str(store_path), "--jobs", str(jobs)]
         if share is not None:
             argv += ["--count", str(share)]
+        if fresh_process:
+            argv.append("--fresh_process")
         procs.append(subprocess.Popen(argv))
     try:
         codes = [p.wait() for p in procs]

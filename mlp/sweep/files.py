@@ -7,6 +7,16 @@ every parameter against the config schema (`mlp.config`): known to train.py, a h
 (not plumbing such as `store` or `save_model`), a spec mapping, each `value`/`values` and each
 distribution bound valid for its type and range, a distribution that fits its type, and
 hyperband settings that give at least one bracket.
+
+The task. A sweep's task is the value of its `task` parameter (`value: autoencoder`, or `values`
+with that one value); without one it is `classify`, train.py's default. The task must be a sweep
+parameter because that is all a sweep file says for certain about its runs: a `--task` written
+into the `command` is refused, and so is a sweep over several tasks (its runs would log different
+metrics, so no metric could rank them all). The metric must be one the task logs: classify
+val_accuracy, val_loss, train_accuracy, train_loss; autoencoder val_r2, val_loss, train_loss
+(no accuracy). Each value of every parameter must also be valid together with the task (no
+classification loss in an autoencoder sweep, no --output_activation in a classifier sweep). A
+goal given for a metric must be its direction (accuracy and R² maximize, losses minimize).
 """
 from __future__ import annotations
 
@@ -19,9 +29,14 @@ from mlp import config as C
 from mlp.errors import UsageError
 from mlp.sweep.engine import dry_run_stop, engine, engine_config, hyperband_brackets
 
-__all__ = ["load_sweep_file", "validate_sweep_config", "check_program", "METRICS", "MAX_FILE_BYTES"]
+__all__ = ["load_sweep_file", "validate_sweep_config", "check_program", "METRICS", "MAX_FILE_BYTES", "sweep_task",
+           "TASK_METRICS"]
 
-METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "val_r2")
+TASK_METRICS = {"classify": ("val_accuracy", "val_loss", "train_accuracy", "train_loss"),
+                "autoencoder": ("val_r2", "val_loss", "train_loss")}
+GOALS = {"val_accuracy": "maximize", "train_accuracy": "maximize", "val_r2": "maximize",
+         "val_loss": "minimize", "train_loss": "minimize"}
 MAX_FILE_BYTES = 1 << 20          # a sweep file is a few hundred bytes; this bounds what is read
 MAX_NODES = 100_000               # YAML nodes after alias expansion (an alias bomb is refused)
 # Parameters that may appear in a sweep although they are not hyperparameters: where the data is.
@@ -104,12 +119,15 @@ def validate_sweep_config(config, source: str = "sweep config") -> None:
     params = config.get("parameters") or {}
     if not isinstance(params, dict) or not params:
         raise UsageError(f"{source} has no parameters to search")
+    task = sweep_task(config, source)
     _check_metric(config, source)
+    _check_task_metric(config, task, source)
     for name, spec in params.items():
         if name == C.CONFIGURATION:
             _check_configuration(config, spec, source)
         else:
             _check_parameter(config["method"], str(name), spec, source)
+    _check_with_task(config, task, source)
     if "run_cap" in config:
         cap = config["run_cap"]
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
@@ -129,9 +147,71 @@ def _check_metric(config: dict, source: str) -> None:
             raise UsageError(f"{source}: method bayes and early_terminate need `metric: {{name: val_accuracy, goal: "
                              f"maximize}}`")
     if metric and str(metric).startswith("test_"):
-        raise UsageError(f"{source} optimises {metric}: selecting on the test set is not allowed; use val_accuracy")
+        raise UsageError(f"{source} optimises {metric}: selecting on the test set is not allowed; use val_accuracy "
+                         f"(val_r2 for an autoencoder)")
     if metric and metric not in METRICS:
         raise UsageError(f"{source}: metric {metric!r} is never logged; choose one of {', '.join(METRICS)}")
+
+
+def sweep_task(config: dict, source: str = "sweep config") -> str:
+    """The task every run of this sweep trains (see the module docstring); UsageError if the
+    file leaves it unclear."""
+    for part in config.get("command") or ():
+        if isinstance(part, str) and (part == "--task" or part.startswith("--task=")):
+            raise UsageError(f"{source}: the command sets --task; give it as a parameter instead "
+                             f"(`task: {{value: autoencoder}}`), so the sweep's metric can be checked against it")
+    spec = (config.get("parameters") or {}).get("task")
+    if spec is None:
+        # a grid over whole configurations (`mlp rerun`) carries the task in each configuration
+        bundle = (config.get("parameters") or {}).get(C.CONFIGURATION)
+        entries = (bundle.get("values") or [bundle.get("value")]) if isinstance(bundle, dict) else []
+        values = sorted({str(e.get("task", "classify")) for e in entries if isinstance(e, dict)}) or ["classify"]
+    elif isinstance(spec, dict) and "values" in spec and isinstance(spec["values"], list):
+        values = spec["values"]
+    elif isinstance(spec, dict) and "value" in spec:
+        values = [spec["value"]]
+    else:
+        raise UsageError(f"{source}: parameter 'task' takes `value` (classify or autoencoder), not a distribution")
+    tasks = set()
+    for value in values:
+        try:
+            tasks.add(C.parse_value("task", value))
+        except UsageError as e:
+            raise UsageError(f"{source}: parameter 'task': {str(e).split(': ', 1)[-1]}") from None
+    if len(tasks) != 1:
+        raise UsageError(f"{source}: a sweep trains one task; it lists {', '.join(sorted(tasks))} (their runs log "
+                         f"different metrics, so none could rank them all); make one sweep per task")
+    return tasks.pop()
+
+
+def _check_task_metric(config: dict, task: str, source: str) -> None:
+    metric_spec = config.get("metric") or {}
+    metric = metric_spec.get("name") if isinstance(metric_spec, dict) else None
+    if not metric:
+        return
+    if metric not in TASK_METRICS[task]:
+        logged = ", ".join(TASK_METRICS[task])
+        why = "an autoencoder logs no accuracy" if task == "autoencoder" else "val_r2 is logged by --task autoencoder"
+        raise UsageError(f"{source}: metric {metric!r} does not apply to task {task} ({why}); choose one of {logged}")
+    goal = metric_spec.get("goal")
+    if goal is not None and goal != GOALS[metric]:
+        raise UsageError(f"{source}: metric {metric} with goal {goal!r} would search for the worst runs; use goal: "
+                         f"{GOALS[metric]}")
+
+
+def _check_with_task(config: dict, task: str, source: str) -> None:
+    """Every value of every parameter must be valid together with the sweep's task."""
+    for name, spec in (config.get("parameters") or {}).items():
+        if name == "task" or not isinstance(spec, dict):
+            continue
+        values = spec["values"] if "values" in spec else [spec["value"]] if "value" in spec else []
+        for value in values:
+            entry = dict(value) if name == C.CONFIGURATION and isinstance(value, dict) else {name: value}
+            entry.pop("data_dir", None)
+            try:
+                C.resolve({"task": task, **entry})
+            except UsageError as e:
+                raise UsageError(f"{source}: parameter {name!r}: value {value!r} does not fit task {task}: {e}") from None
 
 
 def _check_parameter(method: str, name: str, spec, source: str) -> None:

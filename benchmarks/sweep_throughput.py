@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Offline sweep throughput: the same runs through one new Python process per run (what
+`wandb agent` does, `mlp agent --fresh_process`) and through warm runs forked from the agent
+(`mlp agent`'s default), side by side, W&B offline.
+
+    python benchmarks/sweep_throughput.py                       # 10 runs per mode, 2 rounds each
+    python benchmarks/sweep_throughput.py --runs 10 --rounds 3 --out benchmarks/sweep_results.md
+    python benchmarks/sweep_throughput.py --quick               # tests/data, 3 runs: smoke test only
+
+The runs: a fixed grid over the assignment's space (depth, width, optimizer, activation, batch
+size) with 2-5 epochs on the full Fashion-MNIST, one agent (`--jobs 1`). Each round runs the
+whole grid in a fresh store; modes alternate round by round, so load from other processes hits
+both alike. Per run: fixed cost = the run's wall time in the agent (claim to settled) minus its
+training time (the `seconds` the run records: its epochs); the table shows medians over all runs,
+and runs/hour from each round's wall time.
+"""
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mlp.runs.store import Store  # noqa: E402
+
+GRID = {
+    "num_layers": [3, 4, 5], "hidden_size": [32, 64, 128], "optimizer": ["nadam", "adam", "momentum", "rmsprop"],
+    "activation": ["ReLU", "tanh"], "batch_size": [64, 128], "epochs": [2, 3, 4, 5],
+}
+TARGETS = {"fixed_cost_s": 0.2, "runs_per_hour_ratio": 1.6}
+
+
+def sweep_file(folder: Path, runs: int, quick: bool) -> Path:
+    """A grid sweep file whose first `runs` points are a spread of the assignment's space."""
+    import itertools
+    points = list(itertools.product(*GRID.values()))
+    step = max(1, len(points) // runs)
+    chosen = [dict(zip(GRID, p)) for p in points[::step][:runs]]
+    params = {"configuration": {"values": [{**c, **({"epochs": 1, "data_dir": str(ROOT / "tests/data")}
+                                                    if quick else {})} for c in chosen]}}
+    config = {"program": "train.py", "method": "grid", "metric": {"name": "val_accuracy", "goal": "maximize"},
+              "parameters": params, "command": ["${env}", "${interpreter}", "${program}"]}
+    path = folder / "throughput.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def one_round(mode: str, sweep: Path, runs: int, folder: Path) -> dict:
+    store = folder / f"{mode}-{time.monotonic_ns()}.sqlite"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(folder)}
+    for key in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
+        env.pop(key, None)
+    argv = [sys.executable, "-m", "mlp", "sweep", str(sweep), "--count", str(runs), "--seed", "0",
+            "--store", str(store)] + (["--fresh_process"] if mode == "process" else [])
+    started = time.perf_counter()
+    p = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if p.returncode != 0:
+        raise SystemExit(f"{mode} round failed:\n{p.stdout}\n{p.stderr}")
+    with Store(store) as s:
+        rows = s.list_runs()
+    fixed = [(r["finished_at"] - r["created_at"]) - r["summary"]["seconds"] for r in rows]
+    assert len(rows) == runs and all(r["state"] == "finished" for r in rows), [r["state"] for r in rows]
+    return {"wall": wall, "fixed": fixed, "training": [r["summary"]["seconds"] for r in rows],
+            "accuracy": [r["summary"]["val_accuracy"] for r in rows]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", help="also write the table (Markdown) here")
+    args = ap.parse_args(argv)
+    runs = 3 if args.quick else args.runs
+    rounds = 1 if args.quick else args.rounds
+    results = {"process": [], "warm": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        sweep = sweep_file(folder, runs, args.quick)
+        for r in range(rounds):
+            for mode in (("process", "warm") if r % 2 == 0 else ("warm", "process")):
+                results[mode].append(one_round(mode, sweep, runs, folder))
+                print(f"round {r + 1} {mode}: {results[mode][-1]['wall']:.1f} s", file=sys.stderr, flush=True)
+    rows = {}
+    for mode, rs in results.items():
+        fixed = [f for x in rs for f in x["fixed"]]
+        rows[mode] = {"fixed": statistics.median(fixed), "training": statistics.median(t for x in rs for t in x["training"]),
+                      "per_hour": statistics.median(runs * 3600 / x["wall"] for x in rs)}
+    assert [x["accuracy"] for x in results["process"]][0] == [x["accuracy"] for x in results["warm"]][0], \
+        "the two modes trained different numbers"
+    ratio = rows["warm"]["per_hour"] / rows["process"]["per_hour"]
+    lines = [f"Offline sweep throughput, {datetime.date.today()}, {platform.node()} ({os.cpu_count()} cores), "
+             f"{runs} runs × {rounds} rounds per mode, alternated, W&B offline, one agent"
+             + (" — QUICK (tests/data, 1 epoch): smoke test only" if args.quick else ""), "",
+             "| mode | fixed cost per run (median) | training per run (median) | runs/hour |",
+             "|---|---:|---:|---:|"]
+    for mode, label in (("process", "a new Python per run (`--fresh_process`, as `wandb agent`)"),
+                        ("warm", "warm runs forked from the agent (default)")):
+        r = rows[mode]
+        lines.append(f"| {label} | {r['fixed']:.2f} s | {r['training']:.2f} s | {r['per_hour']:.0f} |")
+    lines += ["", f"Warm / process runs per hour: **{ratio:.2f}×** (target ≥ {TARGETS['runs_per_hour_ratio']}×); "
+                  f"warm fixed cost {rows['warm']['fixed']:.2f} s (target ≤ {TARGETS['fixed_cost_s']} s). Both modes "
+                  f"trained identical numbers (checked)."]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -322,7 +322,7 @@ def test_rerun_top_two_on_real_mnist_and_report_the_table(env):
         assert (f"| {source['summary']['val_accuracy']:.4f} | {source['summary']['test_accuracy']:.4f} | "
                 f"{run['summary']['val_accuracy']:.4f} | {run['summary']['test_accuracy']:.4f} | {run['id']} | "
                 f"finished |") in md
-    assert f"Sweep {child_id}" in md and "Not run yet" not in md
+    assert f"Sweep {child_id}" in md and "Not run yet: `mlp rerun" not in md
     # the command quoted is the one that ran, and the counts are the real ones (two, one epoch)
     assert (f"reran the two best validation configurations on mnist for 1 epoch "
             f"(`mlp rerun {env.smoke} --top 2 --dataset mnist --epochs 1`)") in md

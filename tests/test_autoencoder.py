@@ -157,6 +157,25 @@ def test_test_r2_and_test_loss_are_those_of_the_saved_model(run):
     assert net.extra["config"]["task"] == "autoencoder"
 
 
+def test_the_bottleneck_feeds_a_classifier_by_default_and_by_tag(run, tmp_path, monkeypatch, capsys):
+    """`--features ae.npz` (default layer) and `--features ae.npz:bottleneck` both train the head
+    on the 16 bottleneck values; the head learns (chance is 0.10)."""
+    monkeypatch.chdir(tmp_path)
+    index = autoencoder.bottleneck_index(load_model(run / "ae.npz"))
+    accuracies = []
+    for features in (f"{run / 'ae.npz'}", f"{run / 'ae.npz'}:bottleneck"):
+        capsys.readouterr()
+        assert train_main(["--data_dir", str(SUBSET), "-e", "3", "-b", "32", "--hidden_sizes", "[32]",
+                           "--wandb_mode", "disabled", "--store", "s.sqlite", "--features", features,
+                           "--summary_json", "f.json"]) == 0
+        assert f"features: layer {index} (bottleneck, 16 values)" in capsys.readouterr().err
+        accuracies.append(json.loads(Path("f.json").read_text())["summary"]["test_accuracy"])
+    assert accuracies[0] == accuracies[1] and accuracies[0] > 0.25     # measured 0.35-0.50 over seeds 0-3, 1-2 threads
+    with pytest.raises(UsageError, match="bottleneck"):          # the error lists the tags it has
+        from mlp.runs.features import load_frozen
+        load_frozen(f"{run / 'ae.npz'}:nosuchlayer")
+
+
 def test_early_stopping_watches_val_r2(tmp_path):
     data = load_dataset("fashion_mnist", data_dir=SUBSET)
     config = C.resolve({"task": "autoencoder", "hidden_sizes": [32], "epochs": 4, "early_stopping": 1,

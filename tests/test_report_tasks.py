@@ -115,10 +115,10 @@ def test_an_autoencoder_page_has_every_section_in_r2_and_only_its_figures(tmp_pa
     best = data.best
     assert (f"Run {best['id']} (#{best['seq']}) has the best val_r2: {best['summary']['val_r2']:.4f}; its test R² is "
             f"{best['summary']['test_r2']:.4f}") in md
-    assert "tagged `bottleneck` in the saved model" in md and "benchmarks/ae_features.py /models/a.npz" in md
+    assert "tagged `bottleneck` in the saved model" in md and "python train.py --features /models/a.npz:bottleneck" in md
     assert "| class | R² within the class | mean squared error per pixel |" in md
-    assert "| rank | run | val_r2 | test R² | epochs | parameters |" in md            # learning curves
-    assert "| # | run | val_r2 | test R² | configuration |" in md                      # recommended
+    assert "| rank | run | val_r2 | test R² | epochs | network | parameters |" in md            # learning curves
+    assert "| # | run | val_r2 | test R² | network | configuration |" in md                      # recommended
     assert "Does not apply: this sweep trains autoencoders" in md                    # CE vs MSE
     assert "Baselines are classifiers" in md
     assert "this section then shows their test R² there" in md                       # rerun, not run yet

@@ -112,9 +112,8 @@ def best_blocks(data) -> list:
         bn, model = rec["bottleneck"], rec["model_path"] or "MODEL.npz"
         blocks.append(Paragraph(
             f"Its bottleneck is layer {bn['index']} of {rec['layers']} ({bn['width']} values per image, tagged "
-            f"`bottleneck` in the saved model): `python benchmarks/ae_features.py {model} --layer bottleneck` "
-            f"trains a small classifier on those features (what `train.py --features {model}:bottleneck` will do "
-            f"as a run)."))
+            f"`bottleneck` in the saved model): `python train.py --features {model}:bottleneck --hidden_sizes "
+            f"\"[256]\"` trains a small classifier on those features as a run."))
     blocks += [
         Figure("reconstructions"),
         Table(["class", "R² within the class", "mean squared error per pixel", "loss (per image)", "test images"],

@@ -672,6 +672,14 @@ def test_split_cache_returns_the_same_arrays_memory_mapped(tmp_path):
     assert len(other.y_val) != len(first.y_val) and len(list((cache / "splits").iterdir())) == 2
 
 
+def test_a_cached_split_names_where_its_files_were_found_this_time(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MLP_DATA_DIR", str(TEST_DATA))
+    assert "(MLP_DATA_DIR)" in load_dataset(download=False, cache_dir=cache).source       # builds the cache
+    again = load_dataset(data_dir=TEST_DATA, download=False, cache_dir=cache)
+    assert isinstance(again.x_train, np.memmap) and "(--data_dir)" in again.source       # from the cache
+
+
 def test_split_cache_is_not_used_when_a_source_file_changes(tmp_path):
     data = tmp_path / "data" / "fashion_mnist"
     data.mkdir(parents=True)

@@ -768,8 +768,9 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
         entry = _split_cache_dir(spec, local[0], split, val_fraction, split_seed, cache_dir)
         cached = _read_split_cache(entry)
         if cached is not None:
-            arrays, source = cached
-            return Dataset(name=spec.name, class_names=list(spec.class_names), source=source, split=split, **arrays)
+            arrays, _ = cached       # the source as found now: the same files may be named another way
+            return Dataset(name=spec.name, class_names=list(spec.class_names), source=local[0][2], split=split,
+                           **arrays)
     views, source = _locate(spec, data_dir, download, mirrors, cache_dir, progress, local)
     f = spec.files
     train_x, train_y = views[f["train_images"]], views[f["train_labels"]]

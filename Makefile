@@ -37,9 +37,11 @@ $(VENV)/.installed-bench: pyproject.toml | $(PY)
 run: $(VENV)/.installed-run
 	$(PY) train.py $(ARGS)
 
-# The whole suite, slow real-data tests included (deselect them with PYTEST_ARGS="-m 'not slow'").
+# The whole suite, slow real-data tests included (deselect them with PYTEST_ARGS="-m 'not slow'"),
+# on one pytest worker per CPU (pytest-xdist; PYTEST_JOBS=0 runs it in this one process).
+PYTEST_JOBS ?= auto
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_JOBS) $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/epoch_speed.py

@@ -42,13 +42,6 @@ def _positive(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _dataset(text):
-    try:
-        return C.PARAMS["dataset"].parse(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def _param(name):
     def parse(text):
         try:
@@ -59,21 +52,7 @@ def _param(name):
     return parse
 
 
-def _seed(text):
-    try:
-        return C.PARAMS["seed"].parse(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _param(name):
-    def parse(text):
-        try:
-            return C.PARAMS[name].parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    parse.__name__ = name
-    return parse
+_dataset, _seed = _param("dataset"), _param("seed")
 
 
 def command_parsers():

@@ -697,8 +697,10 @@ def _split_cache_dir(spec: DatasetSpec, local, split: str, val_fraction: float, 
     return _cache_root(cache_dir) / "splits" / f"{spec.name}-{digest}"
 
 
-def _read_split_cache(entry: Path) -> tuple[dict[str, np.ndarray], str] | None:
-    """The cached split (x_* memory-mapped, read-only), or None if absent or stale."""
+def _read_split_cache(entry: Path) -> dict[str, np.ndarray] | None:
+    """The cached split (x_* memory-mapped, read-only), or None if absent or stale. (Its meta.json
+    also records where the files were found when it was written; a load names where they are
+    found now.)"""
     try:
         meta = json.loads((entry / "meta.json").read_text())
         if meta.get("version") != SPLIT_CACHE_VERSION or any(
@@ -708,7 +710,7 @@ def _read_split_cache(entry: Path) -> tuple[dict[str, np.ndarray], str] | None:
                                 allow_pickle=False) for part in _PARTS}
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return arrays, meta["source"]
+    return arrays
 
 
 def _write_split_cache(entry: Path, arrays: Mapping[str, np.ndarray], source: str) -> None:
@@ -768,9 +770,8 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
         entry = _split_cache_dir(spec, local[0], split, val_fraction, split_seed, cache_dir)
         cached = _read_split_cache(entry)
         if cached is not None:
-            arrays, _ = cached       # the source as found now: the same files may be named another way
             return Dataset(name=spec.name, class_names=list(spec.class_names), source=local[0][2], split=split,
-                           **arrays)
+                           **cached)
     views, source = _locate(spec, data_dir, download, mirrors, cache_dir, progress, local)
     f = spec.files
     train_x, train_y = views[f["train_images"]], views[f["train_labels"]]

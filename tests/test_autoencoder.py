@@ -18,7 +18,7 @@ from mlp.errors import UsageError
 from mlp.runs import autoencoder
 from mlp.runs.data import load_dataset
 from mlp.runs.experiment import build, train
-from mlp.sweep.files import load_sweep_file, sweep_task, validate_sweep_config
+from mlp.sweep.files import load_sweep_file, objective, sweep_task, validate_sweep_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "tests" / "data"
@@ -203,6 +203,16 @@ def test_an_autoencoder_sweep_optimises_val_r2_or_val_loss():
         "autoencoder"
     config, _ = load_sweep_file(ROOT / "sweeps" / "autoencoder.yaml")
     assert sweep_task(config) == "autoencoder" and config["metric"] == {"name": "val_r2", "goal": "maximize"}
+
+
+def test_a_sweep_without_a_metric_is_judged_by_its_tasks_validation_metric():
+    """What report, rerun, baselines and the agent rank by when a (grid or random) sweep names no
+    metric: val_r2 for autoencoders, val_accuracy otherwise; a named metric is kept."""
+    assert objective({"parameters": {"task": {"value": "autoencoder"}}}) == ("val_r2", "maximize")
+    assert objective({"parameters": {"epochs": {"value": 1}}}) == ("val_accuracy", "maximize")
+    assert objective({"metric": {"name": "val_loss", "goal": "minimize"},
+                      "parameters": {"task": {"value": "autoencoder"}}}) == ("val_loss", "minimize")
+    assert objective({"parameters": {"task": {"distribution": "uniform"}}}) == ("val_accuracy", "maximize")
 
 
 @pytest.mark.parametrize("config,fragment", [

@@ -14,10 +14,23 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = [
-    "metric_of", "params_of", "searched_parameters", "is_log_scaled", "is_full_run",
+    "REPORTED_METRICS", "best_first", "metric_of", "params_of", "searched_parameters", "is_log_scaled", "is_full_run",
     "was_stopped", "ranked", "fmt_value", "describe", "level", "group_table", "confusion_analysis", "diverged_epoch",
     "find_comparison", "pair_runs", "pair_summary", "paired_tests", "failure_analysis", "rerun_rows", "architecture",
 ]
+
+
+# ---- what runs report, and the best of them ----------------------------------------------------------------
+
+REPORTED_METRICS = {    # task -> (what its runs report on validation, on the test set)
+    "classify": ("val_accuracy", "test_accuracy"),
+    "autoencoder": ("val_r2", "test_r2"),
+}
+
+
+def best_first(runs: Sequence[Mapping], metric: str, goal: str) -> list[Mapping]:
+    """`ranked` runs that trained all their epochs; when none did, every run with the metric."""
+    return ranked(runs, metric, goal, full_only=True) or ranked(runs, metric, goal, full_only=False)
 
 
 # ---- runs and parameters ------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from mlp.runs.experiment import build
 from mlp.runs.store import Store, default_store_path
 from mlp.runs.training import batches
 from mlp.sweep.bridge import open_store, resolve
-from mlp.sweep.files import sweep_task
+from mlp.sweep.files import objective, sweep_task
 
 __all__ = ["MODELS", "PUBLISHED", "run_baselines", "parse_models", "latest", "report_blocks",
            "draw_reference_lines", "TWIN"]
@@ -194,10 +194,9 @@ def twin_config(store, sweep_ref: str | None, data, val_fraction, log) -> tuple[
         if sweep_task(sweep["config"]) != "classify":
             raise UsageError(f"sweep {sweep_id} trains autoencoders; baselines compare classifiers — give a classifier "
                              f"sweep to --sweep")
-        spec = sweep["config"].get("metric") or {}
-        metric, goal = spec.get("name") or "val_accuracy", spec.get("goal") or "maximize"
+        metric, goal = objective(sweep["config"])
         runs = store.list_runs(sweep_id)
-        best = A.ranked(runs, metric, goal, full_only=True) or A.ranked(runs, metric, goal, full_only=False)
+        best = A.best_first(runs, metric, goal)
         if not best:
             raise UsageError(f"sweep {sweep_id} has no finished run with a {metric} yet; run it first (`mlp agent "
                              f"{sweep_id}`)")

@@ -3,7 +3,7 @@ the best model (the only place that does I/O); `prepare` derives what the runs a
 task, ranking, importance, failures, groups) as a pure function, so sections, figures and
 observations — and the tests — work on a ready `ReportData`.
 
-The sweep's task (`classify` or `autoencoder`, from its file) decides the metrics (TASK_METRICS:
+The sweep's task (`classify` or `autoencoder`, from its file) decides the metrics (analysis.REPORTED_METRICS:
 accuracy or R²) and what `collect` evaluates: a classifier's best model gets the confusion
 analysis, the `mlp baselines` of its split and the loss comparison; an autoencoder's best model
 its reconstructions (mlp.report.autoencoder).
@@ -28,17 +28,12 @@ from mlp.report.model import best_model_predictions
 from mlp.report.text import plural
 from mlp.runs.data import CLASS_NAMES, load_dataset
 from mlp.runs.experiment import confusion_matrix
-from mlp.sweep.files import sweep_task
+from mlp.sweep.files import objective, task_of
 
-__all__ = ["ReportData", "collect", "prepare", "check_out_dir", "sweep_data_dir", "task_of", "TOP_RUNS",
-           "RECOMMENDED", "TASK_METRICS"]
+__all__ = ["ReportData", "collect", "prepare", "check_out_dir", "sweep_data_dir", "TOP_RUNS", "RECOMMENDED"]
 
 TOP_RUNS = 5          # learning curves of this many best runs
 RECOMMENDED = 3       # configurations recommended for another dataset, until a rerun says how many
-TASK_METRICS = {      # task -> (what its runs report on validation, on the test set)
-    "classify": ("val_accuracy", "test_accuracy"),
-    "autoencoder": ("val_r2", "test_r2"),
-}
 
 
 def _log(line: str) -> None:
@@ -81,7 +76,7 @@ class ReportData:
     @property
     def val_metric(self) -> str:
         """What the runs report on validation (val_accuracy or val_r2), whatever the sweep optimises."""
-        return TASK_METRICS[self.task][0]
+        return A.REPORTED_METRICS[self.task][0]
 
     @property
     def sweep_id(self) -> str:
@@ -141,34 +136,22 @@ def sweep_data_dir(sweep: dict, run: dict) -> str | None:
     return str(path)
 
 
-def task_of(sweep: dict) -> str:
-    """The task the sweep's runs train (mlp.sweep.files.sweep_task); `classify` when its file leaves
-    it unclear (a sweep seen through W&B may be loosely described)."""
-    try:
-        return sweep_task(sweep["config"])
-    except UsageError:
-        return "classify"
-
-
 def prepare(sweep: dict, runs: list, histories: dict | None = None, store_path: str = "") -> ReportData:
     """What the runs alone tell, without the store or the dataset: the task and its metrics, the
     searched parameters, the ranking, parameter importance (and which parameters always moved
     together), the groups per categorical value and the failures. Raises UsageError when no run
     has a finite metric."""
 
-    metric_spec = sweep["config"].get("metric") or {}
-    task = task_of(sweep)
-    val_metric, test_metric = TASK_METRICS[task]
+    task = task_of(sweep["config"])
+    metric, goal = objective(sweep["config"])
     data = ReportData(sweep=sweep, runs=list(runs), histories=dict(histories or {}), store_path=str(store_path),
-                      metric=metric_spec.get("name") or val_metric, goal=metric_spec.get("goal") or "maximize",
-                      task=task, test_metric=test_metric)
+                      metric=metric, goal=goal, task=task, test_metric=A.REPORTED_METRICS[task][1])
     data.specs = dict(sweep["config"].get("parameters") or {})
     data.names = [n for n in A.searched_parameters(sweep["config"]) if n != "data_dir"]
     data.categorical = [n for n in data.names if "values" in data.specs[n]]
     data.log_params = {n for n in data.names if A.is_log_scaled(data.specs[n])}
 
-    data.ranked = A.ranked(runs, data.metric, data.goal, full_only=True) or \
-        A.ranked(runs, data.metric, data.goal, full_only=False)
+    data.ranked = A.best_first(runs, data.metric, data.goal)
     if not data.ranked:
         raise UsageError(f"sweep {sweep['id']} has no run with a finite {data.metric}; nothing to report")
     data.best = data.ranked[0]
@@ -212,7 +195,7 @@ def collect(store, sweep_id: str, compare: str | None = None, data_dir: str | No
     and the best run's model, and return the ReportData every section and figure draws from."""
 
     sweep = store.get_sweep(sweep_id)
-    task = task_of(sweep)
+    task = task_of(sweep["config"])
     runs, histories = _runs_and_histories(store, sweep_id)
     if not any(r["state"] == "finished" for r in runs):
         raise UsageError(f"sweep {sweep_id} has no finished runs yet ({plural(sweep['n_runs'], 'run')}); run some with "

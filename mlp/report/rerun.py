@@ -34,7 +34,7 @@ from mlp.runs.store import RerunPlan
 from mlp.runs.wandb_api import SweepPath, WandbUnreachable, sweep_url
 from mlp.sweep import bridge
 from mlp.sweep.agent import Agent
-from mlp.sweep.files import validate_sweep_config
+from mlp.sweep.files import objective, validate_sweep_config
 
 __all__ = ["rerun", "rerun_configs", "rerun_sweep_config", "rerun_command"]
 
@@ -104,7 +104,7 @@ def rerun_sweep_config(parent: dict, configs: list[dict], dataset: str) -> dict:
         "description": f"The {len(configs)} best validation configurations of sweep {where}, rerun on {dataset}",
         "program": pc.get("program", "train.py"),
         "method": "grid",
-        "metric": pc.get("metric") or {"name": "val_accuracy", "goal": "maximize"},
+        "metric": pc.get("metric") or dict(zip(("name", "goal"), objective(pc))),
         "run_cap": len(configs),
         "parameters": parameters,
     }
@@ -153,10 +153,9 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
     parent = store.get_sweep(sweep_id)
     if int(top) < 1:
         raise UsageError(f"--top must be ≥ 1, got {top}")
-    metric_spec = parent["config"].get("metric") or {}
-    metric, goal = metric_spec.get("name") or "val_accuracy", metric_spec.get("goal") or "maximize"
+    metric, goal = objective(parent["config"])
     runs = store.list_runs(sweep_id)
-    best = A.ranked(runs, metric, goal, full_only=True) or A.ranked(runs, metric, goal, full_only=False)
+    best = A.best_first(runs, metric, goal)
     if not best:
         raise UsageError(f"sweep {sweep_id} has no finished runs with a {metric} to rerun; run it first with "
                          f"`mlp agent {sweep_id}`")

@@ -23,7 +23,7 @@ import yaml
 
 from mlp.errors import UsageError
 from mlp.sweep.engine import DEFAULT_COMMAND, build_command, fixed_list, propose, runs_to_stop
-from mlp.sweep.files import check_program, load_sweep_file
+from mlp.sweep.files import check_program, load_sweep_file, objective
 from mlp.sweep.warm import can_fork
 
 __all__ = ["Agent", "prepare_sweep", "create_sweep", "run_parallel_agents"]
@@ -185,7 +185,7 @@ class Agent:
             finally:
                 returncode = self.child.wait()
         final = self._settle(run_id, returncode, stopped_by)
-        metric = (self.config.get("metric") or {}).get("name", "val_accuracy")
+        metric = objective(self.config)[0]
         value = final["summary"].get(metric)
         shown = f"{metric} {value:.4f}" if isinstance(value, float) else ""
         extra = f" (stopped by {final['stopped_by']})" if final["stopped_by"] else ""

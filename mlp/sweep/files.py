@@ -30,7 +30,7 @@ from mlp.errors import UsageError
 from mlp.sweep.engine import dry_run_stop, engine, engine_config, hyperband_brackets
 
 __all__ = ["load_sweep_file", "validate_sweep_config", "check_program", "METRICS", "MAX_FILE_BYTES", "sweep_task",
-           "TASK_METRICS"]
+           "TASK_METRICS", "task_of", "objective"]
 
 METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "val_r2")
 TASK_METRICS = {"classify": ("val_accuracy", "val_loss", "train_accuracy", "train_loss"),
@@ -182,6 +182,22 @@ def sweep_task(config: dict, source: str = "sweep config") -> str:
         raise UsageError(f"{source}: a sweep trains one task; it lists {', '.join(sorted(tasks))} (their runs log "
                          f"different metrics, so none could rank them all); make one sweep per task")
     return tasks.pop()
+
+
+def task_of(config: dict) -> str:
+    """`sweep_task`, read leniently: `classify` when the config leaves the task unclear (a sweep
+    seen through W&B may be loosely described)."""
+    try:
+        return sweep_task(config)
+    except UsageError:
+        return "classify"
+
+
+def objective(config: dict) -> tuple[str, str]:
+    """(metric, goal) the sweep optimises: its `metric`, else its task's validation metric
+    (val_accuracy; an autoencoder's val_r2), maximized."""
+    spec = config.get("metric") or {}
+    return spec.get("name") or TASK_METRICS[task_of(config)][0], spec.get("goal") or "maximize"
 
 
 def _check_task_metric(config: dict, task: str, source: str) -> None:

@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmark this tree's mlp, installed or not
 
+from epoch_speed import WARMUP_BATCHES, torch_epoch_seconds  # noqa: E402  (this folder: the same loop)
+
 FRAMEWORKS = ("ours", "torch")
-WARMUP_BATCHES = 5
 QUICK_BATCHES = 20
 TARGET = 0.5      # mlp's speed as a fraction of PyTorch's (issue 14)
 
@@ -105,32 +106,8 @@ def run_torch(config, x, y, threads):
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    X, Y = torch.from_numpy(x), torch.from_numpy(y)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
-    bs = config["batch_size"]
-
-    def epoch(net, opt, n):
-        net.train()
-        perm = torch.randperm(n)
-        loss_sum, correct = 0.0, 0
-        for i in range(0, n, bs):
-            idx = perm[i:i + bs]
-            xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
-            opt.zero_grad(set_to_none=True)
-            out = net(xb)
-            loss = loss_fn(out, yb)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((out.argmax(dim=1) == yb).sum())
-        return loss_sum / n, correct / n
-
-    net, opt = torch_twin(torch, config)  # warm-up on a throwaway network
-    epoch(net, opt, min(len(X), WARMUP_BATCHES * bs))
-    net, opt = torch_twin(torch, config)
-    start = time.perf_counter()
-    epoch(net, opt, len(X))
-    return time.perf_counter() - start
+    return torch_epoch_seconds(torch, lambda: torch_twin(torch, config), x, y, config["batch_size"],
+                               torch.nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"]))
 
 
 def gemm_products(config):

@@ -141,23 +141,19 @@ def _torch_twin(torch, cfg):
     return net, opt
 
 
-def run_torch(cfg, x, y, threads):
-    import torch
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    if cfg["loss"] != "cross_entropy":
-        raise SystemExit("the PyTorch loop implements cross_entropy only")
+def torch_epoch_seconds(torch, make_twin, x, y, batch_size, loss_fn):
+    """Seconds of one training epoch of a fresh PyTorch twin (`make_twin()` -> (net, optimizer)),
+    after a warm-up of WARMUP_BATCHES batches on a throwaway one. The loop mirrors
+    mlp.runs.training.fit: shuffle, gather each batch, step, and keep the epoch's running loss and
+    accuracy. (benchmarks/cnn_speed.py times its CNN with it too.)"""
     X, Y = torch.from_numpy(x), torch.from_numpy(y)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    bs = cfg["batch_size"]
 
     def epoch(net, opt, n):
-        # mirrors mlp.runs.training.fit: shuffle, gather each batch, step, and keep the epoch's
-        # running loss and accuracy
+        net.train()
         perm = torch.randperm(n)
         loss_sum, correct = 0.0, 0
-        for i in range(0, n, bs):
-            idx = perm[i:i + bs]
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
             xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
             opt.zero_grad(set_to_none=True)
             out = net(xb)
@@ -168,12 +164,22 @@ def run_torch(cfg, x, y, threads):
             correct += int((out.argmax(dim=1) == yb).sum())
         return loss_sum / n, correct / n
 
-    net, opt = _torch_twin(torch, cfg)  # warm-up on a throwaway model
-    epoch(net, opt, min(len(X), WARMUP_BATCHES * bs))
-    net, opt = _torch_twin(torch, cfg)
+    net, opt = make_twin()  # warm-up on a throwaway model
+    epoch(net, opt, min(len(X), WARMUP_BATCHES * batch_size))
+    net, opt = make_twin()
     start = time.perf_counter()
     epoch(net, opt, len(X))
     return time.perf_counter() - start
+
+
+def run_torch(cfg, x, y, threads):
+    import torch
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    if cfg["loss"] != "cross_entropy":
+        raise SystemExit("the PyTorch loop implements cross_entropy only")
+    return torch_epoch_seconds(torch, lambda: _torch_twin(torch, cfg), x, y, cfg["batch_size"],
+                               torch.nn.CrossEntropyLoss())
 
 
 def _sklearn_model(cfg, max_iter=1):

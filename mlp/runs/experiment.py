@@ -116,16 +116,15 @@ def build(config, n_inputs=784, n_classes=10):
     check_memory(config, n_inputs, n_outputs(config, n_inputs, n_classes))
     if config["task"] == "autoencoder":
         net = autoencoder.network(config, n_inputs, C.hidden_widths(config))
-        return net, optimizers.from_config(config["optimizer"], config)
-    if config["conv_filters"]:
+    elif config["conv_filters"]:
         net = Network(C.conv_layers(config, n_classes), input_shape=(n_inputs,), loss=config["loss"],
                       weight_decay=config["weight_decay"], label_smoothing=config["label_smoothing"],
                       seed=config["seed"], weight_init=config["weight_init"])
-        return net, optimizers.from_config(config["optimizer"], config)
-    net = MLP([n_inputs, *C.hidden_widths(config), n_classes], activation=config["activation"],
-              weight_init=config["weight_init"], loss=config["loss"], weight_decay=config["weight_decay"],
-              dropout=config["dropout"], batch_norm=config["batch_norm"], seed=config["seed"],
-              input_dropout=config["input_dropout"], label_smoothing=config["label_smoothing"])
+    else:
+        net = MLP([n_inputs, *C.hidden_widths(config), n_classes], activation=config["activation"],
+                  weight_init=config["weight_init"], loss=config["loss"], weight_decay=config["weight_decay"],
+                  dropout=config["dropout"], batch_norm=config["batch_norm"], seed=config["seed"],
+                  input_dropout=config["input_dropout"], label_smoothing=config["label_smoothing"])
     return net, optimizers.from_config(config["optimizer"], config)
 
 

@@ -434,6 +434,31 @@ def _claim_worker(path, sweep_id, start, queue):
     queue.put((os.getpid(), claimed))
 
 
+INTERRUPTED_CLAIM = """
+import signal, sys
+from mlp.runs.store import Store
+store = Store(sys.argv[1], create=True)
+sweep_id = store.create_sweep({"method": "grid", "parameters": {}}, "")
+def propose(runs):          # Ctrl-C arrives while the claim's transaction is open
+    signal.raise_signal(signal.SIGINT)
+    return {"x": 1}
+try:
+    store.claim_run(sweep_id, propose)
+    print("no interrupt")
+except KeyboardInterrupt:
+    (run,) = store.list_runs(sweep_id)        # the transaction was completed, then the interrupt landed
+    store.finish_run(run["id"], "killed", exit_code=130)   # and the store is still usable
+    print(run["state"], store.get_run(run["id"])["state"])
+"""
+
+
+def test_an_interrupt_lands_after_a_store_transaction_not_inside_it(tmp_path):
+    p = subprocess.run([sys.executable, "-c", INTERRUPTED_CLAIM, str(tmp_path / "s.sqlite")], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["pending", "killed"]
+
+
 def test_claim_run_from_several_processes(tmp_path):
     path = str(tmp_path / "shared.sqlite")
     with Store(path) as store:

@@ -296,3 +296,29 @@ def test_warm_runs_equal_fresh_processes(tmp_path):
         summaries[mode] = [(r["params"], r["state"], r["summary"]["val_accuracy"], r["summary"]["test_accuracy"],
                             r["summary"]["confusion_matrix"]) for r in runs]
     assert len(summaries["warm"]) == 4 and summaries["warm"] == summaries["fresh"]
+
+
+WARM_INTERRUPT = """
+import os, signal, sys, tempfile, time
+from pathlib import Path
+from mlp.sweep.warm import WarmLauncher
+def entry(args):          # a run interrupted before train.py's own handlers exist
+    time.sleep(60)
+    return 0
+with tempfile.TemporaryFile("w+") as log:
+    child = WarmLauncher(entry).start([], dict(os.environ), Path.cwd(), log)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    code = child.wait(30)
+    log.seek(0)
+    print(code, "Traceback" in log.read())
+"""
+
+
+def test_a_warm_run_interrupted_early_exits_130_like_a_fresh_process():
+    """SIGINT/SIGTERM reaching a forked run before train.py handles them (during its set-up) stops
+    it as killed (130), never as a crash (a parallel sweep stopped by SIGTERM recorded such a run
+    'crashed' with a traceback in its log)."""
+    p = subprocess.run([sys.executable, "-c", WARM_INTERRUPT], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["130", "False"]

@@ -21,7 +21,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from mlp import config as C
 from mlp.core import augment, averaging, optimizers, schedules
 from mlp.core.network import MLP, Network, stack, training_bytes
 from mlp.errors import UsageError
-from mlp.runs import autoencoder
+from mlp.runs import autoencoder, interrupts
 from mlp.runs.context import RunContext
 from mlp.runs import features as F
 from mlp.runs.data import load_dataset
@@ -263,29 +262,6 @@ def open_run(p: Prepared):
 
 # ---- the whole run ------------------------------------------------------------------------------------
 
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-class _signals:
-    """Set SIGINT/SIGTERM handlers for a block (main thread only), restoring them after."""
-
-    def __init__(self, handler_int, handler_term):
-        self.handlers = {signal.SIGINT: handler_int, signal.SIGTERM: handler_term}
-        self.previous = {}
-
-    def __enter__(self):
-        if _main_thread():
-            for sig, handler in self.handlers.items():
-                if handler is not None:
-                    self.previous[sig] = signal.signal(sig, handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 def run(config, context: RunContext | None = None, out=None) -> RunResult:
     """Train one configuration end to end; returns its RunResult (results go to `out`,
     default: the current sys.stdout)."""
@@ -309,7 +285,7 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
 
         net, state, error, diverged = None, "finished", None, None
         # SIGTERM stops a run like Ctrl-C (the CLI's entry points make both a KeyboardInterrupt)
-        with _signals(signal.default_int_handler, signal.default_int_handler):
+        with interrupts.handled_by(signal.default_int_handler, signal.default_int_handler):
             try:
                 net, _ = train(p.config, p.data, on_epoch=on_epoch, built=p.built)
             except Diverged as e:
@@ -318,7 +294,7 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
                 state, error = "killed", "interrupted"
         # test, save, record: a late SIGINT/SIGTERM (a hyperband stop racing the last epoch, a
         # second Ctrl-C) must not cut this short
-        with _signals(signal.SIG_IGN, signal.SIG_IGN):
+        with interrupts.handled_by(signal.SIG_IGN, signal.SIG_IGN):
             return finish(p, record, wandb, net, state, error, history, started, out, diverged)
     except BaseException as e:
         # anything else after the row exists: record it, keep what was computed, re-raise

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from mlp.errors import UsageError
+from mlp.runs import interrupts
 
 __all__ = [
     "Store", "default_store_path", "RUN_STATES", "FINAL_STATES", "ACTIVE_STATES",
@@ -643,7 +644,7 @@ class Store:
         """One write transaction. BEGIN IMMEDIATE takes the write lock up front, waiting up to
         the busy timeout, so a transaction never fails half-way on lock upgrade. SQLite errors
         become one-line StoreErrors; the transaction is rolled back."""
-        with self._lock, self._sqlite_errors():
+        with self._lock, self._sqlite_errors(), interrupts.held():
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -666,12 +667,13 @@ class Store:
             if db.in_transaction:
                 yield db
                 return
-            db.execute("BEGIN")
-            try:
-                yield db
-            finally:
-                if db.in_transaction:
-                    db.execute("COMMIT")
+            with interrupts.held():
+                db.execute("BEGIN")
+                try:
+                    yield db
+                finally:
+                    if db.in_transaction:
+                        db.execute("COMMIT")
 
     # ---------------------------------------------------------------- errors
     def _unknown_sweep(self, sweep_id: Any) -> UsageError:

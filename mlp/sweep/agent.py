@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from mlp.errors import UsageError
+from mlp.runs import interrupts
 from mlp.sweep.engine import DEFAULT_COMMAND, build_command, fixed_list, propose, runs_to_stop
 from mlp.sweep.files import check_program, load_sweep_file, objective
 from mlp.sweep.warm import can_fork
@@ -70,7 +71,7 @@ class Agent:
             lambda runs: propose(self.config, runs, self.seed, self.histories))
         self.workdir = Path(sweep["workdir"] or os.getcwd())
         self.logs = Path(store.path).resolve().parent / "mlp-logs" / sweep_id
-        self.child = None
+        self.child = self.claimed = None
 
     def histories(self, run_id):
         return self.store.history(run_id)
@@ -88,7 +89,9 @@ class Agent:
         done = failures_in_a_row = 0
         try:
             while self.count is None or done < self.count:
-                run = self.store.claim_run(self.sweep_id, self.proposer)
+                self.child = None
+                with interrupts.held():     # a stop that arrives now finds the claimed run kept
+                    run = self.claimed = self.store.claim_run(self.sweep_id, self.proposer)
                 if run is None:
                     self._finish_sweep_if_over()
                     break
@@ -101,6 +104,7 @@ class Agent:
                              f"see {self.logs}/{run['id']}.log and fix the sweep or the program")
                     return 1
         except KeyboardInterrupt:
+            self._record_unstarted()
             self.out("interrupted: the run in flight is recorded as killed")
             return 130
         return 0
@@ -148,18 +152,15 @@ class Agent:
         return subprocess.Popen(argv, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
-    def execute(self, run, number):
-        """Run one claimed run to its end; its row is final afterwards, even when Ctrl-C/SIGTERM
-        arrives before the run's process exists (then it is recorded killed, never left pending)."""
-        self.child = None
-        try:
-            return self._execute(run, number)
-        except KeyboardInterrupt:
-            if self.child is None:
-                self.store.finish_run(run["id"], "killed", exit_code=130, error="interrupted before it started")
-            raise
+    def _record_unstarted(self):
+        """Ctrl-C/SIGTERM before the claimed run's process existed: the run is recorded killed,
+        never left pending."""
+        run = self.claimed
+        if run is not None and self.child is None and self.store.get_run(run["id"])["state"] == "pending":
+            self.store.finish_run(run["id"], "killed", exit_code=130, error="interrupted before it started")
 
-    def _execute(self, run, number):
+    def execute(self, run, number):
+        """Run one claimed run to its end; its row is final afterwards."""
         run_id, params = run["id"], run["params"]
         self.logs.mkdir(parents=True, exist_ok=True)
         argv = self.command(params, run_id)
@@ -170,20 +171,23 @@ class Agent:
             log.write("$ " + " ".join(argv) + "\n")
             log.flush()
             self.store.update_run(run_id, log_path=self.logs / f"{run_id}.log", extra={**run["extra"], "argv": argv})
-            try:
-                self.child = self._start(argv, self.environment(run_id, params), log)
-            except OSError as e:
-                self.store.finish_run(run_id, "failed", exit_code=127, error=f"cannot start {argv[0]}: {e}")
-                return self.store.get_run(run_id)
             stopped_by = None
             try:
+                with interrupts.held():     # a stop that arrives as the run starts finds its handle
+                    self.child = self._start(argv, self.environment(run_id, params), log)
                 stopped_by = self._watch(run_id)
+            except OSError as e:
+                if self.child is not None:
+                    raise
+                self.store.finish_run(run_id, "failed", exit_code=127, error=f"cannot start {argv[0]}: {e}")
+                return self.store.get_run(run_id)
             except KeyboardInterrupt:
-                self._interrupt_child()
-                self._settle(run_id, self.child.returncode, None)
+                if self.child is not None:
+                    self._interrupt_child()
+                    self._settle(run_id, self.child.returncode, None)
                 raise
             finally:
-                returncode = self.child.wait()
+                returncode = self.child.wait() if self.child is not None else None
         final = self._settle(run_id, returncode, stopped_by)
         metric = objective(self.config)[0]
         value = final["summary"].get(metric)

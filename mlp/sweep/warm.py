@@ -135,9 +135,21 @@ class WarmLauncher:
                 os.close(read_fd)
                 _run_child(self.entry, args, env, cwd, log.fileno(), threads, write_fd, blocked)
             os.close(write_fd)
-            return ForkedRun(pid, read_fd, self._learn)
-        finally:
+            run = ForkedRun(pid, read_fd, self._learn)
+        except BaseException:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            raise
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)   # a stop held back lands here
+        except KeyboardInterrupt:           # ... before the caller holds the handle: stop the run here
+            run.send_signal(signal.SIGINT)
+            try:
+                run.wait(30.0)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                run.wait()
+            raise
+        return run
 
 
 def _run_child(entry, args, env, cwd, log_fd, threads, report_fd, mask) -> None:
@@ -160,6 +172,9 @@ def _run_child(entry, args, env, cwd, log_fd, threads, report_fd, mask) -> None:
         sys.argv = ["train.py", *args]
         code = entry(args)
         os.write(report_fd, "\n".join(sorted(set(sys.modules) - before)).encode())
+    except KeyboardInterrupt:           # stopped before train.py's own handler existed: as run_main does
+        code = 130
+        print("interrupted", file=sys.stderr)
     except BaseException:               # what a crashing subprocess would print, in the run's log
         traceback.print_exc()
     finally:

@@ -49,3 +49,23 @@ def test_sweep_throughput_quick_runs_both_modes(tmp_path):
     for row in rows:
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
         assert cells[1].endswith(" s") and float(cells[1][:-2]) >= 0 and float(cells[3]) > 0
+
+
+def test_cold_start_quick_times_every_phase(tmp_path):
+    """benchmarks/cold_start.py --quick: both W&B modes reach the first batch; the phases are
+    non-negative and add up to the total; W&B disabled spends nothing on W&B."""
+    out = tmp_path / "cold.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cold_start.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {}
+    for line in out.read_text().splitlines():
+        if line.startswith("| offline") or line.startswith("| disabled"):
+            cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = [float(c.removesuffix(" s")) for c in cells[1:]]
+    assert set(rows) == {"offline", "disabled"}
+    for phases in rows.values():
+        assert len(phases) == 9 and all(x >= 0 for x in phases)
+        assert abs(sum(phases[:-1]) - phases[-1]) < 0.01          # medians of one round: an exact sum
+    assert rows["disabled"][3] < 0.01 and rows["disabled"][5] < 0.01  # no W&B import, no W&B init
+    assert rows["offline"][3] > 0 and rows["offline"][5] > 0

@@ -322,3 +322,52 @@ def test_a_warm_run_interrupted_early_exits_130_like_a_fresh_process():
     p = subprocess.run([sys.executable, "-c", WARM_INTERRUPT], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["130", "False"]
+
+
+def _used_shared_service(run):
+    logs = list(Path(run["wandb_dir"]).glob("logs/debug.log"))
+    return bool(logs) and "Connected to an existing wandb-core service via WANDB_SERVICE" in logs[0].read_text()
+
+
+def test_an_agent_shares_one_w_and_b_service_between_its_runs(tmp_path):
+    """From three runs on, the agent starts one W&B service (`wandb beta core start`) in the
+    background and hands it to every run that starts once it is ready: those runs connect to it
+    instead of starting their own. Two runs are not worth one; their runs start their own."""
+    sweep = write_sweep(tmp_path, "shared", method="grid", parameters={
+        "data_dir": {"value": "tests/data"}, "epochs": {"value": 2}, "num_layers": {"value": 1},
+        "hidden_size": {"values": [8, 9, 10, 11, 12]}})
+    for count in (5, 2):
+        store = tmp_path / f"{count}.sqlite"
+        p = mlp(tmp_path, "sweep", str(sweep), "--count", str(count), "--store", str(store))
+        assert p.returncode == 0, p.stdout + p.stderr
+        runs = Store(store).list_runs()
+        assert [r["state"] for r in runs] == ["finished"] * count
+        assert all(list(Path(r["wandb_dir"]).glob("*.wandb")) for r in runs)     # offline data kept
+        shared = [_used_shared_service(r) for r in runs]
+        if count == 5:   # once ready (about 1 s after the agent starts), every later run uses it
+            assert shared[-1] and shared == sorted(shared), shared
+        else:
+            assert not any(shared), shared
+
+
+def test_a_w_and_b_service_named_in_the_environment_serves_every_run(tmp_path):
+    env = {**os.environ}
+    env.pop("WANDB_SERVICE", None)
+    started = subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", "30s"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert started.returncode == 0, started.stderr
+    token = started.stdout.strip().splitlines()[0]
+    sweep = write_sweep(tmp_path, "given", method="grid", parameters={
+        "data_dir": {"value": "tests/data"}, "epochs": {"value": 1}, "num_layers": {"value": 1},
+        "hidden_size": {"values": [8, 9]}})
+    old = os.environ.get("WANDB_SERVICE")
+    os.environ["WANDB_SERVICE"] = token
+    try:
+        p = mlp(tmp_path, "sweep", str(sweep), "--count", "2")
+    finally:
+        os.environ.pop("WANDB_SERVICE") if old is None else os.environ.update(WANDB_SERVICE=old)
+        subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "stop"], capture_output=True,
+                       env={**env, "WANDB_SERVICE": token}, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    runs = Store(tmp_path / "s.sqlite").list_runs()
+    assert [r["state"] for r in runs] == ["finished"] * 2 and all(_used_shared_service(r) for r in runs)

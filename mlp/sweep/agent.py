@@ -25,6 +25,7 @@ from mlp.errors import UsageError
 from mlp.runs import interrupts
 from mlp.sweep.engine import DEFAULT_COMMAND, build_command, fixed_list, propose, runs_to_stop
 from mlp.sweep.files import check_program, load_sweep_file, objective
+from mlp.sweep.wandb_service import SharedService
 from mlp.sweep.warm import can_fork
 
 __all__ = ["Agent", "prepare_sweep", "create_sweep", "run_parallel_agents"]
@@ -72,6 +73,7 @@ class Agent:
         self.workdir = Path(sweep["workdir"] or os.getcwd())
         self.logs = Path(store.path).resolve().parent / "mlp-logs" / sweep_id
         self.child = self.claimed = None
+        self.service = SharedService()     # one W&B service for the runs (see mlp.sweep.wandb_service)
 
     def histories(self, run_id):
         return self.store.history(run_id)
@@ -86,6 +88,7 @@ class Agent:
             self.out(f"sweep {self.sweep_id} is {state}; nothing to do")
             return 0
         self.store.set_sweep_state(self.sweep_id, "running")
+        self.service.start(self.count)
         done = failures_in_a_row = 0
         try:
             while self.count is None or done < self.count:
@@ -97,6 +100,7 @@ class Agent:
                     break
                 done += 1
                 final = self.execute(run, done)
+                self.service.released()
                 no_epoch = final["state"] in ("failed", "crashed") and not self.store.history(run["id"])
                 failures_in_a_row = failures_in_a_row + 1 if no_epoch else 0
                 if failures_in_a_row >= CRASH_LOOP:
@@ -130,8 +134,11 @@ class Agent:
         param_file = wandb_base / "wandb" / f"sweep-{self.sweep_id}" / f"config-{run_id}.yaml"
         param_file.parent.mkdir(parents=True, exist_ok=True)
         param_file.write_text(yaml.safe_dump({"wandb_version": 1, **{k: {"value": v} for k, v in params.items()}}))
-        for key in ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):
+        for key in ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_SERVICE"):
             env.pop(key, None)        # e.g. an agent started from inside a W&B run
+        service = self.service.for_run()
+        if service:
+            env["WANDB_SERVICE"] = service
         env.update({
             "MLP_STORE": str(Path(self.store.path).resolve()),
             "WANDB_RUN_ID": run_id, "WANDB_MODE": "offline", "WANDB_SILENT": "true",

@@ -1,0 +1,87 @@
+"""One W&B service for the runs of an agent.
+
+Each `wandb.init` in a new process — a warm run forked from the agent, or a fresh Python per run —
+starts W&B's own service process (wandb-core) and waits for it, unless the environment names a
+running one in WANDB_SERVICE. W&B's CLI has a documented way to share one service between many
+worker processes on a machine: `wandb beta core start` starts a detached service and prints the
+value for WANDB_SERVICE; the service shuts itself down after an idle time with no client.
+
+The agent starts one in the background when it has several runs to do, and hands it to every run
+that starts once it is ready (the first run does not wait for it). Measured on a sweep of 2-epoch
+runs (README, "How the offline path works"): a warm run's launch to its store row `running` drops
+from about 0.39 s to 0.17 s, a fresh process's from 1.8 s to 1.0 s.
+
+* A WANDB_SERVICE already in the agent's environment (the user's own shared service) is used as it
+  is, for every run.
+* The agent's own service is never stopped by the agent: it shuts itself down IDLE_SECONDS after
+  the last run disconnects. A run therefore only gets it while it is fresh — ready, or last used,
+  less than half that time ago; after a longer pause the agent starts a new one.
+* Where the CLI is missing (a W&B older than the command) or fails, runs start their own service,
+  exactly as before.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+__all__ = ["SharedService", "IDLE_SECONDS"]
+
+IDLE_SECONDS = 60
+MIN_RUNS = 3                 # a service costs one W&B CLI start (~1 s of CPU); it pays from the third run
+
+
+class SharedService:
+    """The WANDB_SERVICE value to give each run, or None for "start your own"."""
+
+    def __init__(self, environ=None):
+        environ = os.environ if environ is None else environ
+        self.given = environ.get("WANDB_SERVICE") or None    # the user's own: always used, never ours
+        self.token = None
+        self.fresh_until = 0.0
+        self._starting = None
+        self.failed = False
+
+    def start(self, runs: int | None) -> None:
+        """Start a service in the background if `runs` (None: no limit) make it worth it."""
+        if self.given or self.failed or self._starting is not None or (runs is not None and runs < MIN_RUNS):
+            return
+        env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+        argv = [sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", f"{IDLE_SECONDS}s"]
+        try:
+            self._starting = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL, env=env, text=True, start_new_session=True)
+        except OSError:
+            self.failed = True
+
+    def for_run(self) -> str | None:
+        """The value of WANDB_SERVICE for a run starting now (None: the run starts its own)."""
+        if self.given:
+            return self.given
+        self._collect()
+        if self.token is not None and time.monotonic() > self.fresh_until:
+            self.token = None                  # it may have shut itself down by now: start another
+            self.start(None)
+            self._collect()
+        return self.token
+
+    def released(self) -> None:
+        """A run has ended: the service's idle time starts now."""
+        if self.token is not None:
+            self.fresh_until = time.monotonic() + IDLE_SECONDS / 2
+
+    def _collect(self) -> None:
+        proc = self._starting
+        if proc is None or proc.poll() is None:
+            return
+        self._starting = None
+        out = proc.stdout.read() if proc.stdout else ""
+        if proc.stdout:
+            proc.stdout.close()
+        lines = out.strip().splitlines()
+        if proc.returncode == 0 and lines and lines[0].strip():
+            self.token = lines[0].strip()
+            self.fresh_until = time.monotonic() + IDLE_SECONDS / 2
+        else:
+            self.failed = True

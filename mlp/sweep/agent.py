@@ -68,6 +68,7 @@ class Agent:
             raise UsageError(f"sweep {sweep_id} is a W&B sweep: run it with `wandb agent {sweep['wandb_path']}` "
                              f"(mlp agent runs the sweeps that `mlp sweep` and `mlp rerun` create)")
         plan = sweep["rerun"]
+        self.planned = len(plan.configs) if plan else None      # runs a rerun sweep has at most
         self.proposer = fixed_list(plan.configs) if plan else (
             lambda runs: propose(self.config, runs, self.seed, self.histories))
         self.workdir = Path(sweep["workdir"] or os.getcwd())
@@ -88,7 +89,8 @@ class Agent:
             self.out(f"sweep {self.sweep_id} is {state}; nothing to do")
             return 0
         self.store.set_sweep_state(self.sweep_id, "running")
-        self.service.start(self.count)
+        runs = [n for n in (self.count, self.planned) if n is not None]
+        self.service.start(min(runs) if runs else None)
         done = failures_in_a_row = 0
         try:
             while self.count is None or done < self.count:

@@ -371,3 +371,19 @@ def test_a_w_and_b_service_named_in_the_environment_serves_every_run(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     runs = Store(tmp_path / "s.sqlite").list_runs()
     assert [r["state"] for r in runs] == ["finished"] * 2 and all(_used_shared_service(r) for r in runs)
+
+
+def test_a_count_that_ends_with_the_grid_finishes_the_sweep(tmp_path):
+    """`--count N` on a grid of N points: the sweep is finished, not left running; a grid with
+    points left stays running (another agent may go on)."""
+    states = {}
+    for points in (2, 3):
+        sweep = write_sweep(tmp_path, f"grid{points}", method="grid", parameters={
+            "data_dir": {"value": "tests/data"}, "epochs": {"value": 1}, "num_layers": {"value": 1},
+            "hidden_size": {"values": list(range(8, 8 + points))}})
+        store = tmp_path / f"{points}.sqlite"
+        p = mlp(tmp_path, "sweep", str(sweep), "--count", "2", "--store", str(store))
+        assert p.returncode == 0, p.stdout + p.stderr
+        (row,) = Store(store).list_sweeps()
+        states[points] = row["state"]
+    assert states == {2: "finished", 3: "running"}

@@ -109,6 +109,9 @@ class Agent:
                     self.out(f"error: {CRASH_LOOP} runs in a row failed before their first epoch; "
                              f"see {self.logs}/{run['id']}.log and fix the sweep or the program")
                     return 1
+            else:   # --count reached: the last run may also have been the search's last
+                if self.proposer(self.store.list_runs(self.sweep_id)) is None:
+                    self._finish_sweep_if_over()
         except KeyboardInterrupt:
             self._record_unstarted()
             self.out("interrupted: the run in flight is recorded as killed")

@@ -98,6 +98,8 @@ def test_wandb_agent_argv_parses_to_the_intended_values(path):
      "selecting on the test set"),
     ("method: random\nparameters: {activation: {values: [relu, swish]}}\n", "parameter 'activation': value 'swish' is rejected"),
     ("method: bayes\nparameters: {epochs: {values: [1, 2]}}\n", "need `metric"),
+    ("method: bayes\nmetric: {name: val_accuracy}\nparameters: {epochs: {values: [1, 2]}}\n",
+     "W&B's default goal is minimize"),
 ])
 def test_bad_sweep_files_are_rejected(tmp_path, text, fragment):
     path = tmp_path / "bad.yaml"
@@ -387,3 +389,15 @@ def test_a_count_that_ends_with_the_grid_finishes_the_sweep(tmp_path):
         (row,) = Store(store).list_sweeps()
         states[points] = row["state"]
     assert states == {2: "finished", 3: "running"}
+
+
+def test_a_metric_without_a_goal_goes_its_own_way(tmp_path):
+    """Grid and random sweeps may leave the goal out: the report ranks by the metric's own
+    direction (a loss down), and bayes over a loss may rely on W&B's default (minimize)."""
+    from mlp.sweep.files import objective
+    assert objective({"metric": {"name": "val_loss"}}) == ("val_loss", "minimize")
+    assert objective({"metric": {"name": "val_accuracy"}}) == ("val_accuracy", "maximize")
+    assert objective({}) == ("val_accuracy", "maximize")
+    path = tmp_path / "loss.yaml"
+    path.write_text("method: bayes\nmetric: {name: val_loss}\nparameters: {epochs: {values: [1, 2]}}\n")
+    assert load_sweep_file(path)[0]["metric"] == {"name": "val_loss"}

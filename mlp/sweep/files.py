@@ -16,7 +16,8 @@ metrics, so no metric could rank them all). The metric must be one the task logs
 val_accuracy, val_loss, train_accuracy, train_loss; autoencoder val_r2, val_loss, train_loss
 (no accuracy). Each value of every parameter must also be valid together with the task (no
 classification loss in an autoencoder sweep, no --output_activation in a classifier sweep). A
-goal given for a metric must be its direction (accuracy and R² maximize, losses minimize).
+goal given for a metric must be its direction (accuracy and R² maximize, losses minimize); bayes and
+hyperband need it for accuracy and R², since W&B's default goal is minimize.
 """
 from __future__ import annotations
 
@@ -151,6 +152,10 @@ def _check_metric(config: dict, source: str) -> None:
                          f"(val_r2 for an autoencoder)")
     if metric and metric not in METRICS:
         raise UsageError(f"{source}: metric {metric!r} is never logged; choose one of {', '.join(METRICS)}")
+    if metric and not metric_spec.get("goal") and GOALS.get(metric) == "maximize" and \
+            (config["method"] == "bayes" or "early_terminate" in config):
+        raise UsageError(f"{source}: metric {metric} has no goal, and W&B's default goal is minimize: bayes and "
+                         f"hyperband would look for the worst runs; add goal: maximize")
 
 
 def sweep_task(config: dict, source: str = "sweep config") -> str:
@@ -195,9 +200,11 @@ def task_of(config: dict) -> str:
 
 def objective(config: dict) -> tuple[str, str]:
     """(metric, goal) the sweep optimises: its `metric`, else its task's validation metric
-    (val_accuracy; an autoencoder's val_r2), maximized."""
+    (val_accuracy; an autoencoder's val_r2). A metric without a goal (only grid and random
+    sweeps may leave it out) goes its own way: accuracy and R² up, losses down."""
     spec = config.get("metric") or {}
-    return spec.get("name") or TASK_METRICS[task_of(config)][0], spec.get("goal") or "maximize"
+    name = spec.get("name") or TASK_METRICS[task_of(config)][0]
+    return name, spec.get("goal") or GOALS.get(name, "maximize")
 
 
 def _check_task_metric(config: dict, task: str, source: str) -> None:

@@ -37,15 +37,15 @@ def test_epoch_speed_quick_prints_the_table(tmp_path):
     assert re.search(r"= \*\*\d+% of the GEMM rate\*\*", table)
 
 
-def test_sweep_throughput_quick_runs_both_modes(tmp_path):
-    """benchmarks/sweep_throughput.py --quick: both agent modes run the same 3 runs and train the
-    same numbers (the script checks that itself); the table has both rows."""
+def test_sweep_throughput_quick_runs_every_mode(tmp_path):
+    """benchmarks/sweep_throughput.py --quick: the three agent modes run the same 3 runs and train
+    the same numbers (the script checks that itself); the table has a row for each."""
     out = tmp_path / "sweep.md"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_throughput.py"), "--quick",
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in out.read_text().splitlines() if line.startswith("| a new") or line.startswith("| warm")]
-    assert len(rows) == 2
+    assert len(rows) == 3
     for row in rows:
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
         assert cells[1].endswith(" s") and float(cells[1][:-2]) >= 0 and float(cells[3]) > 0

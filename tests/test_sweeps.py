@@ -19,11 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 
-def mlp(tmp_path, *args, timeout=300):
+def mlp(tmp_path, *args, timeout=300, env_extra=None):
     """Run `mlp ...` from the repo root (where train.py is) with W&B files kept in tmp_path."""
     env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true", "MLP_STORE": str(tmp_path / "s.sqlite")}
-    for key in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
+    for key in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_SERVICE"):
         env.pop(key, None)
+    env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "mlp", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -347,13 +348,14 @@ def _used_shared_service(run):
 def test_an_agent_shares_one_w_and_b_service_between_its_runs(tmp_path):
     """From three runs on, the agent starts one W&B service (`wandb beta core start`) in the
     background and hands it to every run that starts once it is ready: those runs connect to it
-    instead of starting their own. Two runs are not worth one; their runs start their own."""
+    instead of starting their own. Two runs are not worth one; WANDB_SERVICE set empty turns
+    sharing off."""
     sweep = write_sweep(tmp_path, "shared", method="grid", parameters={
         "data_dir": {"value": "tests/data"}, "epochs": {"value": 2}, "num_layers": {"value": 1},
         "hidden_size": {"values": [8, 9, 10, 11, 12]}})
-    for count in (5, 2):
+    for count, env in ((5, {}), (2, {}), (4, {"WANDB_SERVICE": ""})):
         store = tmp_path / f"{count}.sqlite"
-        p = mlp(tmp_path, "sweep", str(sweep), "--count", str(count), "--store", str(store))
+        p = mlp(tmp_path, "sweep", str(sweep), "--count", str(count), "--store", str(store), env_extra=env)
         assert p.returncode == 0, p.stdout + p.stderr
         runs = Store(store).list_runs()
         assert [r["state"] for r in runs] == ["finished"] * count
@@ -376,12 +378,9 @@ def test_a_w_and_b_service_named_in_the_environment_serves_every_run(tmp_path):
     sweep = write_sweep(tmp_path, "given", method="grid", parameters={
         "data_dir": {"value": "tests/data"}, "epochs": {"value": 1}, "num_layers": {"value": 1},
         "hidden_size": {"values": [8, 9]}})
-    old = os.environ.get("WANDB_SERVICE")
-    os.environ["WANDB_SERVICE"] = token
     try:
-        p = mlp(tmp_path, "sweep", str(sweep), "--count", "2")
+        p = mlp(tmp_path, "sweep", str(sweep), "--count", "2", env_extra={"WANDB_SERVICE": token})
     finally:
-        os.environ.pop("WANDB_SERVICE") if old is None else os.environ.update(WANDB_SERVICE=old)
         subprocess.run([sys.executable, "-m", "wandb", "beta", "core", "stop"], capture_output=True,
                        env={**env, "WANDB_SERVICE": token}, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr

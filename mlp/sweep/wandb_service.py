@@ -12,7 +12,8 @@ runs (README, "How the offline path works"): a warm run's launch to its store ro
 from about 0.39 s to 0.17 s, a fresh process's from 1.8 s to 1.0 s.
 
 * A WANDB_SERVICE already in the agent's environment (the user's own shared service) is used as it
-  is, for every run.
+  is, for every run; set but empty (`WANDB_SERVICE= mlp agent ...`), it turns sharing off: every
+  run starts its own service, as under `wandb agent`.
 * The agent's own service is never stopped by the agent: it shuts itself down IDLE_SECONDS after
   the last run disconnects. A run therefore only gets it while it is fresh — ready, or last used,
   less than half that time ago; after a longer pause the agent starts a new one.
@@ -38,6 +39,7 @@ class SharedService:
     def __init__(self, environ=None):
         environ = os.environ if environ is None else environ
         self.given = environ.get("WANDB_SERVICE") or None    # the user's own: always used, never ours
+        self.off = environ.get("WANDB_SERVICE") == ""         # set but empty: no sharing
         self.token = None
         self.fresh_until = 0.0
         self._starting = None
@@ -45,7 +47,8 @@ class SharedService:
 
     def start(self, runs: int | None) -> None:
         """Start a service in the background if `runs` (None: no limit) make it worth it."""
-        if self.given or self.failed or self._starting is not None or (runs is not None and runs < MIN_RUNS):
+        if self.given or self.off or self.failed or self._starting is not None or \
+                (runs is not None and runs < MIN_RUNS):
             return
         env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
         argv = [sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", f"{IDLE_SECONDS}s"]

@@ -414,3 +414,47 @@ def test_a_metric_without_a_goal_goes_its_own_way(tmp_path):
     path = tmp_path / "loss.yaml"
     path.write_text("method: bayes\nmetric: {name: val_loss}\nparameters: {epochs: {values: [1, 2]}}\n")
     assert load_sweep_file(path)[0]["metric"] == {"name": "val_loss"}
+
+
+def _ready(service, timeout=30.0):
+    """for_run() once the background start has finished."""
+    if service._starting is not None:
+        service._starting.wait(timeout)
+    return service.for_run()
+
+
+def test_the_shared_service_is_handed_out_only_while_it_can_still_be_running():
+    """SharedService with stand-in start commands: the printed value is handed to runs; a start
+    that fails, hangs or is not worth it gives None (runs start their own); a service idle for
+    half its idle timeout is replaced; the environment's value wins, an empty one turns it off."""
+    from mlp.sweep.wandb_service import SharedService
+    prints = lambda text: [sys.executable, "-c", f"print({text!r})"]   # noqa: E731
+    s = SharedService(environ={}, command=prints("tok-1"), idle_seconds=600)
+    s.start(2)                                  # two runs are not worth a service
+    assert s._starting is None and s.for_run() is None
+    s.start(None)
+    assert _ready(s) == "tok-1"
+    s.released()
+    assert s.for_run() == "tok-1"
+    s.fresh_until = 0.0                          # idle too long: it may be gone; a new one is started
+    s.command = prints("tok-2")
+    assert s.for_run() is None and _ready(s) == "tok-2"
+
+    failing = SharedService(environ={}, command=[sys.executable, "-c", "raise SystemExit(1)"])
+    failing.start(None)
+    assert _ready(failing) is None and failing.failed
+    failing.start(None)
+    assert failing._starting is None             # not retried
+
+    hung = SharedService(environ={}, command=[sys.executable, "-c", "import time; time.sleep(60)"], start_seconds=0.3)
+    hung.start(None)
+    import time
+    time.sleep(0.5)
+    assert hung.for_run() is None and hung.failed and hung._starting is None
+
+    given = SharedService(environ={"WANDB_SERVICE": "users-own"}, command=prints("never"))
+    given.start(None)
+    assert given._starting is None and given.for_run() == "users-own"
+    off = SharedService(environ={"WANDB_SERVICE": ""}, command=prints("never"))
+    off.start(None)
+    assert off._starting is None and off.for_run() is None

@@ -30,19 +30,26 @@ import time
 __all__ = ["SharedService", "IDLE_SECONDS"]
 
 IDLE_SECONDS = 60
+START_SECONDS = 30           # a start that takes longer is given up (killed); runs start their own
 MIN_RUNS = 3                 # a service costs one W&B CLI start (~1 s of CPU); it pays from the third run
 
 
 class SharedService:
     """The WANDB_SERVICE value to give each run, or None for "start your own"."""
 
-    def __init__(self, environ=None):
+    def __init__(self, environ=None, command=None, idle_seconds=IDLE_SECONDS, start_seconds=START_SECONDS):
+        """`command`: what starts a service and prints its WANDB_SERVICE value on its first line
+        (default: W&B's CLI, `wandb beta core start`)."""
         environ = os.environ if environ is None else environ
+        self.idle, self.start_seconds = idle_seconds, start_seconds
+        self.command = command or [sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout",
+                                   f"{idle_seconds:g}s"]
         self.given = environ.get("WANDB_SERVICE") or None    # the user's own: always used, never ours
         self.off = environ.get("WANDB_SERVICE") == ""         # set but empty: no sharing
         self.token = None
         self.fresh_until = 0.0
         self._starting = None
+        self._started_at = 0.0
         self.failed = False
 
     def start(self, runs: int | None) -> None:
@@ -51,9 +58,9 @@ class SharedService:
                 (runs is not None and runs < MIN_RUNS):
             return
         env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-        argv = [sys.executable, "-m", "wandb", "beta", "core", "start", "--idle-timeout", f"{IDLE_SECONDS}s"]
+        self._started_at = time.monotonic()
         try:
-            self._starting = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            self._starting = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                               stderr=subprocess.DEVNULL, env=env, text=True, start_new_session=True)
         except OSError:
             self.failed = True
@@ -72,12 +79,17 @@ class SharedService:
     def released(self) -> None:
         """A run has ended: the service's idle time starts now."""
         if self.token is not None:
-            self.fresh_until = time.monotonic() + IDLE_SECONDS / 2
+            self.fresh_until = time.monotonic() + self.idle / 2
 
     def _collect(self) -> None:
         proc = self._starting
-        if proc is None or proc.poll() is None:
+        if proc is None:
             return
+        if proc.poll() is None:
+            if time.monotonic() - self._started_at < self.start_seconds:
+                return
+            proc.kill()                         # hung: give up on sharing
+            proc.wait()
         self._starting = None
         out = proc.stdout.read() if proc.stdout else ""
         if proc.stdout:
@@ -85,6 +97,8 @@ class SharedService:
         lines = out.strip().splitlines()
         if proc.returncode == 0 and lines and lines[0].strip():
             self.token = lines[0].strip()
-            self.fresh_until = time.monotonic() + IDLE_SECONDS / 2
+            # idle since it came up, at the earliest when the command started (a long first run
+            # that started its own service may have let it shut down already: then it is stale)
+            self.fresh_until = self._started_at + self.idle / 2
         else:
             self.failed = True

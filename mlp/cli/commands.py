@@ -338,7 +338,7 @@ def cmd_evaluate(args):
 def cmd_features(args):
     from mlp.runs import features as F
     from mlp.runs.data import load_dataset
-    from mlp.runs.experiment import _check_output, _physical_memory
+    from mlp.runs.experiment import check_output, physical_memory
     path, named = C.split_features(args.model)
     if named is not None and args.layer is not None:
         raise UsageError(f"the layer is given twice ({args.model} and --layer {args.layer}); give it once")
@@ -349,8 +349,8 @@ def cmd_features(args):
         print(f"default features layer: {frozen.index} ({frozen.name})")
         return 0
     out = args.out or str(Path(path).with_suffix("")) + f".{frozen.name}.features.npz"
-    _check_output(out, "--out")
-    F.check_memory(frozen, have=_physical_memory())
+    check_output(out, "--out")
+    F.check_memory(frozen, have=physical_memory())
     data = load_dataset(args.dataset, data_dir=args.data_dir, split=args.split, val_fraction=args.val_fraction)
     written = F.write_features(out, data, frozen)
     print(f"wrote {written}: layer {frozen.index} ({frozen.name}, {'×'.join(map(str, frozen.shape))} per image) of "

@@ -40,7 +40,8 @@ from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 from mlp.runs.training import Diverged, fit
 from mlp.runs.wandb_api import describe_wandb_sweep
 
-__all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "confusion_matrix", "check_data"]
+__all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "confusion_matrix", "check_data", "check_output",
+           "physical_memory"]
 
 EXIT_CODES = {"finished": 0, "failed": 1, "diverged": 3, "killed": 130}
 MEMORY_FRACTION = 0.8        # refuse a network whose training needs more than this share of the RAM
@@ -68,7 +69,7 @@ def _bytes_needed(widths: list[int], batch: int, itemsize: int = 4) -> int:
     return (params * 6 + activations) * itemsize
 
 
-def _physical_memory() -> int | None:
+def physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -77,7 +78,7 @@ def _physical_memory() -> int | None:
 
 def check_memory(config, n_inputs=784, n_classes=10) -> None:
     """Refuse, before any allocation, a network that cannot fit in this machine's memory."""
-    have = _physical_memory()
+    have = physical_memory()
     if config["conv_filters"]:
         need = training_bytes(C.conv_layers(config, n_classes), (n_inputs,), config["batch_size"])
         if have and need > MEMORY_FRACTION * have:
@@ -110,7 +111,7 @@ def build(config, n_inputs=784, n_classes=10):
     config = C.resolve(base=config)         # configs stored before a flag existed get its default
     if config["features"]:
         frozen = F.load_frozen(config["features"], n_inputs)
-        F.check_memory(frozen, have=_physical_memory(), fraction=MEMORY_FRACTION)
+        F.check_memory(frozen, have=physical_memory(), fraction=MEMORY_FRACTION)
         n_inputs = frozen.size
     check_memory(config, n_inputs, n_outputs(config, n_inputs, n_classes))
     if config["task"] == "autoencoder":
@@ -186,7 +187,7 @@ class Prepared:
     store_path: str
 
 
-def _check_output(path, what: str) -> None:
+def check_output(path, what: str) -> None:
     """An output file must be creatable: its folder exists (or can be made) and is writable, and
     the path is not a folder. Checked before training, so a bad path loses no work."""
     if path is None:
@@ -211,8 +212,8 @@ def prepare(config, context: RunContext) -> Prepared:
     built = build(config)        # a bad combination fails before the data loads
     mode = resolve_wandb_mode(config["wandb_mode"])
     store_path = config["store"] or default_store_path()
-    _check_output(config["save_model"], "--save_model")
-    _check_output(config["summary_json"], "--summary_json")
+    check_output(config["save_model"], "--save_model")
+    check_output(config["summary_json"], "--summary_json")
     data = _load_data(config)
     check_data(config, data)
     inputs = built[0].input_shape if config["features"] else (data.x_train.shape[1],)   # a head takes features

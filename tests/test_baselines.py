@@ -13,6 +13,7 @@ import pytest
 from mlp import config as C
 from mlp.cli import main
 from mlp.report import baselines as B
+from mlp.runs import baselines as RB
 from mlp.runs.context import RunContext
 from mlp.runs.data import read_idx
 from mlp.runs.experiment import build, prepare
@@ -92,9 +93,9 @@ def test_an_autoencoder_sweep_has_no_twin(tmp_path, capsys):
 
 
 def test_the_twin_of_eve_or_averaging_is_refused_with_the_reason():
-    assert "eve" in B.twin_unsupported(C.resolve({"optimizer": "eve"}))
-    assert "swa" in B.twin_unsupported(C.resolve({"weight_averaging": "swa"}))
-    assert B.twin_unsupported(C.resolve({"preset": "best"})) is None
+    assert "eve" in RB.twin_unsupported(C.resolve({"optimizer": "eve"}))
+    assert "swa" in RB.twin_unsupported(C.resolve({"weight_averaging": "swa"}))
+    assert RB.twin_unsupported(C.resolve({"preset": "best"})) is None
 
 
 @pytest.mark.torch
@@ -108,7 +109,7 @@ def test_the_torch_twin_is_the_same_network_and_step(values):
     torch = pytest.importorskip("torch", reason="the live comparison needs torch (pip install '.[torch]')")
     config = C.resolve({"hidden_sizes": [32, 16], "learning_rate": 1e-2, **values})
     net, optimizer = build(config, 784, 10)
-    model = B._torch_model(net, torch).double()
+    model = RB.torch_model(net, torch).double()
     rng = np.random.default_rng(0)
     x = rng.random((16, 784), dtype=np.float32)
     y = rng.integers(0, 10, 16)
@@ -119,7 +120,7 @@ def test_the_torch_twin_is_the_same_network_and_step(values):
     # one training step: same loss, same updated first-layer weights
     model.train()
     weights = [m.weight for m in model if isinstance(m, torch.nn.Linear)]
-    opt = B._torch_optimizer(config, model.parameters(), torch)
+    opt = RB.torch_optimizer(config, model.parameters(), torch)
     z = model(torch.from_numpy(x).double())
     if config["loss"] == "cross_entropy":
         loss = torch.nn.functional.cross_entropy(z, torch.from_numpy(y), label_smoothing=config["label_smoothing"])

@@ -300,7 +300,8 @@ def cmd_rerun(args):
 
 
 def cmd_baselines(args):
-    from mlp.report.baselines import parse_models, run_baselines
+    from mlp.report.baselines import run_baselines
+    from mlp.runs.baselines import parse_models
     rows = run_baselines(args.store, args.dataset, data_dir=args.data_dir, split=args.split,
                          val_fraction=args.val_fraction, models=parse_models(args.models), sweep=args.sweep,
                          jobs=args.jobs)

@@ -16,7 +16,6 @@ States and exit codes: finished 0 · failed 1 · bad input 2 · diverged 3 · ki
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal

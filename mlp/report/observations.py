@@ -191,6 +191,13 @@ def paired_test_words(s) -> str:
     return f"{t}; {w}"
 
 
+def paired_gap_words(s) -> str:
+    """The CE − MSE gap of a comparison summary: mean ± std, range, wins (finding and section alike)."""
+    return (f"paired gap CE − MSE {s['mean']:+.4f} ± {s['std']:.4f} (mean ± standard deviation of the "
+            f"{agree(s['n'], 'difference')}; range {s['min']:+.4f} … {s['max']:+.4f}); cross-entropy is better in "
+            f"{s['wins']} of {plural(s['n'], 'pair')}")
+
+
 def ce_vs_mse(data) -> Iterable[str]:
     cmp = data.comparison
     if cmp is None:
@@ -198,10 +205,7 @@ def ce_vs_mse(data) -> Iterable[str]:
     s, t = cmp["summary"], cmp["test_summary"]
     line = (f"Cross-entropy vs squared error over {plural(s['n'], 'pair')} of runs (sweep "
             f"{cmp['sweep']['id']}): mean {s['metric']} {s['ce_mean']:.4f} vs {s['mse_mean']:.4f}, "
-            f"paired gap CE − MSE "
-            f"{s['mean']:+.4f} ± {s['std']:.4f} (mean ± standard deviation of the differences; range "
-            f"{s['min']:+.4f} … {s['max']:+.4f}); cross-entropy is better in {s['wins']} of "
-            f"{plural(s['n'], 'pair')}; {paired_test_words(s)}")
+            f"{paired_gap_words(s)}; {paired_test_words(s)}")
     if t.get("n"):
         line += f"; test accuracy gap {t['mean']:+.4f}"
     yield line + "."

@@ -13,7 +13,7 @@ from mlp.report import analysis as A
 from mlp.report import autoencoder as AE
 from mlp.report import baselines as B
 from mlp.report.blocks import Bullets, Figure, Paragraph, Table
-from mlp.report.observations import importance_caveats, observations, paired_test_words
+from mlp.report.observations import importance_caveats, observations, paired_gap_words, paired_test_words
 from mlp.report.rerun import rerun_command
 from mlp.report.text import agree, join_and, metric_words, num, number_word, plural, signed
 
@@ -104,10 +104,8 @@ def ce_vs_mse(data) -> list:
     sm, st = cmp["summary"], cmp["test_summary"]
     text = (f"Sweep {cmp['sweep']['id']} ({cmp['sweep']['name']}) trains pairs of runs identical in every parameter "
             f"but the loss. Over {plural(sm['n'], 'complete pair')}: mean {m} {sm['ce_mean']:.4f} with cross-entropy "
-            f"vs {sm['mse_mean']:.4f} with squared error; paired gap CE − MSE {sm['mean']:+.4f} ± {sm['std']:.4f} "
-            f"(mean ± standard deviation of the {agree(sm['n'], 'difference')}; min {sm['min']:+.4f}, max "
-            f"{sm['max']:+.4f}); cross-entropy is better in {sm['wins']} of {plural(sm['n'], 'pair')}. Whether the "
-            f"gap is more than noise — {paired_test_words(sm)}.")
+            f"vs {sm['mse_mean']:.4f} with squared error; {paired_gap_words(sm)}. Whether the gap is more than "
+            f"noise — {paired_test_words(sm)}.")
     if st.get("n"):
         text += f" Test accuracy: {st['ce_mean']:.4f} vs {st['mse_mean']:.4f}, gap {st['mean']:+.4f}."
     if sm["incomplete"]:

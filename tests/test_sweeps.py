@@ -346,15 +346,15 @@ def _used_shared_service(run):
 
 @needs_shared_service
 def test_an_agent_shares_one_w_and_b_service_between_its_runs(tmp_path):
-    """From three runs on, the agent starts one W&B service (`wandb beta core start`) in the
+    """From five runs on, the agent starts one W&B service (`wandb beta core start`) in the
     background and hands it to every run that starts once it is ready: those runs connect to it
     instead of starting their own. Two runs are not worth one; WANDB_SERVICE set empty turns
     sharing off."""
     sweep = write_sweep(tmp_path, "shared", method="grid", parameters={
         "data_dir": {"value": "tests/data"}, "epochs": {"value": 2}, "num_layers": {"value": 1},
         "hidden_size": {"values": [8, 9, 10, 11, 12, 13]}})
-    for count, env in ((6, {}), (2, {}), (4, {"WANDB_SERVICE": ""})):
-        store = tmp_path / f"{count}.sqlite"
+    for i, (count, env) in enumerate(((6, {}), (2, {}), (6, {"WANDB_SERVICE": ""}))):
+        store = tmp_path / f"{i}.sqlite"
         p = mlp(tmp_path, "sweep", str(sweep), "--count", str(count), "--store", str(store), env_extra=env)
         assert p.returncode == 0, p.stdout + p.stderr
         runs = Store(store).list_runs()

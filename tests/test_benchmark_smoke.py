@@ -53,7 +53,8 @@ def test_sweep_throughput_quick_runs_every_mode(tmp_path):
 
 def test_cold_start_quick_times_every_phase(tmp_path):
     """benchmarks/cold_start.py --quick: both W&B modes reach the first batch; the phases are
-    non-negative and add up to the total; W&B disabled spends nothing on W&B."""
+    non-negative and add up to the total; only W&B offline logs sample images. No timing
+    assertions (a loaded machine stretches any phase)."""
     out = tmp_path / "cold.md"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cold_start.py"), "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
@@ -67,5 +68,5 @@ def test_cold_start_quick_times_every_phase(tmp_path):
     for phases in rows.values():
         assert len(phases) == 9 and all(x >= 0 for x in phases)
         assert abs(sum(phases[:-1]) - phases[-1]) < 0.01          # medians of one round: an exact sum
-    assert rows["disabled"][3] < 0.01 and rows["disabled"][5] < 0.01  # no W&B import, no W&B init
-    assert rows["offline"][3] > 0 and rows["offline"][5] > 0
+    assert rows["disabled"][6] == 0.0                 # W&B disabled: no samples phase at all
+    assert rows["offline"][3] > 0 and rows["offline"][5] > 0 and rows["offline"][6] > 0   # import, init, samples

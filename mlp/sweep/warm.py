@@ -127,7 +127,9 @@ class WarmLauncher:
         sys.stdout.flush()
         sys.stderr.flush()
         read_fd, write_fd = os.pipe()
-        # Ctrl-C/SIGTERM wait until the handle exists, so the agent can always stop what it forked
+        # Ctrl-C/SIGTERM wait until the fork is done: the child must not take the parent's handler's
+        # KeyboardInterrupt before it has its own. The caller holds them (interrupts.held) until it
+        # has kept the handle, as the agent does, so a stop never loses a forked run.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             pid = os.fork()
@@ -135,21 +137,9 @@ class WarmLauncher:
                 os.close(read_fd)
                 _run_child(self.entry, args, env, cwd, log.fileno(), threads, write_fd, blocked)
             os.close(write_fd)
-            run = ForkedRun(pid, read_fd, self._learn)
-        except BaseException:
+            return ForkedRun(pid, read_fd, self._learn)
+        finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            raise
-        try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)   # a stop held back lands here
-        except KeyboardInterrupt:           # ... before the caller holds the handle: stop the run here
-            run.send_signal(signal.SIGINT)
-            try:
-                run.wait(30.0)
-            except subprocess.TimeoutExpired:
-                run.kill()
-                run.wait()
-            raise
-        return run
 
 
 def _run_child(entry, args, env, cwd, log_fd, threads, report_fd, mask) -> None:

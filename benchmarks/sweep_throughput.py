@@ -7,7 +7,7 @@ side by side, W&B offline.
 
     python benchmarks/sweep_throughput.py                       # 10 runs per mode, 2 rounds each
     python benchmarks/sweep_throughput.py --runs 10 --rounds 3 --out benchmarks/sweep_results.md
-    python benchmarks/sweep_throughput.py --quick               # tests/data, 3 runs: smoke test only
+    python benchmarks/sweep_throughput.py --quick               # tests/data, 2 runs: smoke test only
 
 The runs: a fixed grid over the assignment's space (depth, width, optimizer, activation, batch
 size) with 2-5 epochs on the full Fashion-MNIST, one agent (`--jobs 1`). Each round runs the
@@ -86,7 +86,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", help="also write the table (Markdown) here")
     args = ap.parse_args(argv)
-    runs = 3 if args.quick else args.runs
+    runs = 2 if args.quick else args.runs
     rounds = 1 if args.quick else args.rounds
     modes = ("own", "process", "warm")
     results = {mode: [] for mode in modes}

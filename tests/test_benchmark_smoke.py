@@ -38,7 +38,7 @@ def test_epoch_speed_quick_prints_the_table(tmp_path):
 
 
 def test_sweep_throughput_quick_runs_every_mode(tmp_path):
-    """benchmarks/sweep_throughput.py --quick: the three agent modes run the same 3 runs and train
+    """benchmarks/sweep_throughput.py --quick: the three agent modes run the same 2 runs and train
     the same numbers (the script checks that itself); the table has a row for each."""
     out = tmp_path / "sweep.md"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep_throughput.py"), "--quick",

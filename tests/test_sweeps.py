@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -284,11 +285,13 @@ def test_a_run_that_learns_resets_the_count_of_failures(tmp_path):
 
 def test_warm_runs_equal_fresh_processes(tmp_path):
     """The agent forks runs of train.py from its warm process by default; --fresh_process starts
-    each as a new Python, as `wandb agent` does. Same sweep, same seed: the same numbers."""
+    each as a new Python, as `wandb agent` does. Same sweep, same seed: the same numbers, and the
+    same requirements.txt in each W&B run (warm runs write the list the agent read once; W&B reads
+    it itself in a new Python)."""
     sweep = write_sweep(tmp_path, "twins", method="grid", parameters={
         "data_dir": {"value": "tests/data"}, "epochs": {"value": 2}, "num_layers": {"value": 1},
         "hidden_size": {"values": [8, 16]}, "dropout": {"value": 0.1}, "optimizer": {"values": ["adam", "nag"]}})
-    summaries = {}
+    summaries, requirements = {}, {}
     for mode, extra in (("warm", []), ("fresh", ["--fresh_process"])):
         store = tmp_path / f"{mode}.sqlite"
         p = mlp(tmp_path, "sweep", str(sweep), "--count", "4", "--seed", "3", "--store", str(store), *extra)
@@ -298,6 +301,11 @@ def test_warm_runs_equal_fresh_processes(tmp_path):
         assert all(("a warm run: forked" in log) == (mode == "warm") for log in logs), logs[0][:300]
         summaries[mode] = [(r["params"], r["state"], r["summary"]["val_accuracy"], r["summary"]["test_accuracy"],
                             r["summary"]["confusion_matrix"]) for r in runs]
+        for r in runs:    # the file, and the record that makes `wandb sync` upload it
+            run_dir = Path(r["wandb_dir"])
+            lines = set((run_dir / "files" / "requirements.txt").read_text().splitlines())
+            assert lines == requirements.setdefault("lines", lines) and f"numpy=={np.__version__}" in lines
+            assert b"requirements.txt" in next(run_dir.glob("*.wandb")).read_bytes()
     assert len(summaries["warm"]) == 4 and summaries["warm"] == summaries["fresh"]
 
 

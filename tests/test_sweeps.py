@@ -286,8 +286,7 @@ def test_a_run_that_learns_resets_the_count_of_failures(tmp_path):
 def test_warm_runs_equal_fresh_processes(tmp_path):
     """The agent forks runs of train.py from its warm process by default; --fresh_process starts
     each as a new Python, as `wandb agent` does. Same sweep, same seed: the same numbers, and the
-    same requirements.txt in each W&B run (warm runs write the list the agent read once; W&B reads
-    it itself in a new Python)."""
+    same requirements.txt in each W&B run."""
     sweep = write_sweep(tmp_path, "twins", method="grid", parameters={
         "data_dir": {"value": "tests/data"}, "epochs": {"value": 2}, "num_layers": {"value": 1},
         "hidden_size": {"values": [8, 16]}, "dropout": {"value": 0.1}, "optimizer": {"values": ["adam", "nag"]}})

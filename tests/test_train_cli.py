@@ -89,6 +89,11 @@ def test_offline_run_leaves_wandb_dir_store_rows_and_summary(tmp_path):
     # the offline W&B run directory carries the same id as the store row
     offline = list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    # its requirements.txt (written by mlp, faster than W&B's own reading) lists what W&B would
+    from importlib.metadata import distributions
+    listed = set((offline[0] / "files" / "requirements.txt").read_text().splitlines())
+    assert listed == {f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]}
+    assert f"numpy=={np.__version__}" in listed and b"requirements.txt" in next(offline[0].glob("*.wandb")).read_bytes()
     db = tmp_path / "runs.sqlite"
     assert rows(db, "SELECT state, exit_code, wandb_dir FROM runs WHERE id = ?", run_id) == \
         [("finished", 0, str(offline[0]))]

@@ -58,26 +58,25 @@ def resolve_wandb_mode(flag):
     return flag
 
 
-# The installed distributions as (name, version), once per process; see installed_packages.
-_PACKAGES = None
-
-
 def installed_packages():
-    """(name, version) of every installed distribution — what W&B records as a run's
-    requirements.txt. Reading them parses ~100 metadata files (~0.07 s): an agent that forks its
-    runs (mlp.sweep.warm) calls this once, and every run forked after that writes the list it
-    inherited instead of having W&B read them all again at each wandb.init."""
-    global _PACKAGES
-    if _PACKAGES is None:
-        from importlib.metadata import distributions
-        found = []
-        for dist in distributions():
-            try:
-                found.append((dist.metadata["Name"], dist.version))
-            except (KeyError, TypeError, UnicodeDecodeError):   # a broken metadata file: skip it, as W&B does
-                continue
-        _PACKAGES = [(name, version) for name, version in found if name]
-    return _PACKAGES
+    """(name, version) of every installed distribution: what W&B records as a run's
+    requirements.txt. Read from the header of each metadata file (~6 ms), where W&B's own reading
+    at every wandb.init parses each file whole, long descriptions included (~0.07 s a run)."""
+    from importlib.metadata import distributions
+    found = []
+    for dist in distributions():
+        try:
+            text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+        except (OSError, UnicodeDecodeError):     # unreadable metadata: skip it, as W&B does
+            continue
+        fields = {}
+        for line in text.split("\n\n", 1)[0].splitlines():   # the headers end at the first blank line
+            key, sep, value = line.partition(":")
+            if sep and key in ("Name", "Version"):
+                fields.setdefault(key, value.strip())
+        if fields.get("Name") and fields.get("Version"):
+            found.append((fields["Name"], fields["Version"]))
+    return found
 
 
 class WandbTracker:
@@ -92,25 +91,24 @@ class WandbTracker:
         import wandb
         self.wandb = wandb
         os.environ.setdefault("WANDB_SILENT", "true")
-        packages = _PACKAGES     # known before this run started: it was forked from an agent
-        try:
-            settings = wandb.Settings(x_save_requirements=False) if packages is not None else None
-        except Exception:        # a W&B without that setting: it reads the packages itself
-            settings = packages = None
+        try:                     # the run's requirements.txt is written below, faster than W&B does
+            settings, write_requirements = wandb.Settings(x_save_requirements=False), True
+        except Exception:        # a W&B without that setting writes it itself
+            settings, write_requirements = None, False
         try:
             self.run = wandb.init(project=self.project, entity=self.entity, config=config, mode=self.mode,
                                   id=run_id, reinit="finish_previous", settings=settings)
         except Exception as e:  # wandb raises many types (CommError, UsageError, ...) when it cannot start
             hint = "; try --wandb_mode offline" if self.mode == "online" else ""
             raise UsageError(f"W&B could not start a {self.mode} run ({type(e).__name__}: {str(e)[:300]}){hint}") from None
-        if packages is not None:
-            self._save_requirements(packages)
+        if write_requirements:
+            self._save_requirements(installed_packages())
         effective = dict(wandb.config)
         self.rename(name)
         return effective
 
     def _save_requirements(self, packages):
-        """The run's requirements.txt, as W&B writes it, from the list the agent read once."""
+        """The run's requirements.txt, as W&B writes it (`name==version` lines), uploaded by W&B."""
         path = Path(self.run.dir) / "requirements.txt"
         try:
             path.write_text("".join(f"{name}=={version}\n" for name, version in packages))

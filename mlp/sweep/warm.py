@@ -6,11 +6,9 @@ log — so everything the agent does with a subprocess still holds: SIGINT stops
 (hyperband, Ctrl-C), kill -9 of the run cannot take the agent down, the agent reaps and records
 it. What it saves is the start-up: Python, NumPy, the mlp package, and W&B's client with the
 modules its first `wandb.init` pulls in (launch, telemetry, pandas, requests …, about 650
-modules). The agent learns that list of modules from the runs themselves: each forked run reports
-the modules it had to import, and the agent imports them before the next fork, so from the second
-run on a run starts with nothing left to import. The agent also reads once the installed packages
-W&B records as each run's requirements.txt (mlp.runs.tracking.installed_packages), which W&B would
-otherwise read again at every `wandb.init` (~0.07 s a run). The data needs no warming: `load_dataset`
+modules). The agent learns that last list from the runs themselves: each forked run reports the
+modules it had to import, and the agent imports them before the next fork, so from the second
+run on a run starts with nothing left to import. The data needs no warming: `load_dataset`
 memory-maps its split cache.
 
 Only the project's own `train.py` can be run this way (its body is `mlp.cli.train_main`), with
@@ -28,8 +26,6 @@ import threading
 import time
 import traceback
 from pathlib import Path
-
-from mlp.runs.tracking import installed_packages
 
 __all__ = ["ForkedRun", "WarmLauncher", "can_fork"]
 
@@ -128,7 +124,6 @@ class WarmLauncher:
     def start(self, args: list[str], env: dict, cwd: Path, log, threads: int | None = None) -> ForkedRun:
         """Fork one run: `train.py ARGS` in `cwd` with `env`, output appended to the open file
         `log`, in a session of its own (like start_new_session)."""
-        installed_packages()            # read once here, inherited by every run (see tracking)
         sys.stdout.flush()
         sys.stderr.flush()
         read_fd, write_fd = os.pipe()

@@ -155,6 +155,37 @@ def _mount_tmpfs(folder, size):
     return p.returncode == 0
 
 
+def test_a_requirements_file_that_cannot_be_saved_is_a_warning_not_a_failed_run(tmp_path, capsys):
+    """mlp writes each W&B run's requirements.txt itself: a folder that cannot take it costs one
+    warning, never the run; a folder that can gets the file, handed to W&B for upload."""
+    from mlp.runs.tracking import WandbTracker
+
+    class Run:                     # stands in for the W&B run: its folder and its save()
+        def __init__(self, folder):
+            self.dir, self.saved = str(folder), []
+
+        def save(self, path, base_path, policy):
+            self.saved.append((path, base_path, policy))
+
+    tracker = WandbTracker("offline", "p")
+    tracker.run = Run(tmp_path / "gone")
+    tracker._save_requirements([("numpy", "1.0")])
+    assert "warning: could not save" in capsys.readouterr().err and tracker.run.saved == []
+    tracker.run = Run(tmp_path)
+    tracker._save_requirements([("numpy", "1.0"), ("wandb", "0.31.0")])
+    assert (tmp_path / "requirements.txt").read_text() == "numpy==1.0\nwandb==0.31.0\n"
+    assert tracker.run.saved == [(str(tmp_path / "requirements.txt"), str(tmp_path), "now")]
+    assert capsys.readouterr().err == ""
+
+    class Refusing(Run):           # W&B refuses the file (a closed run, a bad path): a warning too
+        def save(self, path, base_path, policy):
+            raise ValueError("run is finished")
+
+    tracker.run = Refusing(tmp_path)
+    tracker._save_requirements([("numpy", "1.0")])
+    assert "warning: could not save" in capsys.readouterr().err
+
+
 def test_a_full_filesystem(tmp_path):
     """ENOSPC from a real filesystem (a small tmpfs; needs root and mount permission, as CI has)."""
     disk = tmp_path / "disk"

@@ -92,16 +92,16 @@ class WandbTracker:
         self.wandb = wandb
         os.environ.setdefault("WANDB_SILENT", "true")
         try:                     # the run's requirements.txt is written below, faster than W&B does
-            settings, write_requirements = wandb.Settings(x_save_requirements=False), True
+            settings = wandb.Settings(x_save_requirements=False)
         except Exception:        # a W&B without that setting writes it itself
-            settings, write_requirements = None, False
+            settings = None
         try:
             self.run = wandb.init(project=self.project, entity=self.entity, config=config, mode=self.mode,
                                   id=run_id, reinit="finish_previous", settings=settings)
         except Exception as e:  # wandb raises many types (CommError, UsageError, ...) when it cannot start
             hint = "; try --wandb_mode offline" if self.mode == "online" else ""
             raise UsageError(f"W&B could not start a {self.mode} run ({type(e).__name__}: {str(e)[:300]}){hint}") from None
-        if write_requirements:
+        if settings is not None:
             self._save_requirements(installed_packages())
         effective = dict(wandb.config)
         self.rename(name)
@@ -112,10 +112,9 @@ class WandbTracker:
         path = Path(self.run.dir) / "requirements.txt"
         try:
             path.write_text("".join(f"{name}=={version}\n" for name, version in packages))
-        except OSError as e:     # the run goes on without it, as it would under W&B's own reading
-            print(f"warning: could not write {path}: {e.strerror or e}", file=sys.stderr, flush=True)
-            return
-        self.run.save(str(path), base_path=self.run.dir, policy="now")
+            self.run.save(str(path), base_path=self.run.dir, policy="now")
+        except Exception as e:   # a side file: the run goes on without it, as under W&B's own reading
+            print(f"warning: could not save {path}: {getattr(e, 'strerror', None) or e}", file=sys.stderr, flush=True)
 
     def rename(self, name):
         if self.run is not None:

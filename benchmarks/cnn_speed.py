@@ -23,7 +23,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmark this tree's mlp, installed or not
 
-from epoch_speed import WARMUP_BATCHES, torch_epoch_seconds  # noqa: E402  (this folder: the same loop)
+import epoch_speed  # noqa: E402  (this folder: the same method, loop and scaffolding)
+from epoch_speed import WARMUP_BATCHES, machine, torch_epoch_seconds  # noqa: E402
 
 FRAMEWORKS = ("ours", "torch")
 QUICK_BATCHES = 20
@@ -207,11 +207,7 @@ def child(spec):
 
 
 def run_child(spec):
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark child {spec['framework']} failed:\n{proc.stderr.strip()}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return epoch_speed.run_child(spec, __file__)
 
 
 def describe_network(config):
@@ -238,7 +234,7 @@ def report(args, times, rss, samples, gemm):
         f"# CNN epoch speed: mlp vs PyTorch{' (QUICK smoke run, not a measurement)' if args.quick else ''}",
         "",
         f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- CPU: {cpu()} ({os.cpu_count()} logical CPUs); load average at start {args.load_at_start}",
+        f"- CPU: {machine()} ({os.cpu_count()} logical CPUs); load average at start {args.load_at_start}",
         f"- python {platform.python_version()}, numpy {numpy.__version__}, torch {torch.__version__}",
         f"- network (`--preset cnn`): {describe_network(config)}",
         f"- threads: {args.threads} for both; {args.repeats} run(s) each, alternated, fresh processes; medians; "
@@ -260,16 +256,6 @@ def report(args, times, rss, samples, gemm):
         f"GEMM floor per step (s): {', '.join(f'{v:.4f}' for v in gemm)}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def cpu():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None):

@@ -320,8 +320,10 @@ def child(spec):
     print(json.dumps(out), flush=True)
 
 
-def run_child(spec):
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+def run_child(spec, script=__file__):
+    """Run `script --child SPEC` (this benchmark, or another built on it) in a fresh Python; its
+    last line of output, parsed as JSON."""
+    proc = subprocess.run([sys.executable, str(Path(script).resolve()), "--child", json.dumps(spec)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark child {spec['framework']} failed:\n{proc.stderr.strip()}")
@@ -331,6 +333,7 @@ def run_child(spec):
 # ---- the report ----------------------------------------------------------------------------
 
 def machine():
+    """The CPU's model name."""
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -82,12 +82,18 @@ def child(stamp_file: str, launched: float, args: list[str]) -> int:
     return code
 
 
+def wandb_environment(mode: str, folder: Path, **extra) -> dict:
+    """The environment of a benchmarked run: W&B in `mode`, quiet, writing under `folder`, without
+    what an agent sets for its runs (a run id, a sweep, a shared W&B service); then `extra`."""
+    env = {**os.environ, "WANDB_MODE": mode, "WANDB_SILENT": "true", "WANDB_DIR": str(folder)}
+    for key in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_SERVICE"):
+        env.pop(key, None)
+    return {**env, **extra}
+
+
 def one_round(mode: str, args: list[str], folder: Path) -> dict:
     stamp_file = folder / f"stamps-{time.monotonic_ns()}.json"
-    env = {**os.environ, "WANDB_MODE": mode, "WANDB_SILENT": "true", "WANDB_DIR": str(folder),
-           "MLP_STORE": str(folder / "cold.sqlite")}
-    for key in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"):
-        env.pop(key, None)
+    env = wandb_environment(mode, folder, MLP_STORE=str(folder / "cold.sqlite"))
     launched = time.time()
     p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(stamp_file), repr(launched),
                         *args], cwd=ROOT, env=env, capture_output=True, text=True)

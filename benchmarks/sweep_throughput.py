@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cold_start import wandb_environment  # noqa: E402  (this folder)
 from mlp.runs.store import Store  # noqa: E402
 
 GRID = {
@@ -59,11 +60,8 @@ def sweep_file(folder: Path, runs: int, quick: bool) -> Path:
 
 def one_round(mode: str, sweep: Path, runs: int, folder: Path) -> dict:
     store = folder / f"{mode}-{time.monotonic_ns()}.sqlite"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(folder)}
-    for key in ("WANDB_RUN_ID", "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH", "WANDB_SERVICE"):
-        env.pop(key, None)
-    if mode == "own":
-        env["WANDB_SERVICE"] = ""          # no shared service: every run starts its own
+    # "own": WANDB_SERVICE set empty, no shared service: every run starts its own
+    env = wandb_environment("offline", folder, **({"WANDB_SERVICE": ""} if mode == "own" else {}))
     argv = [sys.executable, "-m", "mlp", "sweep", str(sweep), "--count", str(runs), "--seed", "0",
             "--store", str(store)] + (["--fresh_process"] if mode in ("own", "process") else [])
     started = time.perf_counter()

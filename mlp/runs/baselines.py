@@ -81,7 +81,6 @@ def torch_available() -> bool:
         return False
 
 
-
 def _sklearn(name: str, jobs: int):
     label, module, cls, settings = MODELS[name]
     kwargs = dict(settings)

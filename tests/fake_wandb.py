@@ -300,6 +300,85 @@ class FakeWandb:
         artifact["state"] = "COMMITTED"
         return {"commitArtifact": {"artifact": {"id": variables["artifactID"], "digest": artifact.get("digest")}}}
 
+    # ---- artifacts, read back (`wandb.Api().artifact(...)`, `Artifact.download`) ----------------------
+    def _artifact_entity(self, artifact: dict) -> str:
+        return artifact.get("entityName") or self.entity
+
+    def _collection(self, artifact_id: str) -> list[str]:
+        """The ids of the artifacts of one collection, oldest first (their version index)."""
+        artifact = self.artifacts[artifact_id]
+        key = (self._artifact_entity(artifact), artifact["projectName"], artifact["artifactCollectionName"])
+        return [i for i, a in self.artifacts.items()
+                if (self._artifact_entity(a), a["projectName"], a["artifactCollectionName"]) == key]
+
+    def find_artifact(self, entity: str, project: str, name: str) -> str | None:
+        """The id of artifact `COLLECTION:ALIAS` (or `COLLECTION:vN`) of a project, committed only."""
+        collection, _, alias = name.partition(":")
+        alias = alias or "latest"
+        for artifact_id, a in reversed(list(self.artifacts.items())):
+            if (self._artifact_entity(a), a["projectName"], a["artifactCollectionName"]) != (entity, project, collection):
+                continue
+            if a.get("state") != "COMMITTED":
+                continue
+            aliases = {x["alias"] for x in a.get("aliases") or []}
+            if alias in aliases or alias == f"v{self._collection(artifact_id).index(artifact_id)}":
+                return artifact_id
+        return None
+
+    def _artifact_node(self, artifact_id: str) -> dict:
+        a = self.artifacts[artifact_id]
+        entity, project = self._artifact_entity(a), a["projectName"]
+        project_node = {"id": f"UHJvamVjdDo{project}", "internalId": "1", "name": project, "entity": {"name": entity}}
+        files = [k for k in self.uploads if k.startswith(f"artifacts/{artifact_id}/") and
+                 not k.endswith("/wandb_manifest.json")]
+        return {"__typename": "Artifact", "id": artifact_id,
+                "artifactSequence": {"__typename": "ArtifactSequence", "name": a["artifactCollectionName"],
+                                     "project": project_node},
+                "versionIndex": self._collection(artifact_id).index(artifact_id),
+                "artifactType": {"name": a["artifactTypeName"]}, "description": a.get("description"),
+                "metadata": a.get("metadata"), "ttlDurationSeconds": -1, "ttlIsInherited": True, "tags": [],
+                "historyStep": a.get("historyStep"), "state": a.get("state"),
+                "size": sum(len(self.uploads[k]) for k in files), "digest": a.get("digest"), "commitHash": None,
+                "fileCount": len(files), "createdAt": iso(time.time()), "updatedAt": iso(time.time()),
+                "aliases": [{"__typename": "ArtifactAlias", "id": f"QWxpYXM6{x['alias']}", "alias": x["alias"],
+                             "artifactCollection": {"__typename": "ArtifactSequence",
+                                                    "name": a["artifactCollectionName"], "project": project_node}}
+                            for x in a.get("aliases") or []],
+                "_project": project_node}
+
+    def op_ArtifactMembershipByName(self, variables, query):
+        artifact_id = self.find_artifact(variables.get("entity") or self.entity, variables["project"], variables["name"])
+        if artifact_id is None:
+            return {"project": {"artifactCollectionMembership": None}}
+        node = self._artifact_node(artifact_id)
+        project_node = node.pop("_project")
+        collection = {"__typename": "ArtifactSequence", "name": self.artifacts[artifact_id]["artifactCollectionName"],
+                      "project": project_node}
+        return {"project": {"artifactCollectionMembership": {
+            "__typename": "ArtifactCollectionMembership", "id": f"TWVtYmVyc2hpcDo{artifact_id}",
+            "versionIndex": node["versionIndex"], "createdAt": node["createdAt"],
+            "aliases": [{k: v for k, v in x.items() if k != "artifactCollection"} for x in node["aliases"]],
+            "artifactCollection": collection, "artifact": node}}}
+
+    def op_FetchArtifactManifest(self, variables, query):
+        artifact_id = variables["id"]
+        if artifact_id not in self.artifacts:
+            return {"artifact": None}
+        return {"artifact": {"currentManifest": {"file": {
+            "directUrl": f"{self.url}/download/artifacts/{artifact_id}/wandb_manifest.json"}}}}
+
+    def op_GetArtifactMembershipFileUrls(self, variables, query):
+        entity = variables.get("entity") or self.entity
+        artifact_id = self.find_artifact(entity, variables["project"], f"{variables['collection']}:{variables['alias']}")
+        if artifact_id is None:
+            return {"project": {"artifactCollection": None}}
+        prefix = f"artifacts/{artifact_id}/"
+        names = sorted(k[len(prefix):] for k in self.uploads if k.startswith(prefix) and not k.endswith("wandb_manifest.json"))
+        return {"project": {"artifactCollection": {"__typename": "ArtifactSequence", "artifactMembership": {"files": {
+            "pageInfo": {"__typename": "PageInfo", "endCursor": None, "hasNextPage": False},
+            "edges": [{"node": {"__typename": "File", "name": name,
+                                "directUrl": f"{self.url}/download/{prefix}{name}"}} for name in names]}}}}}
+
     def op_ArtifactType(self, variables, query):
         """Whether an artifact of that name exists (wandb-core asks before logging one): never here."""
         return {"project": {"artifact": None}}
@@ -401,6 +480,11 @@ class _Handler(BaseHTTPRequestHandler):
             with fake._lock:
                 fake.uploads[request.path[len("/upload/"):]] = request.body
             return self._send(200, {})
+        if request.method == "GET" and request.path.startswith("/download/"):
+            content = fake.uploads.get(request.path[len("/download/"):].split("?")[0])
+            if content is None:
+                return self._send(404, {"error": "fake W&B: no such file"})
+            return self._send(200, raw=content)
         match = re.fullmatch(r"/files/([^/]+)/([^/]+)/([^/]+)/file_stream", request.path)
         if request.method == "POST" and match:
             with fake._lock:

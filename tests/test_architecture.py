@@ -124,3 +124,26 @@ def test_function_level_imports_only_defer_heavy_dependencies():
 @pytest.mark.parametrize("layer_name", ["core", "runs", "sweep", "report"])
 def test_layers_are_folders(layer_name):
     assert (PACKAGE / layer_name / "__init__.py").is_file()
+
+
+# What trains a network or writes runs: the report must reach none of them, even indirectly.
+WRITERS = {"mlp.runs.experiment", "mlp.runs.training", "mlp.runs.estimator", "mlp.runs.tracking", "mlp.runs.baselines",
+           "mlp.sweep.agent", "mlp.sweep.warm", "mlp.sweep.bridge", "mlp.sweep.rerun", "mlp.sweep.models",
+           "mlp.sweep.baselines"}
+
+
+def test_the_report_only_reads():
+    """`mlp report` renders from the store and model files: no module of mlp/report imports,
+    directly or through others, anything that trains or writes runs (the import, the best model's
+    download or retrain, reruns and baselines run before it, from the CLI)."""
+    known, edges = graph()
+    reached = {}
+    todo = [(m, m) for m in known if layer(m) == RANK["report"]]
+    while todo:
+        module, via = todo.pop()
+        for target, _, _ in edges.get(module, ()):
+            if target not in reached and target not in FACADES:
+                reached[target] = via
+                todo.append((target, via))
+    assert {m: reached[m] for m in WRITERS if m in reached} == {}
+    assert WRITERS <= set(known)          # the list names real modules

@@ -13,6 +13,7 @@ import pytest
 from mlp import config as C
 from mlp.cli import main
 from mlp.report import baselines as B
+from mlp.sweep import baselines as SB
 from mlp.runs import baselines as RB
 from mlp.runs.context import RunContext
 from mlp.runs.data import read_idx
@@ -25,7 +26,7 @@ QUICK = "logistic_regression,knn"
 
 
 def test_the_baselines_validate_on_exactly_train_pys_rows(tmp_path):
-    rows = B.run_baselines(tmp_path / "s.sqlite", "fashion_mnist", data_dir=SUBSET, models=["knn"],
+    rows = SB.run_baselines(tmp_path / "s.sqlite", "fashion_mnist", data_dir=SUBSET, models=["knn"],
                            log=lambda line: None)
     # what a train.py run loads (the same prepare step, before anything is written)
     run = prepare(C.resolve({"data_dir": str(SUBSET), "wandb_mode": "disabled"}), RunContext())

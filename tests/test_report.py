@@ -21,7 +21,7 @@ from mlp.report.importance import by_parameter, encode, importance
 from mlp.report.registry import figures_for, numbered_titles
 
 FIGURES = figures_for("classify")      # a classifier sweep's figures (an autoencoder's: tests/test_report_tasks.py)
-from mlp.report.rerun import rerun_sweep_config
+from mlp.sweep.rerun import rerun_sweep_config
 from mlp.runs.store import Store
 from mlp.sweep.engine import engine as _engine
 from mlp.sweep.files import validate_sweep_config

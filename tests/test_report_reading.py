@@ -19,7 +19,6 @@ from mlp.report.importance import confounded
 from mlp.report.observations import observations
 from mlp.report.page import build_blocks, write_markdown
 from mlp.report.registry import FIGURES, SECTIONS
-from mlp.report.rerun import rerun_command
 from mlp.report.text import plural, share
 from mlp.runs.store import RerunPlan
 
@@ -191,9 +190,9 @@ def _with_rerun(top, epochs, data_dir=None):
 def test_rerun_command_is_the_one_that_ran():
     plan = RerunPlan(parent="p1", source_runs=["a", "b"], configs=[{"data_dir": "/data/my mnist"}] * 2,
                      dataset="mnist", epochs=1, top=2)
-    assert rerun_command(plan) == "mlp rerun p1 --top 2 --dataset mnist --epochs 1 --data_dir '/data/my mnist'"
+    assert plan.command() == "mlp rerun p1 --top 2 --dataset mnist --epochs 1 --data_dir '/data/my mnist'"
     plan = RerunPlan(parent="p1", source_runs=["a", "b", "c"], configs=[{}, {}, {}], dataset="mnist", top=3)
-    assert rerun_command(plan) == "mlp rerun p1 --top 3 --dataset mnist"
+    assert plan.command() == "mlp rerun p1 --top 3 --dataset mnist"
 
 
 def test_rerun_section_quotes_the_command_and_counts_right():

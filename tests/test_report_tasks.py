@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlp.report import baselines as B
-from mlp.runs import baselines as RB
+from mlp.runs import baseline_models as RB
 from mlp.report import figures as F
 from mlp.report import registry
 from mlp.report import sections as S

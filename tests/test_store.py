@@ -625,7 +625,37 @@ def test_a_v1_store_is_migrated_in_place(tmp_path):
             ("/w", "/w/s.yaml", {"note": "kept"}, "local")
         assert child["rerun"].configs == [{"epochs": 2}] and child["rerun"].source_runs == ["r1"]
         assert (run["wandb_entity"], run["wandb_project"]) == (None, None)       # v3's columns, empty
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+
+
+def drop_v5_columns(db):
+    db.execute("ALTER TABLE runs DROP COLUMN model_source")
+    db.execute("ALTER TABLE runs DROP COLUMN model_artifact")
+
+
+def test_a_v4_store_learns_where_its_models_came_from(tmp_path):
+    """v4 stores gain model_source and model_artifact; a run that kept a model file is marked as
+    having saved it itself ("run"), the others stay empty."""
+    path = tmp_path / "v4.sqlite"
+    with Store(path) as store:
+        sweep = store.create_sweep({"method": "grid", "parameters": {"epochs": {"values": [1]}}}, "", name="s")
+        saved = store.create_run({"epochs": 1}, sweep_id=sweep)
+        store.finish_run(saved, "finished", model_path=tmp_path / "m.npz")
+        bare = store.create_run({"epochs": 1}, sweep_id=sweep)
+        store.finish_run(bare, "finished")
+    db = sqlite3.connect(path)
+    drop_v5_columns(db)
+    db.execute("PRAGMA user_version = 4")
+    db.commit()
+    db.close()
+    with Store(path, create=False) as store:
+        assert (store.get_run(saved)["model_source"], store.get_run(saved)["model_artifact"]) == ("run", None)
+        assert store.get_run(bare)["model_source"] is None
+        store.update_run(bare, model_path=str(tmp_path / "r.npz"), model_source="retrain")
+        assert store.get_run(bare)["model_source"] == "retrain"
+        with pytest.raises(UsageError):
+            store.update_run(bare, model_source="somewhere")
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
 
 
 def test_a_v2_store_is_migrated_to_v3_in_place(tmp_path):
@@ -639,6 +669,7 @@ def test_a_v2_store_is_migrated_to_v3_in_place(tmp_path):
     db.execute("ALTER TABLE runs DROP COLUMN wandb_entity")
     db.execute("ALTER TABLE runs DROP COLUMN wandb_project")
     db.execute("DROP TABLE baselines")                  # v4's: a v2 store has no baselines either
+    drop_v5_columns(db)
     db.execute("PRAGMA user_version = 2")
     db.commit()
     db.close()
@@ -665,6 +696,7 @@ def test_a_v3_store_gains_the_baselines_table_in_place(tmp_path):
         run = store.create_run({"epochs": 1}, sweep_id=sweep, params={"epochs": 1})
     db = sqlite3.connect(path)
     db.execute("DROP TABLE baselines")
+    drop_v5_columns(db)
     db.execute("PRAGMA user_version = 3")
     db.commit()
     db.close()
@@ -681,7 +713,7 @@ def test_a_v3_store_gains_the_baselines_table_in_place(tmp_path):
         with pytest.raises(ValueError, match="missing"):
             store.add_baseline(model="knn")
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     columns = [row[1] for row in db.execute("PRAGMA table_info(baselines)")]
     assert {"model", "val_accuracy", "test_accuracy", "train_seconds", "val_rows_sha256"} <= set(columns)
 

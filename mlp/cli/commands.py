@@ -285,23 +285,32 @@ def cmd_import(args):
 
 
 def cmd_report(args):
+    """Import (a W&B sweep, and a W&B comparison sweep), make the best model available (its file,
+    its W&B artifact or a retrain), then write the report, which only reads."""
     from mlp.report import make_report
+    from mlp.report.build import check_inputs
+    from mlp.sweep.bridge import resolve
+    from mlp.sweep.models import ensure_best_model
     with _store_for(args) as store:
-        result = make_report(store, args.sweep_id, out=args.out, compare=args.compare, data_dir=args.data_dir)
+        sweep_id = resolve(store, args.sweep_id)
+        compare = resolve(store, args.compare) if args.compare else None
+        check_inputs(store, sweep_id, args.out, compare)
+        ensure_best_model(store, sweep_id, data_dir=args.data_dir)
+        result = make_report(store, sweep_id, out=args.out, compare=compare, data_dir=args.data_dir)
     print(result["html"], flush=True)
     return 0
 
 
 def cmd_rerun(args):
-    from mlp.report import rerun
+    from mlp.sweep.rerun import rerun
     with _store_for(args) as store:
         return rerun(store, args.sweep_id, top=args.top, dataset=args.dataset, epochs=args.epochs,
                      data_dir=args.data_dir, local=args.local)["exit_code"]
 
 
 def cmd_baselines(args):
-    from mlp.report.baselines import run_baselines
-    from mlp.runs.baselines import parse_models
+    from mlp.sweep.baselines import run_baselines
+    from mlp.runs.baseline_models import parse_models
     rows = run_baselines(args.store, args.dataset, data_dir=args.data_dir, split=args.split,
                          val_fraction=args.val_fraction, models=parse_models(args.models), sweep=args.sweep,
                          jobs=args.jobs)
@@ -317,7 +326,7 @@ def cmd_baselines(args):
 def cmd_evaluate(args):
     from mlp.core.network import load_model
     from mlp.runs.data import load_dataset
-    from mlp.runs.experiment import confusion_matrix
+    from mlp.core.metrics import confusion_matrix
     net = load_model(args.model)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     inputs, outputs = net.input_shape, net.n_outputs

@@ -1,5 +1,7 @@
 """Metrics on a network's outputs that are not losses.
 
+`confusion_matrix(y_true, y_pred, n_classes)` counts: rows are true classes, columns predictions.
+
 `r2_score(y_true, y_pred)` is the coefficient of determination over all outputs at once, as
 scikit-learn's `r2_score(y_true, y_pred, multioutput="variance_weighted")`:
 
@@ -41,3 +43,9 @@ def r2_score(y_true, y_pred):
     if not varying.any():
         return float(np.mean(np.where(sse == 0, 1.0, 0.0)))
     return float(1.0 - sse[varying].sum() / sst[varying].sum())
+
+
+def confusion_matrix(y_true, y_pred, n_classes):
+    """Counts of (true class, predicted class) as an (n_classes, n_classes) integer array."""
+    return np.bincount(np.asarray(y_true) * n_classes + np.asarray(y_pred), minlength=n_classes ** 2) \
+        .reshape(n_classes, n_classes)

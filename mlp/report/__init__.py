@@ -1,7 +1,12 @@
-"""`mlp report` and `mlp rerun`: every figure of a sweep's report, offline, from the local store.
+"""`mlp report`: every figure of a sweep's report, offline, from the local store and model files.
 
     make_report(store, sweep_id, out)   -> writes out/index.html, out/report.md and one PNG per figure
-    rerun(store, sweep_id, top, dataset) -> reruns the top-K validation configs as a linked sweep
+
+The report only reads: the store (runs, histories, baselines, reruns), the dataset and the best
+run's model file. What writes — importing a W&B sweep, fetching or retraining the best model
+(mlp.sweep.models), rerunning on another dataset (mlp.sweep.rerun), training baselines
+(mlp.sweep.baselines) — happens in the layers below, before a report is made (`mlp report` on the
+command line runs those steps first).
 
 How a report is made (build.make_report): `collect` reads the store and loads the dataset and
 the best model into one `ReportData` (the only I/O; `prepare` is its pure part); then every
@@ -31,10 +36,8 @@ sentences, and one entry in OBSERVATIONS.
 
 Files: collect (ReportData), analysis (findings on plain run dicts), importance (random forest,
 correlations, confounded parameters), figures, sections, observations, registry, blocks, page
-(HTML/Markdown writers), text (plurals, numbers), model (the best run's model), rerun (the linked
-sweep on another dataset).
+(HTML/Markdown writers), text (plurals, numbers), model (the best run's model file, loaded).
 """
 from mlp.report.build import make_report
-from mlp.report.rerun import rerun
 
-__all__ = ["make_report", "rerun"]
+__all__ = ["make_report"]

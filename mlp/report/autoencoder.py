@@ -3,8 +3,8 @@ accuracy, and what the best model regenerates.
 
 The pieces, each registered where its kind goes:
 
-* `evaluate_best(store, sweep_id, run, data, log)` — the best run's model (its saved file, else a
-  retrain of its exact config, as for a classifier) scored on validation and test: loss, R²,
+* `evaluate_best(run, data, log)` — the best run's model (the file the store records for it, as
+  for a classifier) scored on validation and test: loss, R²,
   R² and per-pixel squared error per class, one test image per class with its reconstruction
   (`collect` calls it for an autoencoder sweep and keeps the result in `ReportData.reconstruction`);
 * `reconstructions(data)` — the figure (registry.FIGURES, autoencoders only): originals over
@@ -35,11 +35,11 @@ __all__ = ["evaluate_best", "reconstructions", "best_blocks", "reconstruction_qu
 CHANCE_R2 = 0.0     # a run at or below this R² does no better than predicting the mean image
 
 
-def evaluate_best(store, sweep_id: str, run: dict, data, log: Callable[[str], None]) -> dict:
+def evaluate_best(run: dict, data, log: Callable[[str], None]) -> dict:
     """The run's model (mlp.report.model.best_model) on `data` (a loaded Dataset): validation and
     test loss and R², R² and squared error per class, the first test image of each class and its
     reconstruction, the bottleneck layer, and whether the test R² is the one the run recorded."""
-    net, source, note, path = best_model(store, sweep_id, run, data, n_outputs=data.x_test.shape[1], log=log)
+    net, source, note, path = best_model(run, data.x_test.shape[1], log=log)
     val_loss, val_r2, _ = ae.evaluate(net, data.x_val) if len(data.x_val) else (math.nan, math.nan, None)
     test_loss, test_r2, out = ae.evaluate(net, data.x_test)
     per_class = []

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Callable
 
 from mlp.report import registry
-from mlp.report.collect import check_out_dir, collect
+from mlp.report.collect import check_out_dir, collect, comparison_sweep
 from mlp.report.figures import STYLE
 from mlp.report.page import build_blocks, write_html, write_markdown
-from mlp.sweep.bridge import resolve
 
-__all__ = ["make_report", "default_out", "render_figures"]
+__all__ = ["make_report", "check_inputs", "default_out", "render_figures"]
 
 DPI = 100
 
@@ -51,12 +50,21 @@ def render_figures(data, out, log: Callable[[str], None] | None = None) -> dict:
     return data.figures
 
 
+def check_inputs(store, sweep_id: str, out=None, compare: str | None = None) -> Path:
+    """What `make_report` checks before any slow step, for a caller to run first (the sweep and the
+    comparison sweep, the output folder, nothing written): returns the output folder."""
+    store.get_sweep(sweep_id)
+    comparison_sweep(store, sweep_id, compare)
+    return check_out_dir(out if out is not None else default_out(sweep_id), create=False)
+
+
 def make_report(store, sweep_id: str, out=None, compare: str | None = None, data_dir: str | None = None,
                 log: Callable[[str], None] = _log) -> dict:
-    """Write the report of `sweep_id` into `out`; returns {"out", "html", "markdown", "figures", "data"}.
-    `sweep_id` may be a W&B sweep (`mlp.sweep.bridge.resolve`: imported first when W&B is reachable)."""
-    sweep_id = resolve(store, sweep_id, log=log)  # unknown id: a UsageError before anything is written
-    out = check_out_dir(out if out is not None else default_out(sweep_id), create=False)
+    """Write the report of `sweep_id` (a store id; `compare`: the store id of the loss comparison)
+    into `out`; returns {"out", "html", "markdown", "figures", "data"}. It only reads the store, the
+    dataset and the best run's model file: a W&B sweep is imported, and the best model fetched or
+    retrained, before (`mlp report` does both: mlp.sweep.bridge.resolve, mlp.sweep.models)."""
+    out = check_inputs(store, sweep_id, out, compare)     # a UsageError before anything is written
     data = collect(store, sweep_id, compare=compare, data_dir=data_dir, log=log)
     check_out_dir(out)
     figures = render_figures(data, out, log)

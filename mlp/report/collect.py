@@ -27,10 +27,11 @@ from mlp.report.importance import confounded, importance
 from mlp.report.model import best_model_predictions
 from mlp.report.text import plural
 from mlp.runs.data import CLASS_NAMES, load_dataset
-from mlp.runs.experiment import confusion_matrix
+from mlp.runs.results import sweep_data_dir
+from mlp.core.metrics import confusion_matrix
 from mlp.sweep.files import objective, task_of
 
-__all__ = ["ReportData", "collect", "prepare", "check_out_dir", "sweep_data_dir", "TOP_RUNS", "RECOMMENDED"]
+__all__ = ["ReportData", "collect", "prepare", "check_out_dir", "comparison_sweep", "TOP_RUNS", "RECOMMENDED"]
 
 TOP_RUNS = 5          # learning curves of this many best runs
 RECOMMENDED = 3       # configurations recommended for another dataset, until a rerun says how many
@@ -125,17 +126,6 @@ def check_out_dir(out, create: bool = True) -> Path:
     return out
 
 
-def sweep_data_dir(sweep: dict, run: dict) -> str | None:
-    """The data_dir a run was trained with, if the sweep set one (relative to the sweep's folder)."""
-    value = (run.get("params") or {}).get("data_dir") or (run.get("config") or {}).get("data_dir")
-    if not value:
-        return None
-    path = Path(value)
-    if not path.is_absolute():
-        path = Path(sweep.get("workdir") or os.getcwd()) / path
-    return str(path)
-
-
 def prepare(sweep: dict, runs: list, histories: dict | None = None, store_path: str = "") -> ReportData:
     """What the runs alone tell, without the store or the dataset: the task and its metrics, the
     searched parameters, the ranking, parameter importance (and which parameters always moved
@@ -200,20 +190,8 @@ def collect(store, sweep_id: str, compare: str | None = None, data_dir: str | No
     if not any(r["state"] == "finished" for r in runs):
         raise UsageError(f"sweep {sweep_id} has no finished runs yet ({plural(sweep['n_runs'], 'run')}); run some with "
                          f"`mlp agent {sweep_id} --count N` and report again")
-    # --- which sweep compares cross-entropy with squared error (checked before any slow step)
+    target = comparison_sweep(store, sweep_id, compare)      # checked before any slow step
     sweeps = store.list_sweeps()
-    if task == "autoencoder":
-        if compare:
-            raise UsageError(f"--compare: sweep {sweep_id} trains autoencoders; the cross-entropy vs squared-error "
-                             f"study compares classification losses")
-        target = None
-    elif compare:
-        target = store.get_sweep(compare)
-        if not A.varies_loss(target["config"]):
-            raise UsageError(f"--compare {compare}: that sweep does not search loss over cross_entropy and "
-                             f"mean_squared_error (see sweeps/ce_vs_mse.yaml)")
-    else:
-        target = A.find_comparison(sweeps, sweep_id)
 
     log("computing parameter importance ...")
     data = prepare(sweep, runs, histories, store.path)
@@ -226,7 +204,7 @@ def collect(store, sweep_id: str, compare: str | None = None, data_dir: str | No
                                 val_fraction=best_config.get("val_fraction", 0.1), progress=log)
     data.class_names = list(data.dataset.class_names)
     if task == "autoencoder":
-        data.reconstruction = AE.evaluate_best(store, sweep_id, data.best, data.dataset, log)
+        data.reconstruction = AE.evaluate_best(data.best, data.dataset, log)
     else:
         _collect_classifier(data, store, sweep_id, target, runs, histories, log)
 
@@ -240,11 +218,29 @@ def collect(store, sweep_id: str, compare: str | None = None, data_dir: str | No
     return data
 
 
+def comparison_sweep(store, sweep_id: str, compare: str | None = None) -> dict | None:
+    """The sweep that compares cross-entropy with squared error for this sweep's report: `compare`
+    (a store id) when given — it must search the loss over both — else one found in the store;
+    None for an autoencoder sweep (the study compares classification losses)."""
+    if task_of(store.get_sweep(sweep_id)["config"]) == "autoencoder":
+        if compare:
+            raise UsageError(f"--compare: sweep {sweep_id} trains autoencoders; the cross-entropy vs squared-error "
+                             f"study compares classification losses")
+        return None
+    if compare:
+        target = store.get_sweep(compare)
+        if not A.varies_loss(target["config"]):
+            raise UsageError(f"--compare {compare}: that sweep does not search loss over cross_entropy and "
+                             f"mean_squared_error (see sweeps/ce_vs_mse.yaml)")
+        return target
+    return A.find_comparison(store.list_sweeps(), sweep_id)
+
+
 def _collect_classifier(data: ReportData, store, sweep_id: str, target: dict | None, runs, histories, log) -> None:
     """What only a classifier sweep's report holds: the `mlp baselines` trained on exactly its split,
     the best model's confusion analysis and the cross-entropy vs squared-error comparison."""
     data.baselines = B.latest(store, data.dataset)
-    ev = best_model_predictions(store, sweep_id, data.best, data.dataset, log)
+    ev = best_model_predictions(data.best, data.dataset, log)
     cm = confusion_matrix(data.dataset.y_test, ev["pred"], len(data.class_names))
     ev["confusion"] = A.confusion_analysis(cm, data.class_names)
     stored_cm = data.best["summary"].get("confusion_matrix")

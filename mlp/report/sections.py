@@ -14,7 +14,6 @@ from mlp.report import autoencoder as AE
 from mlp.report import baselines as B
 from mlp.report.blocks import Bullets, Figure, Paragraph, Table
 from mlp.report.observations import importance_caveats, observations, paired_gap_words, paired_test_words
-from mlp.report.rerun import rerun_command
 from mlp.report.text import agree, join_and, metric_words, num, number_word, plural, signed
 
 __all__ = ["intro", "samples", "runs", "parallel", "importance", "best_run", "ce_vs_mse", "learning_curves",
@@ -185,7 +184,7 @@ def rerun(data) -> list:
         best = "best validation configuration" if k == 1 else f"{number_word(k)} best validation configurations"
         epochs = f"for {plural(plan.epochs, 'epoch')}" if plan.epochs else "with their own epochs"
         blocks.append(Paragraph(f"Sweep {child['id']} ({child['name']}) reran the {best} on {plan.dataset} {epochs} "
-                                f"(`{rerun_command(plan)}`). Its state: {child['state']}."))
+                                f"(`{plan.command()}`). Its state: {child['state']}."))
         ds, target = data.dataset_name, plan.dataset
         blocks.append(Table(["#", "configuration", f"{ds} val", f"{ds} test", f"{target} val", f"{target} test",
                              f"{target} run", "state"],

@@ -4,9 +4,9 @@ documented settings, and the PyTorch twin of one of our networks.
 Each model is trained once on the training rows of a loaded `Dataset` (the split train.py uses)
 with the settings below — nothing is selected, on validation or on test — then scored on
 validation and, last, on the test set. Which models to train, on what, and where the rows go is
-the command's business (`mlp.report.baselines`).
+the command's business (`mlp.sweep.baselines`).
 
-Settings (MODELS), chosen after the Fashion-MNIST paper's scikit-learn benchmark (Xiao, Rasul &
+Settings (the catalogue, mlp.runs.baseline_models.MODELS), chosen after the Fashion-MNIST paper's scikit-learn benchmark (Xiao, Rasul &
 Vollgraf 2017, arXiv:1708.07747, Table 3):
 
 * logistic regression — `LogisticRegression(C=1.0, solver="lbfgs", max_iter=200)`: multinomial,
@@ -39,39 +39,11 @@ from mlp import config as C
 from mlp.core import augment as augmentation
 from mlp.core import schedules
 from mlp.errors import UsageError
+from mlp.runs.baseline_models import MODELS, PARALLEL
 from mlp.runs.experiment import build
 from mlp.runs.training import batches
 
-__all__ = ["MODELS", "TWIN", "PARALLEL", "parse_models", "torch_available", "fit_sklearn", "fit_twin",
-           "twin_unsupported", "torch_model", "torch_optimizer"]
-
-TWIN = "torch_twin"
-# name -> (label, module, class, settings)
-MODELS = {
-    "logistic_regression": ("logistic regression", "sklearn.linear_model", "LogisticRegression",
-                            {"C": 1.0, "solver": "lbfgs", "max_iter": 200}),
-    "knn": ("k-nearest neighbours", "sklearn.neighbors", "KNeighborsClassifier",
-            {"n_neighbors": 5, "weights": "distance", "p": 2}),
-    "random_forest": ("random forest", "sklearn.ensemble", "RandomForestClassifier",
-                      {"n_estimators": 100, "criterion": "entropy", "max_depth": 100, "random_state": 0}),
-    "sklearn_mlp": ("scikit-learn MLP", "sklearn.neural_network", "MLPClassifier",
-                    {"hidden_layer_sizes": [100], "activation": "relu", "max_iter": 50, "random_state": 0}),
-    TWIN: ("PyTorch twin", None, None, {}),
-}
-PARALLEL = ("knn", "random_forest")     # the models that take n_jobs
-
-
-def parse_models(text: str | None) -> list[str]:
-    """`logistic_regression,knn` -> the models in MODELS order; None: all of them."""
-    if not text:
-        return list(MODELS)
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [n for n in names if n not in MODELS]
-    if unknown or not names:
-        raise UsageError(f"--models: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from "
-                         f"{', '.join(MODELS)}")
-    return [m for m in MODELS if m in names]
-
+__all__ = ["torch_available", "fit_sklearn", "fit_twin", "twin_unsupported", "torch_model", "torch_optimizer"]
 
 def torch_available() -> bool:
     try:

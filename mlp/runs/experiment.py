@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 
 from mlp import config as C
 from mlp.core import augment, averaging, optimizers, schedules
+from mlp.core.metrics import confusion_matrix
 from mlp.core.network import MLP, Network, stack, training_bytes
 from mlp.errors import UsageError
 from mlp.runs import autoencoder, interrupts
@@ -39,7 +41,7 @@ from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 from mlp.runs.training import Diverged, fit
 from mlp.runs.wandb_api import describe_wandb_sweep
 
-__all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "confusion_matrix", "check_data", "check_output",
+__all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "check_data", "check_output",
            "physical_memory"]
 
 EXIT_CODES = {"finished": 0, "failed": 1, "diverged": 3, "killed": 130}
@@ -334,6 +336,8 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
                 net.save(model_path, extra={**net.extra, "config": C.hyperparameters(config), "run_id": record.run_id})
             except OSError as e:
                 state, error, model_path = "failed", f"could not save the model to {model_path}: {e.strerror or e}", None
+    if state == "finished":
+        _log_model(wandb, net, model_path, config, record.run_id, summary)
     summary["state"] = state
     # every output on its own: one that fails (a full disk, a damaged store) does not cost the others
     if config["summary_json"]:
@@ -349,6 +353,26 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
               file=sys.stderr, flush=True)
     record.finish(state, summary=summary, exit_code=EXIT_CODES[state], error=error, model_path=model_path)
     return RunResult(record.run_id, state, summary, error)
+
+
+def _log_model(wandb, net, model_path, config, run_id, summary) -> None:
+    """Every run under W&B logs its model as an artifact (WandbTracker.log_model): the file it
+    saved, else one written for W&B alone in a temporary folder (W&B copies it when it is added)."""
+    if wandb.run is None:
+        return
+    metadata = {"run_id": run_id, "config": C.hyperparameters(config),
+                **{k: summary[k] for k in ("val_accuracy", "test_accuracy", "val_r2", "test_r2") if k in summary}}
+    if model_path:
+        wandb.log_model(model_path, run_id, metadata)
+        return
+    with tempfile.TemporaryDirectory(prefix="mlp-model-") as folder:
+        path = Path(folder) / "model.npz"
+        try:
+            net.save(path, extra={**net.extra, "config": C.hyperparameters(config), "run_id": run_id})
+        except OSError as e:
+            print(f"warning: the model could not be written for W&B ({e.strerror or e})", file=sys.stderr, flush=True)
+            return
+        wandb.log_model(path, run_id, metadata)
 
 
 def _summary(history, started) -> dict:
@@ -368,12 +392,6 @@ def _summary(history, started) -> dict:
 
 def _loggable(value) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
-
-
-def confusion_matrix(y_true, y_pred, n_classes):
-    """Counts: rows are true classes, columns predictions."""
-    return np.bincount(np.asarray(y_true) * n_classes + np.asarray(y_pred), minlength=n_classes ** 2) \
-        .reshape(n_classes, n_classes)
 
 
 def _write_json(path, payload) -> None:

@@ -46,6 +46,7 @@ import json
 import math
 import os
 import secrets
+import shlex
 import socket
 import sqlite3
 import string
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 DEFAULT_STORE = "mlp-runs.sqlite"
-SCHEMA_VERSION = 4                 # PRAGMA user_version of the stores this code writes
+SCHEMA_VERSION = 5                 # PRAGMA user_version of the stores this code writes
 APPLICATION_ID = 0x6D6C7073        # PRAGMA application_id: b"mlps", marks the file as ours
 BUSY_TIMEOUT_S = 30.0             # default wait for another writer; MLP_STORE_TIMEOUT (seconds) overrides
 
@@ -74,6 +75,7 @@ RUN_STATES = ("pending", "running", "finished", "failed", "diverged", "killed", 
 ACTIVE_STATES = ("pending", "running")
 FINAL_STATES = ("finished", "failed", "diverged", "killed", "crashed")
 SWEEP_STATES = ("pending", "running", "finished", "cancelled")
+MODEL_SOURCES = ("run", "artifact", "retrain")   # a run's model file: saved by the run, its W&B artifact, a retrain
 ORIGINS = ("local", "wandb")       # created by `mlp sweep`/`mlp rerun`, or a W&B sweep (`wandb agent`, import)
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -135,6 +137,18 @@ class RerunPlan:
             return None
         return cls(**{k: value.get(k) for k in ("parent", "source_runs", "configs", "dataset", "epochs", "top")
                       if k in value})
+
+    def command(self) -> str:
+        """The `mlp rerun` command that made this plan, with the options it was given: --top,
+        --dataset, and --epochs / --data_dir when they were set (the data folder as the plan's
+        configs hold it)."""
+        argv = ["mlp", "rerun", self.parent, "--top", str(self.top or len(self.source_runs)), "--dataset", self.dataset]
+        if self.epochs is not None:
+            argv += ["--epochs", str(self.epochs)]
+        data_dirs = {c.get("data_dir") for c in self.configs or []}
+        if len(data_dirs) == 1 and None not in data_dirs:
+            argv += ["--data_dir", data_dirs.pop()]
+        return shlex.join(argv)
 
 
 def new_id() -> str:
@@ -287,7 +301,9 @@ CREATE TABLE runs (
     stopped_by   TEXT,
     log_path     TEXT,
     wandb_entity TEXT,
-    wandb_project TEXT
+    wandb_project TEXT,
+    model_source TEXT CHECK (model_source IN ({_in_list(MODEL_SOURCES)})),
+    model_artifact TEXT
 );
 CREATE UNIQUE INDEX runs_sweep_seq ON runs(sweep_id, seq);
 CREATE INDEX runs_state ON runs(state);
@@ -324,7 +340,13 @@ _MIGRATION_V3 = [
     "ALTER TABLE runs ADD COLUMN wandb_entity TEXT",
     "ALTER TABLE runs ADD COLUMN wandb_project TEXT",
 ]
-_MIGRATIONS = {1: _MIGRATION_V2, 2: _MIGRATION_V3, 3: _BASELINES_V4}      # from version -> statements to the next
+# What schema v4 lacked: where a run's model file came from (its run, its W&B artifact, a retrain).
+_MIGRATION_V5 = [
+    f"ALTER TABLE runs ADD COLUMN model_source TEXT CHECK (model_source IN ({_in_list(MODEL_SOURCES)}))",
+    "ALTER TABLE runs ADD COLUMN model_artifact TEXT",
+    "UPDATE runs SET model_source = 'run' WHERE model_path IS NOT NULL",
+]
+_MIGRATIONS = {1: _MIGRATION_V2, 2: _MIGRATION_V3, 3: _BASELINES_V4, 4: _MIGRATION_V5}      # from version -> statements to the next
 
 _SWEEP_COLUMNS = ("id", "name", "config_yaml", "config_json", "seed", "state", "created_at",
                   "updated_at", "parent_sweep_id", "extra_json", "origin", "wandb_path", "workdir",
@@ -332,7 +354,7 @@ _SWEEP_COLUMNS = ("id", "name", "config_yaml", "config_json", "seed", "state", "
 _RUN_COLUMNS = ("id", "sweep_id", "seq", "name", "config_json", "state", "pid", "host",
                 "created_at", "started_at", "heartbeat_at", "finished_at", "exit_code",
                 "summary_json", "wandb_dir", "model_path", "error", "extra_json", "params_json",
-                "stopped_by", "log_path", "wandb_entity", "wandb_project")
+                "stopped_by", "log_path", "wandb_entity", "wandb_project", "model_source", "model_artifact")
 _RUN_SELECT = "SELECT " + ", ".join(_RUN_COLUMNS) + " FROM runs"
 # add_baseline(**fields): API name -> column (settings is JSON); every baseline row has all of them
 BASELINE_FIELDS = ("model", "label", "settings", "dataset", "split", "val_fraction", "val_rows_sha256", "n_train",
@@ -352,6 +374,7 @@ _RUN_UPDATABLE = {
     "error": ("error", False), "extra": ("extra_json", True), "params": ("params_json", True),
     "stopped_by": ("stopped_by", False), "log_path": ("log_path", False),
     "wandb_entity": ("wandb_entity", False), "wandb_project": ("wandb_project", False),
+    "model_source": ("model_source", False), "model_artifact": ("model_artifact", False),
 }
 _SWEEP_UPDATABLE = {
     "name": ("name", False), "seed": ("seed", False), "state": ("state", False),
@@ -384,6 +407,7 @@ def _run_dict(row: sqlite3.Row) -> dict:
         "extra": decode_json(row["extra_json"], {}), "params": decode_json(row["params_json"], {}),
         "stopped_by": row["stopped_by"], "log_path": row["log_path"],
         "wandb_entity": row["wandb_entity"], "wandb_project": row["wandb_project"],
+        "model_source": row["model_source"], "model_artifact": row["model_artifact"],
     }
 
 
@@ -1038,6 +1062,7 @@ class Store:
             fields["summary_json"] = encode_json(summary)
         if model_path is not None:
             fields["model_path"] = os.fspath(model_path)
+            fields["model_source"] = "run"
         with self._write() as db:
             self._update_run_row(db, run_id, fields)
 

@@ -18,6 +18,9 @@ from mlp.runs.store import StoreError, new_id
 # ---- W&B ----------------------------------------------------------------------------------
 
 DEFAULT_WANDB_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
+MODEL_ARTIFACT = "mlp-model"        # every run's model file: artifact MODEL_ARTIFACT:RUN_ID of type "model"
+MODEL_FILE = "model.npz"            # its one file
+CONFUSION_COUNTS = "confusion_matrix_counts"   # W&B summary key of the test confusion matrix (counts)
 
 
 def wandb_credentials_exist(url=None):
@@ -145,6 +148,20 @@ class WandbTracker:
         if self.run is not None:
             self.wandb.log(row)
 
+    def log_model(self, path, run_id, metadata=None):
+        """The model file as a W&B artifact of type `model` in the run's project, aliased by the run
+        id (`MODEL_ARTIFACT:RUN_ID`), so any machine can fetch the model of any run. Offline, W&B
+        keeps it with the run and `wandb sync` uploads it. A file W&B refuses costs a warning."""
+        if self.run is None:
+            return
+        try:
+            artifact = self.wandb.Artifact(MODEL_ARTIFACT, type="model", metadata=dict(metadata or {}))
+            artifact.add_file(str(path), name=MODEL_FILE)
+            self.run.log_artifact(artifact, aliases=[run_id])
+        except Exception as e:   # a side output: the run's results stand without it
+            print(f"warning: the model could not be logged to W&B as an artifact ({type(e).__name__}: "
+                  f"{str(e)[:200]})", file=sys.stderr, flush=True)
+
     def finish(self, state, summary=None, confusion=None, exit_code=0):
         if self.run is None:
             return
@@ -153,7 +170,9 @@ class WandbTracker:
             self.wandb.log({"confusion_matrix": self.wandb.plot.confusion_matrix(
                 y_true=np.asarray(y_true).tolist(), preds=np.asarray(y_pred).tolist(), class_names=list(class_names))})
         for key, value in (summary or {}).items():
-            if key != "confusion_matrix":
+            if key == "confusion_matrix":      # W&B's key is the plot above; the counts go beside it
+                self.run.summary[CONFUSION_COUNTS] = value
+            else:
                 self.run.summary[key] = value
         self.run.summary["state"] = state
         self.wandb.finish(exit_code=exit_code)

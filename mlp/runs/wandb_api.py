@@ -18,13 +18,15 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 from mlp.config import expand_configuration
 from mlp.errors import UsageError
-from mlp.runs.tracking import wandb_credentials_exist
+from mlp.runs.tracking import MODEL_ARTIFACT, MODEL_FILE, wandb_credentials_exist
 
 __all__ = ["SweepPath", "WandbUnreachable", "WandbApi", "connect", "base_url", "sweep_url", "FINAL_STATES",
            "run_state", "sweep_state", "epoch_rows", "summary_values", "timeout_seconds", "proposed_params"]
@@ -246,6 +248,25 @@ class WandbApi:
         return self._call(f"read the history of run {run['id']}",
                           lambda: epoch_rows(wandb_run.history(samples=HISTORY_SAMPLES, pandas=False)))
 
+    def download_model(self, entity: str, project: str, run_id: str, target) -> str | None:
+        """Download run `run_id`'s model artifact (MODEL_ARTIFACT:RUN_ID, type `model`) to the file
+        `target` (atomically); returns the artifact's W&B name, or None when W&B holds none."""
+        name = f"{entity}/{project}/{MODEL_ARTIFACT}:{run_id}"
+        target = Path(target)
+
+        def fetch():
+            if not self.api.artifact_exists(name, type="model"):
+                return None
+            artifact = self.api.artifact(name, type="model")
+            with tempfile.TemporaryDirectory(prefix=".mlp-download-", dir=_existing_parent(target)) as folder:
+                artifact.download(root=folder)
+                got = Path(folder) / MODEL_FILE
+                if not got.is_file():
+                    raise UsageError(f"W&B artifact {name} holds no {MODEL_FILE}")
+                got.replace(target)
+            return name
+        return self._call(f"download the model artifact of run {run_id}", fetch)
+
     def existing_runs(self, entity: str, project: str, run_ids) -> set[str]:
         """Which of these run ids the project holds."""
         ids = list(run_ids)
@@ -278,6 +299,11 @@ class WandbApi:
             if printed.getvalue().strip():
                 print(printed.getvalue().rstrip(), file=sys.stderr, flush=True)
         return SweepPath(entity, project, str(sweep_id))
+
+
+def _existing_parent(target: Path) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return str(target.parent)
 
 
 def proposed_params(sweep_config: dict, run_config: dict) -> dict:

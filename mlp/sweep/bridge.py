@@ -23,11 +23,17 @@ from typing import Callable
 
 from mlp import config as C
 from mlp.errors import UsageError
-from mlp.runs.store import FINAL_STATES, Store, default_store_path
+from mlp.runs import results as R
+from mlp.runs.store import FINAL_STATES, Store, default_store_path, model_path_for
+from mlp.runs.tracking import CONFUSION_COUNTS
 from mlp.runs.wandb_api import (SweepPath, WandbUnreachable, base_url, connect, proposed_params, run_state,
                                 summary_values, sweep_url)
+from mlp.sweep.files import objective
 
-__all__ = ["resolve", "import_sweep", "ImportResult", "sync", "store_config", "connection", "open_store"]
+__all__ = ["resolve", "import_sweep", "ImportResult", "sync", "store_config", "connection", "open_store",
+           "download_model", "download_best_models", "TOP_MODELS"]
+
+TOP_MODELS = 3        # an import downloads the model artifacts of this many best runs (a rerun's default --top)
 
 
 def _log(line: str) -> None:
@@ -45,6 +51,7 @@ class ImportResult:
     added: int = 0             # runs new to the store
     kept: int = 0              # runs the store had already
     waiting: int = 0           # runs W&B has that are not over yet (taken by a later import)
+    models: int = 0            # model artifacts of its best runs downloaded
 
 
 _CONNECTIONS: dict = {}
@@ -99,6 +106,9 @@ def import_sweep(store, path: SweepPath, api=None, log: Callable[[str], None] = 
             result.kept += 1
             continue
         summary = summary_values(run["summary"])
+        counts = summary.pop(CONFUSION_COUNTS, None)        # the test confusion matrix the run logged
+        if counts is not None:
+            summary["confusion_matrix"] = counts
         summary.setdefault("state", state)
         if "epochs_run" not in summary and isinstance(summary.get("epoch"), int):
             summary["epochs_run"] = summary["epoch"]
@@ -111,7 +121,37 @@ def import_sweep(store, path: SweepPath, api=None, log: Callable[[str], None] = 
     where = sweep_id if sweep_id == path.sweep_id else f"{sweep_id} (the local sweep synced as it)"
     log(f"sweep {where}: {result.added} runs imported, {result.kept} already in the store"
         + (f", {result.waiting} not over yet (import again later)" if result.waiting else ""))
+    result.models = download_best_models(store, api, sweep_id, log)
     return result
+
+
+def download_model(store, api, sweep_id: str, run: dict, log: Callable[[str], None] = _log) -> str | None:
+    """Download the run's W&B model artifact beside the store (where its sweep's runs keep their
+    models) and record it in the run (model_source "artifact"); the file's path, or None when W&B
+    holds no model artifact for the run."""
+    target = model_path_for(store.path, sweep_id, run["id"])
+    entity, project = run.get("wandb_entity") or api.default_entity, run["wandb_project"]
+    name = api.download_model(entity, project, run["id"], target)
+    if name is None:
+        log(f"run {run['id']}: W&B holds no model artifact for it")
+        return None
+    store.update_run(run["id"], model_path=str(target), model_source="artifact", model_artifact=name)
+    log(f"run {run['id']}: its model downloaded from W&B ({name})")
+    return str(target)
+
+
+def download_best_models(store, api, sweep_id: str, log: Callable[[str], None] = _log, top: int = TOP_MODELS) -> int:
+    """The W&B model artifacts of the sweep's `top` best runs (by its metric) that have no model
+    file here; returns how many were downloaded."""
+    sweep = store.get_sweep(sweep_id)
+    metric, goal = objective(sweep["config"])
+    done = 0
+    for run in R.best_first(store.list_runs(sweep_id), metric, goal)[:top]:
+        path = run.get("model_path")
+        if (path and Path(path).is_file()) or not run.get("wandb_project"):
+            continue
+        done += download_model(store, api, sweep_id, run, log) is not None
+    return done
 
 
 def _refresh(store, path: SweepPath, fallback: dict | None, log) -> str:

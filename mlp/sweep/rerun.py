@@ -18,7 +18,6 @@ from the sweep's rerun plan (`RerunPlan`, a store column; so `mlp agent CHILD_ID
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Callable
@@ -27,8 +26,7 @@ import yaml
 
 from mlp import config as C
 from mlp.errors import UsageError
-from mlp.report import analysis as A
-from mlp.report.text import plural
+from mlp.runs import results as R
 from mlp.runs.data import load_dataset
 from mlp.runs.store import RerunPlan
 from mlp.runs.wandb_api import SweepPath, WandbUnreachable, sweep_url
@@ -36,7 +34,7 @@ from mlp.sweep import bridge
 from mlp.sweep.agent import Agent
 from mlp.sweep.files import objective, validate_sweep_config
 
-__all__ = ["rerun", "rerun_configs", "rerun_sweep_config", "rerun_command"]
+__all__ = ["rerun", "rerun_configs", "rerun_sweep_config"]
 
 
 def _log(line: str) -> None:
@@ -56,20 +54,6 @@ def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str |
             config["data_dir"] = str(Path(data_dir).expanduser().resolve())
         configs.append(config)
     return configs
-
-
-def rerun_command(plan: RerunPlan) -> str:
-    """The `mlp rerun` command that made this plan, with the options it was given: --top, --dataset,
-    and --epochs / --data_dir when they were set (the data folder as the plan's configs hold it:
-    resolved to an absolute path)."""
-    top = plan.top or len(plan.source_runs)
-    argv = ["mlp", "rerun", plan.parent, "--top", str(top), "--dataset", plan.dataset]
-    if plan.epochs is not None:
-        argv += ["--epochs", str(plan.epochs)]
-    data_dirs = {c.get("data_dir") for c in plan.configs or []}
-    if len(data_dirs) == 1 and None not in data_dirs:
-        argv += ["--data_dir", data_dirs.pop()]
-    return shlex.join(argv)
 
 
 ARG_MACROS = ("${args}", "${args_no_equals}", "${args_no_hyphens}", "${args_no_boolean_flags}", "${args_json}",
@@ -118,7 +102,7 @@ def _yaml_text(config: dict, parent_id: str, sources: list, configs: list) -> st
               f"(made by `mlp rerun`).",
               "# A valid W&B grid sweep; `mlp rerun` runs exactly these configurations, one run each:"]
     for i, (src, c) in enumerate(zip(sources, configs), 1):
-        header.append(f"#   {i}. from run {src}: " + A.describe(c))
+        header.append(f"#   {i}. from run {src}: " + R.describe(c))
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
@@ -155,14 +139,14 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
         raise UsageError(f"--top must be ≥ 1, got {top}")
     metric, goal = objective(parent["config"])
     runs = store.list_runs(sweep_id)
-    best = A.best_first(runs, metric, goal)
+    best = R.best_first(runs, metric, goal)
     if not best:
         raise UsageError(f"sweep {sweep_id} has no finished runs with a {metric} to rerun; run it first with "
                          f"`mlp agent {sweep_id}`")
     chosen = best[:int(top)]
     if len(chosen) < top:
         them = "it" if len(chosen) == 1 else "those"
-        log(f"sweep {sweep_id} has only {plural(len(chosen), 'run')} with a {metric}; rerunning {them}")
+        log(f"sweep {sweep_id} has only {len(chosen)} run{'' if len(chosen) == 1 else 's'} with a {metric}; rerunning {them}")
     api = _online(parent, local, log)
     if api is not None:
         return _rerun_online(store, api, parent, chosen, top, dataset, epochs, data_dir, log, out)
@@ -184,8 +168,8 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
     code = Agent(store, child_id, count=None, out=log).run()  # hands out the plan's configs in order
     child = store.get_sweep(child_id)
     autoencoder = (chosen[0].get("config") or {}).get("task") == "autoencoder"     # R², not accuracy
-    rows = A.rerun_rows({r["id"]: r for r in runs}, child, store.list_runs(child_id),
-                        A.searched_parameters(parent["config"]),
+    rows = R.rerun_rows({r["id"]: r for r in runs}, child, store.list_runs(child_id),
+                        R.searched_parameters(parent["config"]),
                         (chosen[0].get("config") or {}).get("dataset", "fashion_mnist"),
                         val_metric="val_r2" if autoencoder else "val_accuracy",
                         test_metric="test_r2" if autoencoder else "test_accuracy")

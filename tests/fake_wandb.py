@@ -57,6 +57,7 @@ class FakeWandb:
         self.uploads: dict[str, bytes] = {}       # uploaded file path -> content
         self.artifacts: dict[str, dict] = {}
         self.file_stream: dict[tuple, list] = {}  # (entity, project, run) -> posted chunks
+        self.refused: set[str] = set()            # run names whose UpsertBucket fails
         self._lock = threading.RLock()
         self._ids = 0
         self._server: ThreadingHTTPServer | None = None
@@ -175,6 +176,10 @@ class FakeWandb:
     def op_GetDefaultEntity(self, variables, query):
         return {"viewer": {"id": "VXNlcjox", "entity": self.entity}}
 
+    def op_OrganizationCoreWeaveOrganizationID(self, variables, query):
+        """wandb-core asks this of a server whose address is not loopback: no such organization here."""
+        return {"entity": {"organization": None}}
+
     def op_ServerFeaturesQuery(self, variables, query):
         return {"serverInfo": {"features": []}}
 
@@ -245,7 +250,10 @@ class FakeWandb:
         return {"project": {"run": {"history": [json.dumps(row) for row in rows]}}}
 
     def op_UpsertBucket(self, variables, query):
-        """wandb-core creating or updating a run (`wandb sync`, an online run)."""
+        """wandb-core creating or updating a run (`wandb sync`, an online run); a name in `refused`
+        is refused (its upload fails, as when the service turns a run down)."""
+        if variables.get("name") in self.refused:
+            raise _GraphQLError(f"fake W&B: run {variables['name']} refused")
         entity = variables.get("entity") or self.entity
         project = variables.get("project") or "uncategorized"
         key = (entity, project, variables["name"])
@@ -480,6 +488,8 @@ class _Handler(BaseHTTPRequestHandler):
             with fake._lock:
                 fake.uploads[request.path[len("/upload/"):]] = request.body
             return self._send(200, {})
+        if request.method == "GET" and request.path == "/":      # mlp's reachability probe
+            return self._send(200, {"fake": "W&B"})
         if request.method == "GET" and request.path.startswith("/download/"):
             content = fake.uploads.get(request.path[len("/download/"):].split("?")[0])
             if content is None:
@@ -492,3 +502,77 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"exitcode": None, "limits": {}})
         fake.unknown.append(request)
         return self._send(404, {"error": f"fake W&B: no route {request.method} {request.path}"})
+
+
+class ForwardProxy:
+    """A loopback HTTP forward proxy for tests. Clients configured with HTTP_PROXY send it requests
+    in absolute form (`POST http://wandb.example.test:8080/graphql`); it forwards each to the
+    address `hosts` maps the host name to (a name nothing else resolves, so only the proxy can reach
+    it) and records (method, host, path) in `seen`."""
+
+    def __init__(self, hosts: dict[str, tuple[str, int]]):
+        self.hosts = dict(hosts)
+        self.seen: list[tuple[str, str, str]] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> "ForwardProxy":
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                import http.client
+                from urllib.parse import urlsplit
+                target = urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy.seen.append((self.command, target.hostname or "", target.path))
+                upstream = proxy.hosts.get(target.hostname or "")
+                if upstream is None:
+                    self.send_response(502)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                conn = http.client.HTTPConnection(*upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("proxy-connection", "connection", "keep-alive", "host")}
+                headers["Host"] = f"{upstream[0]}:{upstream[1]}"
+                path = target.path + (f"?{target.query}" if target.query else "")
+                conn.request(self.command, path, body=body or None, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = do_PUT = do_HEAD = _forward
+
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"

@@ -1,8 +1,10 @@
 """The config schema (mlp/config.py): one validator for flags, sweep files and W&B's config."""
 import math
+import socket
 
 import pytest
 
+from fake_wandb import FakeWandb
 from mlp import config as C
 from mlp.errors import UsageError
 from mlp.runs.context import RunContext, read_sweep_params
@@ -89,10 +91,18 @@ def no_credentials(monkeypatch, tmp_path):
     return tmp_path / "netrc"
 
 
-def test_resolve_wandb_mode_auto_never_prompts(no_credentials, monkeypatch):
+def test_resolve_wandb_mode_auto_never_prompts(no_credentials, monkeypatch, capsys):
     assert resolve_wandb_mode("auto") == "offline"                  # nobody logged in: offline, no prompt
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    assert resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("MLP_WANDB_TIMEOUT", "2")
+    with FakeWandb() as server:                                      # logged in, the server answers: online
+        monkeypatch.setenv("WANDB_BASE_URL", server.url)
+        assert resolve_wandb_mode("auto") == "online"
+    with socket.socket() as s:                                       # logged in, nothing answers: offline, said once
+        s.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{s.getsockname()[1]}")
+        assert resolve_wandb_mode("auto") == "offline"
+    assert "is unreachable (connection refused): logging offline" in capsys.readouterr().err
     for env, mode in (("offline", "offline"), ("disabled", "disabled"), ("dryrun", "offline"), ("online", "online")):
         monkeypatch.setenv("WANDB_MODE", env)
         assert resolve_wandb_mode("auto") == mode

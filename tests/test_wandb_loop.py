@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fake_wandb import FakeWandb
+from fake_wandb import API_KEY, FakeWandb, ForwardProxy
 from mlp import config as C
 from mlp.report.registry import figures_for
 from mlp.runs.store import Store
@@ -68,6 +68,13 @@ def environment(tmp: Path, extra: dict | None = None) -> dict:
 def mlp(tmp: Path, *args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mlp", *map(str, args)], cwd=ROOT, env=environment(tmp, env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def train(tmp: Path, data_dir: Path, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """train.py with a tiny network for one epoch on the subset, W&B as `--wandb_mode auto` decides."""
+    tiny = ["-e", "1", "-nhl", "1", "-sz", "16", "--data_dir", str(data_dir), "-wp", PROJECT, "--wandb_mode", "auto"]
+    return subprocess.run([sys.executable, "train.py", *tiny, *map(str, args)], cwd=ROOT, env=environment(tmp, env),
+                          capture_output=True, text=True, timeout=300)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -198,6 +205,51 @@ def test_online_run_of_wandb_agent_gives_the_store_the_sweeps_real_config(tmp_pa
     assert (sweep["origin"], sweep["name"], sweep["config"]) == ("wandb", "losses-online",
                                                                  {**LOSSES, "name": "losses-online"})
     assert run["state"] == "finished" and Path(run["model_path"]).is_file()
+
+
+def test_models_travel_with_their_runs_to_another_machine(tmp_path, data_dir, fake):
+    """Machine A runs a W&B sweep under `wandb agent`: two runs online, one offline that `mlp sync`
+    uploads later. Every run logs its model as artifact mlp-model:RUN_ID (type model) and its test
+    confusion counts in its summary. Machine B (a fresh store) reports the sweep: the import
+    downloads the best runs' models — byte for byte the files machine A saved — and the confusion
+    matrix is the best run's own model's, equal to the one it logged; nothing is retrained."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    fake.add_sweep(PROJECT, "artsweep", {**LOSSES, "name": "artifacts"})
+    grid = [("cross_entropy", 0, "online"), ("mean_squared_error", 0, "online"), ("cross_entropy", 1, "offline")]
+    procs = [as_wandb_agent(a, "artsweep", f"artrun0{i}", {"loss": loss, "seed": seed, **TINY, "data_dir": str(data_dir)},
+                            LOSSES["command"], mode=mode, extra_env=fake.env())
+             for i, (loss, seed, mode) in enumerate(grid)]
+    finish(procs)
+    assert not fake.find_artifact(ENTITY, PROJECT, "mlp-model:artrun02")      # offline: not uploaded yet
+    ok(mlp(a, "sync", "artsweep", env=fake.env()))
+    with Store(a / "s.sqlite", create=False) as store:
+        saved = {r["id"]: Path(r["model_path"]).read_bytes() for r in store.list_runs("artsweep")}
+        logged = {r["id"]: r["summary"]["confusion_matrix"] for r in store.list_runs("artsweep")}
+    for run_id, content in saved.items():
+        artifact_id = fake.find_artifact(ENTITY, PROJECT, f"mlp-model:{run_id}")
+        assert artifact_id and fake.artifacts[artifact_id]["artifactTypeName"] == "model"
+        assert fake.uploads[f"artifacts/{artifact_id}/model.npz"] == content
+        assert fake.runs[(ENTITY, PROJECT, run_id)]["summaryMetrics"]["confusion_matrix_counts"] == logged[run_id]
+
+    out = b / "report"
+    proc = ok(mlp(b, "report", f"{ENTITY}/{PROJECT}/artsweep", "--out", out, "--data_dir", data_dir / "fashion_mnist",
+                  env=fake.env()))
+    assert "retrain" not in proc.stderr, proc.stderr
+    with Store(b / "s.sqlite", create=False) as store:
+        runs = {r["id"]: r for r in store.list_runs("artsweep")}
+    assert sorted(runs) == sorted(saved)
+    for run_id, run in runs.items():         # all three are among the best three: each one downloaded
+        assert (run["model_source"], run["model_artifact"]) == ("artifact", f"{ENTITY}/{PROJECT}/mlp-model:{run_id}")
+        assert Path(run["model_path"]).read_bytes() == saved[run_id]
+        assert Path(run["model_path"]).parent == b / "mlp-models" / "artsweep"
+        assert run["summary"]["confusion_matrix"] == logged[run_id]          # imported from W&B's summary
+    md = (out / "report.md").read_text()
+    best = max(runs.values(), key=lambda r: (r["summary"]["val_accuracy"], -r["seq"]))
+    assert (f"Model for the analysis below: its own model, downloaded from W&B (artifact "
+            f"{ENTITY}/{PROJECT}/mlp-model:{best['id']})") in md
+    assert "with a confusion matrix identical to the one the run logged when it ran" in md
+    assert (out / "confusion_matrix.png").is_file()
 
 
 def test_dataset_set_by_the_sweep_is_the_data_loaded(tmp_path, data_dir):
@@ -347,6 +399,8 @@ def test_online_rerun_is_a_wandb_grid_over_exactly_the_top_configs_and_the_repor
     assert proc.stdout.strip() == str(out / "index.html")
     md = (out / "report.md").read_text()
     assert "Run imp00002 (#2) has the best val_accuracy: 0.4700" in md   # imp00004 (0.44) arrived, not better
+    assert ("Model for the analysis below: a retrain of its exact config (no model file is recorded for it, and it "
+            "logged no model artifact to W&B)") in md                       # these runs logged none
     assert (out / "parallel_coordinates.png").is_file() and (out / "confusion_matrix.png").is_file()
     assert "| 0.4700 | 0.4600 | 0.9100 | 0.9000 | rer00000 | finished |" in md
     assert "| 0.4500 | 0.4400 | 0.9300 | 0.9200 | rer00001 | finished |" in md
@@ -369,31 +423,49 @@ def test_online_rerun_is_a_wandb_grid_over_exactly_the_top_configs_and_the_repor
 
 # ---- 4. sync: an offline sweep arrives in W&B as a sweep, once ----------------------------------------------
 
-def test_sync_uploads_the_runs_and_creates_one_sweep_holding_them(tmp_path, fake, data_dir):
+ATTACH = "upsertBucket(input: {entityName: $entity, modelName: $project, name: $name, sweep: $sweep})"
+
+
+def test_sync_creates_the_sweep_once_every_run_arrived_and_later_runs_join_it(tmp_path, fake, data_dir):
+    """`mlp sync` of a local sweep: while a run has not reached W&B, one `error:` line, exit 1 and
+    no W&B sweep; run again, it uploads only what is missing and creates one sweep holding every
+    run (W&B's prior-runs mechanism, from the sweep's own YAML). Runs finished after the sync carry
+    the W&B sweep's id, so `wandb sync` files them in it; a run already under way when the sweep was
+    created is attached to it. Syncing again changes nothing."""
     sweep_file = tmp_path / "tiny.yaml"
     sweep_file.write_text(yaml.safe_dump({"name": "tiny", "program": "train.py", "method": "grid", "metric": METRIC,
-                                          "parameters": {"seed": {"values": [0, 1]}, "data_dir": {"value": str(data_dir)},
+                                          "parameters": {"seed": {"values": [0, 1, 2, 3, 4]},
+                                                         "data_dir": {"value": str(data_dir)},
                                                          **{k: {"value": v} for k, v in TINY.items()}}}))
-    local = ok(mlp(tmp_path, "sweep", sweep_file, "--count", "2", "--seed", "1")).stdout.splitlines()[0].strip()
+    local = ok(mlp(tmp_path, "sweep", sweep_file, "--count", "3", "--seed", "1")).stdout.splitlines()[0].strip()
     with Store(tmp_path / "s.sqlite", create=False) as store:
-        runs = store.list_runs(local)
+        ids = sorted(r["id"] for r in store.list_runs(local))
         config = store.get_sweep(local)["config"]
-    ids = sorted(r["id"] for r in runs)
-    assert {r["wandb_project"] for r in runs} == {"mlp-sweeps"}
 
-    start = len(fake.requests)
-    proc = ok(mlp(tmp_path, "sync", local, env=fake.env()))
-    first = fake.requests[start:]
-    upserts = [r for r in first if r.operation == "UpsertSweep"]
-    assert len(upserts) == 1
-    variables = upserts[0].variables
-    assert json.loads(variables["priorRunsFilters"]) == {"$or": [{"name": i} for i in ids]}
-    assert yaml.safe_load(variables["config"]) == config                   # the sweep's own YAML
-    assert (variables["entityName"], variables["projectName"]) == (fake.entity, "mlp-sweeps")
-    assert {r.variables["name"] for r in first if r.operation == "UpsertBucket"} == set(ids)    # uploaded first
-    assert first.index(upserts[0]) > max(i for i, r in enumerate(first) if r.operation == "UpsertBucket")
+    def sync():
+        start = len(fake.requests)
+        proc = mlp(tmp_path, "sync", local, env=fake.env())
+        return proc, fake.requests[start:]
+
+    fake.refused = {ids[1]}                       # W&B turns one run down: the sweep must wait for it
+    proc, first = sync()
+    line = one_line_error(subprocess.CompletedProcess(proc.args, 2, proc.stdout, proc.stderr), ids[1])
+    assert proc.returncode == 1 and "1 of 3 runs" in line and "mlp sync" in line
+    assert "UpsertSweep" not in [r.operation for r in first] and not [p for (e, p, n) in fake.sweeps if p == "mlp-sweeps"]
+    assert {n for (e, p, n) in fake.runs if p == "mlp-sweeps"} == {ids[0], ids[2]}
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        assert store.get_sweep(local)["wandb_path"] is None
+
+    fake.refused = set()
+    proc, second = sync()
+    ok(proc)
+    assert {r.variables["name"] for r in second if r.operation == "UpsertBucket"} == {ids[1]}   # only what was missing
+    (upsert,) = [r for r in second if r.operation == "UpsertSweep"]
+    assert json.loads(upsert.variables["priorRunsFilters"]) == {"$or": [{"name": i} for i in ids]}
+    assert yaml.safe_load(upsert.variables["config"]) == config                   # the sweep's own YAML
+    assert (upsert.variables["entityName"], upsert.variables["projectName"]) == (fake.entity, "mlp-sweeps")
     (wandb_id,) = [name for (e, p, name) in fake.sweeps if p == "mlp-sweeps"]
-    assert fake.sweep_runs("mlp-sweeps", wandb_id) == ids                   # W&B holds them in the sweep
+    assert fake.sweep_runs("mlp-sweeps", wandb_id) == ids                       # W&B holds all three in the sweep
     url = proc.stdout.strip()
     assert url.endswith(f"/{fake.entity}/mlp-sweeps/sweeps/{wandb_id}")
     with Store(tmp_path / "s.sqlite", create=False) as store:
@@ -401,24 +473,98 @@ def test_sync_uploads_the_runs_and_creates_one_sweep_holding_them(tmp_path, fake
     history = fake.runs[(fake.entity, "mlp-sweeps", ids[0])]["history"]
     assert [row["epoch"] for row in history if "epoch" in row] == [1, 2]     # the epochs arrived too
 
-    start = len(fake.requests)
-    again = ok(mlp(tmp_path, "sync", local, env=fake.env()))
-    ops = [r.operation for r in fake.requests[start:]]
-    assert "UpsertSweep" not in ops and "UpsertBucket" not in ops         # nothing new: no second sweep
-    assert again.stdout.strip() == url
+    # a run finished after the sync: launched with the W&B sweep's id, `wandb sync` files it there
+    ok(mlp(tmp_path, "agent", local, "--count", "1"))
+    proc, third = sync()
+    assert ok(proc).stdout.strip() == url
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        fourth = sorted({r["id"] for r in store.list_runs(local)} - set(ids))
+    assert [(r.variables["name"], r.variables.get("sweep")) for r in third if r.operation == "UpsertBucket"
+            and ATTACH not in r.query][:1] == [(fourth[0], wandb_id)]
+    assert not [r for r in third if ATTACH in r.query] and "UpsertSweep" not in [r.operation for r in third]
+    assert fake.sweep_runs("mlp-sweeps", wandb_id) == sorted(ids + fourth)
+
+    # a run under way when the sweep was created (launched without its id) is attached by the next sync
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        store.update_sweep(local, wandb_path=None)
+    ok(mlp(tmp_path, "agent", local, "--count", "1"))
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        store.update_sweep(local, wandb_path=f"{fake.entity}/mlp-sweeps/{wandb_id}")
+        fifth = sorted({r["id"] for r in store.list_runs(local)} - set(ids) - set(fourth))
+    proc, fourth_sync = sync()
+    ok(proc)
+    assert [r.variables for r in fourth_sync if ATTACH in r.query] == \
+        [{"entity": fake.entity, "project": "mlp-sweeps", "name": fifth[0], "sweep": wandb_id}]
+    assert fake.sweep_runs("mlp-sweeps", wandb_id) == sorted(ids + fourth + fifth)
+
+    before = {k: dict(v) for k, v in fake.sweeps.items()}
+    proc, again = sync()                          # idempotent: same sweep, same runs, nothing uploaded
+    assert ok(proc).stdout.strip() == url
+    assert not {"UpsertSweep", "UpsertBucket"} & set(r.operation for r in again)
+    assert fake.sweeps == before and fake.sweep_runs("mlp-sweeps", wandb_id) == sorted(ids + fourth + fifth)
+
     # the W&B id now names the local sweep too, and `wandb agent` continuing it online adds to it
-    proc = as_wandb_agent(tmp_path, wandb_id, "contd001", {"seed": 2, "data_dir": str(data_dir), **TINY},
+    proc = as_wandb_agent(tmp_path, wandb_id, "contd001", {"seed": 7, "data_dir": str(data_dir), **TINY},
                           ["${env}", "${interpreter}", "${program}", "${args}"],
                           extra_env={"WANDB_ENTITY": fake.entity, "WANDB_PROJECT": "mlp-sweeps"})
     finish([proc])
     listed = json.loads(ok(mlp(tmp_path, "runs", wandb_id, "--json")).stdout)
-    assert sorted(r["id"] for r in listed) == sorted([*ids, "contd001"])
+    assert sorted(r["id"] for r in listed) == sorted([*ids, *fourth, *fifth, "contd001"])
     with Store(tmp_path / "s.sqlite", create=False) as store:
         assert [s["id"] for s in store.list_sweeps()] == [local]            # no second sweep row either
         assert Path(store.get_run("contd001")["model_path"]).parent.name == local
 
 
-# ---- 5. bad input: one line, exit 2 ---------------------------------------------------------------------------
+# ---- 5. where W&B is: self-hosted servers (`wandb login --host`) and proxies ---------------------------------
+
+def test_wandb_login_host_gives_online_runs_and_imports(tmp_path, data_dir, fake):
+    """After `wandb login --host URL KEY` (wandb's own CLI: the server in wandb's settings, the key
+    in netrc under host:port) and nothing in the environment, `--wandb_mode auto` logs online to that
+    server and `mlp import` reads from it — not silently offline, not W&B's cloud."""
+    login = subprocess.run([sys.executable, "-m", "wandb", "login", "--host", fake.url, API_KEY],
+                           env=environment(tmp_path), capture_output=True, text=True, timeout=120)
+    assert login.returncode == 0, login.stderr
+    assert fake.url in (tmp_path / "wandb-config" / "settings").read_text()
+    proc = ok(train(tmp_path, data_dir, "--seed", "3"))
+    assert "W&B online" in proc.stderr and "offline" not in proc.stderr
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        (run,) = store.list_runs()
+    assert fake.runs[(fake.entity, PROJECT, run["id"])]["config"]["seed"]["value"] == 3     # it reached this server
+    fake.add_sweep(PROJECT, "hostsw01", GRID)
+    seeded_run(fake, "host0001", 0.001, "nadam", 0.5, sweep="hostsw01")
+    assert ok(mlp(tmp_path, "import", f"{ENTITY}/{PROJECT}/hostsw01")).stdout.strip() == "hostsw01"
+
+
+def test_wandb_through_a_proxy_and_no_proxy(tmp_path, data_dir, fake):
+    """A server only a proxy can reach (its name resolves nowhere else): with HTTP_PROXY set, the
+    import and an online run (wandb-core) both go through the proxy; NO_PROXY naming the server, or
+    a proxy that is down, make W&B unreachable — one line for `mlp import`, a note and an offline
+    run for `--wandb_mode auto`."""
+    name = "wandb.proxied.test"
+    port = int(fake.url.rsplit(":", 1)[1])
+    fake.add_sweep(PROJECT, "proxysw1", GRID)
+    seeded_run(fake, "prox0001", 0.001, "nadam", 0.5, sweep="proxysw1")
+    with ForwardProxy({name: ("127.0.0.1", port)}) as proxy:
+        via = {**fake.env(), "WANDB_BASE_URL": f"http://{name}:{port}", "HTTP_PROXY": proxy.url, "NO_PROXY": "localhost"}
+        assert ok(mlp(tmp_path, "import", f"{ENTITY}/{PROJECT}/proxysw1", env=via)).stdout.strip() == "proxysw1"
+        assert ("POST", name, "/graphql") in proxy.seen
+        seen = len(proxy.seen)
+        proc = ok(train(tmp_path, data_dir, env=via))
+        assert "W&B online" in proc.stderr
+        assert any(path.startswith("/files/") and path.endswith("/file_stream") for _, _, path in proxy.seen[seen:])
+
+        bypass = {**via, "NO_PROXY": name}
+        one_line_error(mlp(tmp_path / "x", "import", f"{ENTITY}/{PROJECT}/proxysw1", env=bypass), "unreachable")
+        proc = ok(train(tmp_path, data_dir, env=bypass))
+        assert f"W&B at http://{name}:{port} is unreachable" in proc.stderr and "W&B offline" in proc.stderr
+    with socket.socket() as s:                 # a proxy that is not there
+        s.bind(("127.0.0.1", 0))
+        down = {**via, "HTTP_PROXY": f"http://127.0.0.1:{s.getsockname()[1]}"}
+        line = one_line_error(mlp(tmp_path / "y", "import", f"{ENTITY}/{PROJECT}/proxysw1", env=down), "unreachable")
+    assert "proxy" in line
+
+
+# ---- 6. bad input: one line, exit 2 ---------------------------------------------------------------------------
 
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
@@ -471,7 +617,7 @@ def test_sweep_without_finished_runs_and_missing_sweep_are_one_line(tmp_path, fa
     one_line_error(mlp(tmp_path, "import", f"{ENTITY}/{PROJECT}/nosuch01", env=fake.env()), "could not find sweep")
 
 
-# ---- 6. pure parts ---------------------------------------------------------------------------------------
+# ---- 7. pure parts ---------------------------------------------------------------------------------------
 
 def test_sweep_paths_and_the_configuration_parameter():
     from mlp.errors import UsageError

@@ -244,6 +244,7 @@ def _collect_classifier(data: ReportData, store, sweep_id: str, target: dict | N
     cm = confusion_matrix(data.dataset.y_test, ev["pred"], len(data.class_names))
     ev["confusion"] = A.confusion_analysis(cm, data.class_names)
     stored_cm = data.best["summary"].get("confusion_matrix")
+    ev["logged_confusion"] = stored_cm is not None           # what the run recorded (imported from W&B too)
     ev["matches_store"] = stored_cm is not None and np.array_equal(np.asarray(stored_cm), cm)
     data.best_eval = ev
 

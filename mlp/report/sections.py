@@ -76,10 +76,12 @@ def best_run(data) -> list:
                   f"accuracy is {num(A.metric_of(best, 'test_accuracy'))} (as recorded when it ran). Model for the "
                   f"analysis below: {ev['source']}" + (f" ({ev['note']})" if ev["note"] else "")
                   + f"; it scores {ev['val_accuracy']:.4f} on validation and {ev['test_accuracy']:.4f} on test"
-                  + (", with a confusion matrix identical to the stored one." if ev["matches_store"] else
+                  + (", with a confusion matrix identical to the one the run logged when it ran."
+                     if ev["matches_store"] else
                      " — the figures and tables below are computed from this model, so they can differ slightly "
                      "from the numbers the run recorded (a retrain is bit-identical only under the same BLAS "
-                     "thread count: float32 sums depend on it).")),
+                     "thread count: float32 sums depend on it)." if ev.get("logged_confusion") else
+                     "; the run logged no confusion matrix to check it against.")),
         Table(["parameter", "value"], [[k, A.fmt_value(v)] for k, v in A.params_of(best).items() if k != "data_dir"]),
         Figure("confusion_matrix"),
         Paragraph(f"The most confused class pairs ({plural(ca['errors'], 'test error')} in all):"),

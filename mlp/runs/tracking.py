@@ -3,47 +3,31 @@
 Both trackers have the same small interface — start, log_samples, log, finish — so the
 experiment code fans out to them without knowing which is which.
 """
-import netrc
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from mlp.errors import UsageError
+from mlp.runs import wandb_access as access
 from mlp.runs.store import StoreError, new_id
 
 
 # ---- W&B ----------------------------------------------------------------------------------
 
-DEFAULT_WANDB_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
 MODEL_ARTIFACT = "mlp-model"        # every run's model file: artifact MODEL_ARTIFACT:RUN_ID of type "model"
 MODEL_FILE = "model.npz"            # its one file
 CONFUSION_COUNTS = "confusion_matrix_counts"   # W&B summary key of the test confusion matrix (counts)
 
 
-def wandb_credentials_exist(url=None):
-    """True when W&B can log in without asking: WANDB_API_KEY, or a netrc entry for the host (of
-    `url`, else WANDB_BASE_URL, else W&B's cloud under either of its names)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    url = url or os.environ.get("WANDB_BASE_URL")
-    # without a URL: the hosts `wandb login` writes for W&B's cloud (older and current clients)
-    hosts = [urlparse(url).hostname] if url else list(DEFAULT_WANDB_HOSTS)
-    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
-    try:
-        entries = netrc.netrc(path)
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return any(host and entries.authenticators(host) is not None for host in hosts)
-
-
 def resolve_wandb_mode(flag):
     """--wandb_mode auto|online|offline|disabled -> the mode for wandb.init; never prompts.
 
-    auto: WANDB_MODE from the environment if set (agents set it), else online only when
-    credentials exist, else offline.
+    auto: WANDB_MODE from the environment if set (agents set it), else online when W&B has
+    credentials for its server (mlp.runs.wandb_access: `WANDB_API_KEY`, or the netrc entry `wandb
+    login [--host URL]` wrote) and the server answers (through the proxy wandb would use), else
+    offline — said in one line when credentials exist but the server does not answer.
     """
     if flag == "auto":
         env = os.environ.get("WANDB_MODE", "").lower()
@@ -54,10 +38,19 @@ def resolve_wandb_mode(flag):
         elif env == "dryrun":
             flag = "offline"
         else:
-            return "online" if wandb_credentials_exist() else "offline"
-    if flag == "online" and not wandb_credentials_exist():
-        raise UsageError("--wandb_mode online needs W&B credentials: run `wandb login` or set WANDB_API_KEY, "
-                         "or use --wandb_mode offline (sync later with `wandb sync`)")
+            url = access.base_url()
+            if not access.credentials_exist(url):
+                return "offline"
+            why = access.unreachable(url, access.timeout_seconds())
+            if why:
+                print(f"W&B at {url} is unreachable ({why}): logging offline; upload later with `wandb sync`",
+                      file=sys.stderr, flush=True)
+                return "offline"
+            return "online"
+    if flag == "online" and not access.credentials_exist():
+        raise UsageError(f"--wandb_mode online needs W&B credentials for {access.base_url()}: run `wandb login` (a "
+                         f"self-hosted server: `wandb login --host URL`) or set WANDB_API_KEY, or use --wandb_mode "
+                         f"offline (sync later with `wandb sync`)")
     return flag
 
 

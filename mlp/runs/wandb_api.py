@@ -4,9 +4,10 @@ sweep, optionally holding existing runs (W&B's prior-runs mechanism, as `wandb s
 
 Everything goes through wandb's own client (`wandb.Api`, `wandb.sweep`); this module only decides,
 quickly and without a prompt, whether W&B can be reached, and turns wandb's objects and errors into
-plain dicts and one-line `UsageError`s. Reachable means: credentials exist (`WANDB_API_KEY` or a
-netrc entry for the host), the host accepts a TCP connection within `MLP_WANDB_TIMEOUT` seconds
-(default 5), and it accepts the credentials.
+plain dicts and one-line `UsageError`s. Reachable means (mlp.runs.wandb_access): credentials exist
+for the server wandb talks to (`WANDB_API_KEY`, or the netrc entry `wandb login [--host URL]`
+wrote), the server answers an HTTP request through the proxy wandb would use within
+`MLP_WANDB_TIMEOUT` seconds (default 5), and it accepts the credentials.
 """
 from __future__ import annotations
 
@@ -16,22 +17,19 @@ import io
 import math
 import os
 import re
-import socket
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from mlp.config import expand_configuration
 from mlp.errors import UsageError
-from mlp.runs.tracking import MODEL_ARTIFACT, MODEL_FILE, wandb_credentials_exist
+from mlp.runs import wandb_access as access
+from mlp.runs.tracking import MODEL_ARTIFACT, MODEL_FILE
 
 __all__ = ["SweepPath", "WandbUnreachable", "WandbApi", "connect", "base_url", "sweep_url", "FINAL_STATES",
            "run_state", "sweep_state", "epoch_rows", "summary_values", "timeout_seconds", "proposed_params"]
 
-DEFAULT_TIMEOUT_S = 5.0
 HISTORY_SAMPLES = 100_000          # full history: runs log one row per epoch, far fewer than this
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")   # W&B entity and project names
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")        # W&B sweep and run ids
@@ -76,24 +74,8 @@ class SweepPath:
         return cls(*parts)
 
 
-def timeout_seconds() -> float:
-    try:
-        value = float(os.environ.get("MLP_WANDB_TIMEOUT") or DEFAULT_TIMEOUT_S)
-    except ValueError:
-        raise UsageError(f"MLP_WANDB_TIMEOUT={os.environ['MLP_WANDB_TIMEOUT']!r} is not a number of seconds") from None
-    return value if value > 0 else DEFAULT_TIMEOUT_S
-
-
-def base_url() -> str:
-    """The W&B server wandb talks to: WANDB_BASE_URL, else wandb's own settings (`wandb login
-    --host`), else its default."""
-    if os.environ.get("WANDB_BASE_URL"):
-        return os.environ["WANDB_BASE_URL"].rstrip("/")
-    try:
-        from wandb.sdk.wandb_setup import singleton
-        return str(singleton().settings.base_url).rstrip("/")
-    except Exception:  # an older or newer wandb without this: its documented default host
-        return "https://api.wandb.ai"
+timeout_seconds = access.timeout_seconds
+base_url = access.base_url
 
 
 def sweep_url(path: SweepPath, api_url: str | None = None) -> str:
@@ -102,36 +84,14 @@ def sweep_url(path: SweepPath, api_url: str | None = None) -> str:
     return f"{app_url(api_url or base_url())}/{path.entity}/{path.project}/sweeps/{path.sweep_id}"
 
 
-def _probe(url: str, timeout: float) -> str | None:
-    """None if the server accepts a TCP connection within `timeout` seconds, else why not. Name
-    resolution runs in a thread too: on a machine without network it can hang far longer."""
-    parsed = urlparse(url)
-    host = parsed.hostname or ""
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    outcome: list = []
-
-    def attempt():
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            outcome.append(None)
-        except OSError as e:
-            outcome.append(e.strerror or type(e).__name__)
-
-    thread = threading.Thread(target=attempt, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    if not outcome:
-        return f"no answer within {timeout:g} s"
-    return outcome[0]
-
-
 def connect(timeout: float | None = None) -> "WandbApi":
     """A WandbApi, or WandbUnreachable saying why W&B cannot be used from here (one line)."""
     timeout = timeout or timeout_seconds()
     url = base_url()
-    if not wandb_credentials_exist(url):
-        raise WandbUnreachable(f"no W&B credentials for {url} (run `wandb login` or set WANDB_API_KEY)")
-    reason = _probe(url, timeout)
+    if not access.credentials_exist(url):
+        raise WandbUnreachable(f"no W&B credentials for {url} (run `wandb login`, `wandb login --host URL` for a "
+                               f"self-hosted server, or set WANDB_API_KEY)")
+    reason = access.unreachable(url, timeout)
     if reason:
         raise WandbUnreachable(f"W&B at {url} is unreachable ({reason})")
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -200,6 +160,15 @@ def epoch_rows(history: list[dict]) -> list[dict]:
         metrics["epoch"] = int(epoch)
         rows.setdefault(int(epoch), {}).update(metrics)
     return [rows[e] for e in sorted(rows)]
+
+
+_ATTACH_RUN = """
+mutation UpsertBucket($entity: String, $project: String, $name: String, $sweep: String) {
+  upsertBucket(input: {entityName: $entity, modelName: $project, name: $name, sweep: $sweep}) {
+    bucket { id name sweepName }
+  }
+}
+"""
 
 
 class WandbApi:
@@ -277,6 +246,32 @@ class WandbApi:
             runs = self.api.runs(f"{entity}/{project}", filters={"$or": [{"name": i} for i in ids]}, per_page=100)
             return {r.id for r in runs}
         return self._call(f"list runs of {entity}/{project}", fetch)
+
+    def sweep_run_ids(self, path: SweepPath) -> set[str]:
+        """The ids of the runs W&B holds in the sweep."""
+        def fetch():
+            runs = self.api.runs(f"{path.entity}/{path.project}", filters={"$and": [{"sweep": path.sweep_id}]},
+                                 per_page=100)
+            return {r.id for r in runs}
+        return self._call(f"list the runs of sweep {path}", fetch)
+
+    def attach_runs(self, path: SweepPath, run_ids) -> None:
+        """Put existing runs of the sweep's project into the sweep — what W&B records for a run
+        that starts in a sweep (`upsertBucket` with its sweep), for runs uploaded after the sweep was
+        created without its id."""
+        for run_id in run_ids:
+            self._call(f"add run {run_id} to sweep {path}",
+                       lambda run_id=run_id: self._graphql(_ATTACH_RUN, {"entity": path.entity, "project": path.project,
+                                                                         "name": run_id, "sweep": path.sweep_id}))
+
+    def _graphql(self, query: str, variables: dict):
+        """One GraphQL operation through wandb's own client (wandb-core's in wandb ≥ 0.24, the
+        Python client before)."""
+        service = getattr(self.api, "_service_api", None)
+        if service is not None:
+            return service.execute_graphql(query, variables)
+        from wandb_gql import gql
+        return self.api.client.execute(gql(query), variable_values=variables)
 
     def create_sweep(self, config: dict, entity: str, project: str, prior_runs=None) -> SweepPath:
         """A new W&B sweep from `config`, holding the existing runs `prior_runs` (ids in the same

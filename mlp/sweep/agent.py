@@ -23,6 +23,7 @@ import yaml
 
 from mlp.errors import UsageError
 from mlp.runs import interrupts
+from mlp.runs.wandb_api import SweepPath
 from mlp.sweep.engine import DEFAULT_COMMAND, build_command, fixed_list, propose, runs_to_stop
 from mlp.sweep.files import check_program, load_sweep_file, objective
 from mlp.sweep.wandb_service import SharedService
@@ -149,6 +150,9 @@ class Agent:
             "WANDB_RUN_ID": run_id, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
             "WANDB_SWEEP_PARAM_PATH": str(param_file),
         })
+        synced = SweepPath.parse(self.store.get_sweep(self.sweep_id)["wandb_path"] or "")
+        if synced is not None:     # `mlp sync` made it a W&B sweep: the run carries its id, so `wandb sync` files it there
+            env.update(WANDB_SWEEP_ID=synced.sweep_id, WANDB_ENTITY=synced.entity, WANDB_PROJECT=synced.project)
         if self.threads():
             threads = str(self.threads())
             env.update(OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)

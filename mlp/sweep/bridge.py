@@ -237,26 +237,24 @@ def _one(values: set, what: str, flag: str, sweep_id: str):
 
 def sync(store, ref: str, project: str | None = None, entity: str | None = None, dry_run: bool = False,
          log: Callable[[str], None] = _log, out: Callable[[str], None] = _out) -> int:
-    """Upload the sweep's offline runs with `wandb sync`, then (a local sweep, the first time)
-    create the W&B sweep holding them and remember it. Prints the sweep's URL on `out`. Returns 0,
-    or 1 when some runs did not reach W&B (run it again)."""
+    """Upload the sweep's offline runs with `wandb sync` and make sure W&B holds them as one sweep.
+    Prints the sweep's URL on `out`; returns 0, or 1 when a run has not arrived (one line says which;
+    running it again finishes the job). Idempotent: a second sync creates nothing and uploads nothing.
+
+    A local sweep becomes a W&B sweep once — only when every finished run has arrived, because W&B
+    attaches existing runs to a sweep when it creates it (`wandb sweep --prior_run`). Its address is
+    kept in the store; runs launched afterwards carry the W&B sweep's id (`mlp agent` sets it), so
+    `wandb sync` files them in it, and a run that was already under way when the sweep was created
+    is attached to it when a later sync uploads it. A W&B sweep's runs carry its id already."""
     sweep_id = resolve(store, ref, fetch=False, log=log)
     sweep = store.get_sweep(sweep_id)
-    offline = [r for r in store.list_runs(sweep_id)
-               if r["state"] in FINAL_STATES and r["wandb_dir"] and Path(r["wandb_dir"]).is_dir()]
+    runs = store.list_runs(sweep_id)
+    offline = [r for r in runs if r["state"] in FINAL_STATES and r["wandb_dir"] and Path(r["wandb_dir"]).is_dir()]
     target = SweepPath.parse(sweep["wandb_path"]) if sweep["wandb_path"] else None
     if not offline and target is None:
         raise UsageError(f"sweep {sweep_id} has no finished runs with an offline W&B directory to sync (runs with "
                          f"--wandb_mode disabled keep none)")
-    overrides = []
-    if sweep["origin"] == "wandb":        # runs of a W&B sweep: they carry its id and project already
-        project = target.project if target else _one({r["wandb_project"] for r in offline}, "project", "", sweep_id)
-        entity = target.entity if target else _one({r["wandb_entity"] for r in offline}, "entity", "", sweep_id)
-    else:                                 # one project for the sweep W&B will hold them in
-        project = project or _one({r["wandb_project"] for r in offline}, "project", "--project", sweep_id) \
-            or C.DEFAULTS["wandb_project"]
-        entity = entity or _one({r["wandb_entity"] for r in offline}, "entity", "--entity", sweep_id)
-        overrides = ["--project", project] + (["--entity", entity] if entity else [])
+    entity, project, overrides = _destination(sweep, target, offline, entity, project)
     argv = [sys.executable, "-m", "wandb", "sync", *overrides, *[r["wandb_dir"] for r in offline]]
     if dry_run:
         out(" ".join(argv))
@@ -271,34 +269,65 @@ def sync(store, ref: str, project: str | None = None, entity: str | None = None,
         if overrides:
             argv[argv.index("--project"):argv.index("--project")] = ["--entity", entity]
     if offline:
-        log(f"uploading {len(offline)} offline runs of sweep {sweep_id} to W&B project {entity}/{project} ...")
+        log(f"uploading {len(offline)} offline runs of sweep {sweep_id} to W&B project {entity}/{project} "
+            f"(runs uploaded before are skipped) ...")
         proc = subprocess.run(argv, stdout=sys.stderr, stderr=sys.stderr)
         if proc.returncode != 0:
             raise UsageError(f"`wandb sync` failed (exit code {proc.returncode}); see its messages above")
     ids = {r["id"] for r in offline}
     arrived = api.existing_runs(entity, project, ids)     # `wandb sync` exits 0 even when uploads failed
     missing = sorted(ids - arrived)
-    if missing:
-        log(f"warning: {len(missing)} of {len(ids)} runs are not in W&B project {entity}/{project} after `wandb sync` "
-            f"({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}); run `mlp sync {sweep_id}` again")
-    if target is not None:
-        if sweep["origin"] == "local" and offline:
-            log(f"sweep {sweep_id} was synced as W&B sweep {target} before (not created again); W&B adds existing "
-                f"runs to a sweep only when it creates it, so runs first uploaded now are in project "
-                f"{target.entity}/{target.project} but not in that sweep")
-        out(sweep_url(target, api.url))
-        return 1 if missing else 0
+    active = [r["id"] for r in runs if r["state"] not in FINAL_STATES]
     if sweep["origin"] == "wandb":
+        target = target or SweepPath(entity, project, sweep_id)
         log(f"the runs of W&B sweep {sweep_id} are uploaded to {entity}/{project} and join it there")
-        out(sweep_url(SweepPath(entity, project, sweep_id), api.url))
-        return 1 if missing else 0
-    prior = sorted(arrived)
-    if not prior:
-        raise UsageError(f"no run of sweep {sweep_id} reached W&B project {entity}/{project}; nothing to make a "
-                         f"sweep of (see the messages of `wandb sync` above)")
-    target = api.create_sweep(sweep["config"], entity, project, prior_runs=prior)
-    store.update_sweep(sweep_id, wandb_path=str(target))
-    log(f"created W&B sweep {target} holding the {len(prior)} runs of sweep {sweep_id} (parallel coordinates and "
-        f"parameter importance are on its page); `wandb agent {target}` continues it online")
+    elif target is None:
+        if missing:
+            return _not_arrived(missing, ids, entity, project, sweep_id, log,
+                                "the W&B sweep is created once every run has arrived")
+        target = api.create_sweep(sweep["config"], entity, project, prior_runs=sorted(arrived))
+        store.update_sweep(sweep_id, wandb_path=str(target))
+        log(f"created W&B sweep {target} holding the {len(arrived)} runs of sweep {sweep_id} (parallel coordinates "
+            f"and parameter importance are on its page); `wandb agent {target}` continues it online")
+    else:
+        late = sorted(arrived - api.sweep_run_ids(target))
+        if late:                           # under way when the sweep was created: attached now
+            api.attach_runs(target, late)
+            log(f"{len(late)} runs of sweep {sweep_id} uploaded since it became W&B sweep {target} joined it "
+                f"({', '.join(late[:5])}{' …' if len(late) > 5 else ''})")
+    if active:
+        log(f"{len(active)} runs of sweep {sweep_id} are not over yet; they join W&B sweep {target} when `mlp sync "
+            f"{sweep_id}` uploads them")
     out(sweep_url(target, api.url))
-    return 1 if missing else 0
+    if missing:
+        return _not_arrived(missing, ids, entity, project, sweep_id, log, f"W&B sweep {target} holds the others")
+    return 0
+
+
+def _destination(sweep: dict, target: SweepPath | None, offline: list, entity: str | None, project: str | None):
+    """(entity, project, `wandb sync` overrides) the sweep's runs upload to: a W&B sweep's own
+    project (its runs carry it); a synced local sweep's W&B project; else --project/--entity, else
+    the one project the runs logged to, else the default project."""
+    sweep_id = sweep["id"]
+    if sweep["origin"] == "wandb":
+        project = target.project if target else _one({r["wandb_project"] for r in offline}, "project", "", sweep_id)
+        entity = target.entity if target else _one({r["wandb_entity"] for r in offline}, "entity", "", sweep_id)
+        return entity, project, []
+    if target is not None:
+        for given, have, flag in ((project, target.project, "--project"), (entity, target.entity, "--entity")):
+            if given and given != have:
+                raise UsageError(f"sweep {sweep_id} is W&B sweep {target} already; its runs go to {target.entity}/"
+                                 f"{target.project} (drop {flag} {given})")
+        entity, project = target.entity, target.project
+    else:
+        project = project or _one({r["wandb_project"] for r in offline}, "project", "--project", sweep_id) \
+            or C.DEFAULTS["wandb_project"]
+        entity = entity or _one({r["wandb_entity"] for r in offline}, "entity", "--entity", sweep_id)
+    return entity, project, ["--project", project] + (["--entity", entity] if entity else [])
+
+
+def _not_arrived(missing, ids, entity, project, sweep_id, log, consequence) -> int:
+    log(f"error: {len(missing)} of {len(ids)} runs of sweep {sweep_id} did not reach W&B project {entity}/{project} "
+        f"({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}; see the messages of `wandb sync` above); "
+        f"{consequence}: run `mlp sync {sweep_id}` again")
+    return 1

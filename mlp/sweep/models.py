@@ -78,9 +78,15 @@ def ensure_model(store, sweep: dict, run: dict, data_dir: str | None = None,
     if why is None:
         return run
     log(f"run {run['id']}: {why}")
-    if run.get("wandb_project") and _download(store, sweep, run, log):
-        return store.get_run(run["id"])
-    reason = f"{why}, and it logged no model artifact to W&B"
+    missing = "it logged no model artifact to W&B"
+    if run.get("wandb_project"):
+        try:
+            if bridge.download_model(store, bridge.connection(), sweep["id"], run, log) is not None:
+                return store.get_run(run["id"])
+        except WandbUnreachable as e:
+            missing = f"W&B, which may hold its model artifact, cannot be reached ({e})"
+            log(f"run {run['id']}: {missing}")
+    reason = f"{why}, and {missing}"
     config = run["config"]
     where = data_dir or R.sweep_data_dir(sweep, run)
     data = load_dataset(config.get("dataset", "fashion_mnist"), data_dir=where, split=config.get("split", "standard"),
@@ -96,17 +102,6 @@ def ensure_model(store, sweep: dict, run: dict, data_dir: str | None = None,
         raise UsageError(f"could not keep the retrained model of run {run['id']} in {target} "
                          f"({e.strerror or e}); pass --store with a writable folder") from None
     return store.get_run(run["id"])
-
-
-def _download(store, sweep: dict, run: dict, log) -> bool:
-    """The run's W&B model artifact, downloaded beside the store; False when W&B has none for it
-    or cannot be reached (said on the log)."""
-    try:
-        api = bridge.connection()
-    except WandbUnreachable as e:
-        log(f"run {run['id']}: its W&B model artifact cannot be fetched ({e})")
-        return False
-    return bridge.download_model(store, api, sweep["id"], run, log) is not None
 
 
 def ensure_best_model(store, sweep_id: str, data_dir: str | None = None,

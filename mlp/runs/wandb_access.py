@@ -1,0 +1,126 @@
+"""Where W&B is and whether this process may use it — decided quickly and without a prompt, the way
+wandb itself decides it.
+
+* `base_url()` — the server wandb talks to: `WANDB_BASE_URL`, else what `wandb login --host URL`
+  saved in wandb's settings (asked of wandb, which also reads a workspace's `wandb/settings`), else
+  W&B's cloud.
+* `credentials_exist(url)` — wandb can log in without asking: `WANDB_API_KEY`, or a netrc entry for
+  the server (`wandb login` writes the host with its port, `machine host:port`, as wandb reads it).
+* `unreachable(url, timeout)` — None when the server answers an HTTP request within `timeout`
+  seconds, else why not. The request goes through the proxy wandb would use: wandb's own
+  `http_proxy` / `https_proxy` settings (`WANDB_HTTP_PROXY`, `WANDB_HTTPS_PROXY`), else the standard
+  `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY` variables — so a machine that reaches W&B only through a
+  proxy is online, and one whose proxy cannot reach it is not.
+"""
+from __future__ import annotations
+
+import netrc
+import os
+import threading
+from urllib.parse import urlsplit
+
+from mlp.errors import UsageError
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_S", "base_url", "credentials_exist", "unreachable", "timeout_seconds"]
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+DEFAULT_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")   # W&B's cloud, under its older and current names
+DEFAULT_TIMEOUT_S = 5.0
+PROXY_FAILURES = (502, 503, 504)     # what a proxy answers when it cannot reach the server
+
+
+def timeout_seconds() -> float:
+    """MLP_WANDB_TIMEOUT (seconds), default 5."""
+    try:
+        value = float(os.environ.get("MLP_WANDB_TIMEOUT") or DEFAULT_TIMEOUT_S)
+    except ValueError:
+        raise UsageError(f"MLP_WANDB_TIMEOUT={os.environ['MLP_WANDB_TIMEOUT']!r} is not a number of seconds") from None
+    return value if value > 0 else DEFAULT_TIMEOUT_S
+
+
+def _settings():
+    """wandb's settings as wandb itself loads them (environment, workspace and global settings
+    files), or None from a wandb that cannot say."""
+    try:
+        from wandb.sdk.wandb_setup import singleton
+        return singleton().settings
+    except Exception:
+        return None
+
+
+def base_url() -> str:
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"].rstrip("/")
+    settings = _settings()
+    url = getattr(settings, "base_url", None) if settings is not None else None
+    return str(url or DEFAULT_BASE_URL).rstrip("/")
+
+
+def credentials_exist(url: str | None = None) -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    url = url or base_url()
+    parts = urlsplit(url)
+    names = [parts.netloc, parts.hostname]
+    if parts.hostname in DEFAULT_HOSTS:
+        names += list(DEFAULT_HOSTS)
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        entries = netrc.netrc(path)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return any(name and entries.authenticators(name) is not None for name in names)
+
+
+def _proxies(url: str) -> dict:
+    """The proxy for `url` as wandb picks it: its own settings, else the environment (NO_PROXY
+    honoured)."""
+    settings = _settings()
+    own = {scheme: getattr(settings, f"{scheme}_proxy", None) for scheme in ("http", "https")} if settings else {}
+    own = {k: v for k, v in own.items() if v}
+    if own:
+        return own
+    from requests.utils import get_environ_proxies
+    return get_environ_proxies(url)
+
+
+def unreachable(url: str, timeout: float) -> str | None:
+    """None if the server answers within `timeout` seconds (any HTTP answer but a proxy's
+    failure), else why not, in a few words. Runs in a thread: on a machine without network, name
+    resolution alone can hang far longer than the timeout."""
+    outcome: list = []
+
+    def attempt():
+        import requests
+        try:
+            proxies = _proxies(url)
+            with requests.get(url + "/", timeout=timeout, proxies=proxies, allow_redirects=False, stream=True) as r:
+                if proxies and r.status_code in PROXY_FAILURES:
+                    outcome.append(f"its proxy answered {r.status_code}")
+                else:
+                    outcome.append(None)
+        except requests.exceptions.ProxyError as e:
+            outcome.append(f"the proxy failed: {_reason(e)}")
+        except requests.exceptions.RequestException as e:
+            outcome.append(_reason(e))
+        except Exception as e:  # a malformed URL or proxy setting
+            outcome.append(f"{type(e).__name__}: {str(e)[:120]}")
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    if not outcome:
+        return f"no answer within {timeout:g} s"
+    return outcome[0]
+
+
+def _reason(e: BaseException) -> str:
+    """The innermost cause of a requests error, in a few words (not its whole chain)."""
+    while e.__context__ is not None and e.__context__ is not e:
+        e = e.__context__
+    text = " ".join(str(e).split())
+    for marker in ("Name or service not known", "Temporary failure in name resolution", "Connection refused",
+                   "timed out", "No route to host", "Network is unreachable"):
+        if marker in text:
+            return marker[0].lower() + marker[1:]
+    return (text or type(e).__name__)[:160]

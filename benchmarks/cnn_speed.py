@@ -46,13 +46,14 @@ def preset():
 
 def run_ours(config, x, y, threads):
     from mlp.runs.experiment import build
-    from mlp.runs.training import fit
+    from mlp.runs.training import FitOptions, fit
     bs = config["batch_size"]
     net, opt = build(config)  # warm-up on a throwaway network
-    fit(net, opt, x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs], x[:0], y[:0], 1, bs, seed=1, progress=False)
+    fit(net, opt, (x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs]), (x[:0], y[:0]),
+        FitOptions(epochs=1, batch_size=bs, seed=1, progress=False))
     net, opt = build(config)
     start = time.perf_counter()
-    fit(net, opt, x, y, x[:0], y[:0], 1, bs, seed=0, progress=False)
+    fit(net, opt, (x, y), (x[:0], y[:0]), FitOptions(epochs=1, batch_size=bs, seed=0, progress=False))
     return time.perf_counter() - start
 
 
@@ -160,7 +161,7 @@ def gemm_seconds(config, seconds):
 def profile_ours(config, x, y):
     """Seconds per layer (forward, backward), loss, optimizer step and the rest for one epoch."""
     from mlp.runs.experiment import build
-    from mlp.runs.training import fit
+    from mlp.runs.training import FitOptions, fit
     net, opt = build(config)
     spent = collections.Counter()
 
@@ -179,7 +180,7 @@ def profile_ours(config, x, y):
     net._loss = timed("loss", net._loss)
     opt.step = timed("optimizer step", opt.step)
     start = time.perf_counter()
-    fit(net, opt, x, y, x[:0], y[:0], 1, config["batch_size"], seed=0, progress=False)
+    fit(net, opt, (x, y), (x[:0], y[:0]), FitOptions(epochs=1, batch_size=config["batch_size"], seed=0, progress=False))
     total = time.perf_counter() - start
     spent["other (gather, Python)"] = total - sum(spent.values())
     return {"total": total, "phases": dict(spent)}

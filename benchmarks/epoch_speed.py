@@ -84,7 +84,7 @@ def limit_threads(threads):
 
 def run_ours(cfg, x, y, threads):
     from mlp import MLP, optimizers
-    from mlp.runs.training import fit
+    from mlp.runs.training import FitOptions, fit
 
     def build():
         net = MLP(cfg["sizes"], activation=cfg["activation"], weight_init=cfg["weight_init"],
@@ -93,10 +93,11 @@ def run_ours(cfg, x, y, threads):
 
     bs = cfg["batch_size"]
     net, opt = build()  # warm-up on a throwaway model
-    fit(net, opt, x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs], x[:0], y[:0], 1, bs, seed=1, progress=False)
+    fit(net, opt, (x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs]), (x[:0], y[:0]),
+        FitOptions(epochs=1, batch_size=bs, seed=1, progress=False))
     net, opt = build()
     start = time.perf_counter()
-    fit(net, opt, x, y, x[:0], y[:0], 1, bs, seed=0, progress=False)
+    fit(net, opt, (x, y), (x[:0], y[:0]), FitOptions(epochs=1, batch_size=bs, seed=0, progress=False))
     return time.perf_counter() - start
 
 
@@ -232,7 +233,7 @@ def profile_ours(cfg, x, y, threads):
     the loss and the optimizer step (a few µs of timer overhead per batch land in "other")."""
     import collections
     from mlp import MLP, optimizers
-    from mlp.runs.training import fit
+    from mlp.runs.training import FitOptions, fit
 
     net = MLP(cfg["sizes"], activation=cfg["activation"], weight_init=cfg["weight_init"],
               loss=cfg["loss"], weight_decay=cfg["weight_decay"], seed=0, dtype="float32")
@@ -255,7 +256,7 @@ def profile_ours(cfg, x, y, threads):
     net._loss = timed("loss", net._loss)
     opt.step = timed("optimizer.step", opt.step)
     start = time.perf_counter()
-    fit(net, opt, x, y, x[:0], y[:0], 1, cfg["batch_size"], seed=0, progress=False)
+    fit(net, opt, (x, y), (x[:0], y[:0]), FitOptions(epochs=1, batch_size=cfg["batch_size"], seed=0, progress=False))
     total = time.perf_counter() - start
     spent["other"] = total - sum(spent.values())
     return {"total": total, "phases": dict(spent)}

@@ -205,6 +205,12 @@ def _wandb_name(kind):
     return check
 
 
+def _run_id(text):
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise UsageError(f"run id {text[:80]!r} must be 1-64 letters, digits, - and _ (as `mlp runs` shows it)")
+    return text
+
+
 _UNIT = dict(low=0.0, high=1.0, high_open=True)
 
 PARAMS: dict[str, Param] = {p.name: p for p in [
@@ -285,6 +291,10 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
           "error on the pixels, val_r2/test_r2)", choices=TASKS, group="beyond"),
     Param("output_activation", "choice", None, "the autoencoder's output layer: sigmoid (pixels stay in [0, 1]; the "
           "default) or identity; autoencoder only", choices=OUTPUT_ACTIVATIONS, nullable=True, group="beyond"),
+    # ---- continuing an interrupted run (issue 21) ----
+    Param("resume", "str", None, "continue run RUN_ID, interrupted by Ctrl-C or SIGTERM, from its checkpoint: its own "
+          "config, the store it ran with (--store), bit-identical to a run that was never interrupted",
+          nullable=True, check=_run_id, plumbing=True, group="beyond"),
 ]}
 
 DEFAULTS: dict[str, Any] = {name: p.default for name, p in PARAMS.items()}

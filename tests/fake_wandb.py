@@ -58,6 +58,7 @@ class FakeWandb:
         self.artifacts: dict[str, dict] = {}
         self.file_stream: dict[tuple, list] = {}  # (entity, project, run) -> posted chunks
         self.refused: set[str] = set()            # run names whose UpsertBucket fails
+        self.should_stop: set[str] = set()        # run names the service asks to stop (early termination)
         self._lock = threading.RLock()
         self._ids = 0
         self._server: ThreadingHTTPServer | None = None
@@ -240,6 +241,28 @@ class FakeWandb:
         entity, project = self._project(variables)
         run = self.runs.get((entity, project, variables.get("name")))
         return {"project": {"run": run and self._run_node(run)}}
+
+    def op_RunResumeStatus(self, variables, query):
+        """wandb-core resuming a run (`wandb.init(resume="allow")`): what the service holds of it."""
+        entity, project = self._project(variables)
+        node = {"id": f"UHJvamVjdDo{project}", "name": project, "entity": {"id": f"RW50aXR5:{entity}", "name": entity}}
+        run = self.runs.get((entity, project, variables.get("name")))
+        if run is None:
+            return {"model": {**node, "bucket": None}}
+        tail = [json.dumps({"_step": i, **row}) for i, row in enumerate(run["history"])][-10:]
+        return {"model": {**node, "bucket": {
+            "id": run["id"], "name": run["name"], "summaryMetrics": json.dumps(run["summaryMetrics"]),
+            "displayName": run["displayName"], "logLineCount": 0, "historyLineCount": len(run["history"]),
+            "eventsLineCount": 0, "historyTail": json.dumps(tail), "eventsTail": json.dumps([]),
+            "config": json.dumps(run["config"]), "tags": run["tags"], "notes": run["notes"],
+            "wandbConfig": json.dumps({"t": (run["config"].get("_wandb") or {}).get("value", {}).get("t")})}}}
+
+    def op_RunStopState(self, variables, query):
+        """Whether the service asked the run to stop (its sweep's early termination): `should_stop`."""
+        entity, project = self._project(variables)
+        run = self.runs.get((entity, project, variables.get("name")))
+        stop = variables.get("name") in self.should_stop
+        return {"project": {"run": run and {"shouldStop": stop, "stopped": stop}}}
 
     def op_RunFullHistory(self, variables, query):
         entity, project = self._project(variables)

@@ -80,7 +80,7 @@ def test_model_of_other_architecture_is_refused(tmp_path):
         arrays = dict(f)
     arrays.pop("__meta__")
     with pytest.raises(UsageError, match="architecture"):
-        MLP([6, 7, 3]).load_state(arrays, source="small.npz")
+        MLP([6, 7, 3]).load_state_dict(arrays, source="small.npz")
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip at all", b"PK\x03\x04broken"])

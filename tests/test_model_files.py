@@ -57,7 +57,7 @@ def test_v2_holds_spec_and_named_arrays(tmp_path):
     assert meta["version"] == 2 and meta["network"] == net.spec() and meta["mlp"] == net.config
     from mlp.core.network import _mlp_spec
     assert _mlp_spec(net.config) == net.spec()
-    assert set(arrays) - {"__meta__"} == set(net.state_arrays()) and "1.running_mean" in arrays
+    assert set(arrays) - {"__meta__"} == set(net.state_dict()) and "1.running_mean" in arrays
     back = load_model(tmp_path / "m.npz")
     assert type(back) is MLP and back.config == net.config and back.extra == {"run_id": "abc"}
     np.testing.assert_array_equal(back.predict_proba(X), net.predict_proba(X))

@@ -270,17 +270,17 @@ def test_checkpoint_and_resume_is_bit_identical(name, tmp_path):
 
     net, opt = network_and_optimizer(name)
     train(net, opt, data[:n])
-    np.savez(tmp_path / "ckpt.npz", **{f"net/{k}": v for k, v in net.state_arrays().items()},
+    np.savez(tmp_path / "ckpt.npz", **{f"net/{k}": v for k, v in net.state_dict().items()},
              **{f"opt/{k}": v for k, v in opt.state_dict().items()})
     # a fresh network (another seed) and a fresh optimizer (default hyperparameters) restored
     fresh, fresh_opt = network_and_optimizer(name, seed=99, hyper={})
     with np.load(tmp_path / "ckpt.npz", allow_pickle=False) as f:
-        fresh.load_state({k[4:]: f[k] for k in f.files if k.startswith("net/")})
+        fresh.load_state_dict({k[4:]: f[k] for k in f.files if k.startswith("net/")})
         fresh_opt.load_state_dict({k[4:]: f[k] for k in f.files if k.startswith("opt/")})
     assert fresh_opt.t == n and fresh_opt.hyperparameters == straight_opt.hyperparameters
     train(fresh, fresh_opt, data[n:])
-    for key, value in straight.state_arrays().items():
-        np.testing.assert_array_equal(fresh.state_arrays()[key], value, err_msg=key)
+    for key, value in straight.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value, err_msg=key)
     assert fresh_opt.state_dict().keys() == straight_opt.state_dict().keys()
     for key, value in straight_opt.state_dict().items():
         np.testing.assert_array_equal(fresh_opt.state_dict()[key], value, err_msg=key)

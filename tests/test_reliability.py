@@ -399,14 +399,14 @@ def test_same_seed_same_metrics_in_process():
     from mlp.runs.data import load_dataset
     from mlp.runs.experiment import build
     from mlp.cli import parse_train_args
-    from mlp.runs.training import fit
+    from mlp.runs.training import FitOptions, fit
     data = load_dataset("fashion_mnist", data_dir=SUBSET)
     results = []
     for _ in range(2):
         config = parse_train_args(["-nhl", "2", "-sz", "32", "--dropout", "0.1", "--batch_norm", "--seed", "5"])
         net, opt = build(config)
-        history = fit(net, opt, data.x_train, data.y_train, data.x_val, data.y_val, epochs=2, batch_size=64,
-                      seed=5, progress=False)
+        history = fit(net, opt, (data.x_train, data.y_train), (data.x_val, data.y_val),
+                      FitOptions(epochs=2, batch_size=64, seed=5, progress=False))
         results.append(([{k: v for k, v in r.items() if k != "epoch_seconds"} for r in history],
                         net.predict_proba(data.x_test)))
     assert results[0][0] == results[1][0]

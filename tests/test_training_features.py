@@ -8,7 +8,7 @@ import pytest
 
 from mlp import MLP, UsageError, optimizers
 from mlp.core import augment, averaging, schedules
-from mlp.runs.training import fit
+from mlp.runs.training import FitOptions, fit
 
 
 # ---- schedules ---------------------------------------------------------------------------------
@@ -124,8 +124,8 @@ def test_early_stopping_restores_the_best_epoch():
     Xt, yt, Xv, yv = toy_data()
     net = MLP([20, 64, 4], seed=0)
     # a learning rate high enough that validation accuracy wanders after its peak
-    history = fit(net, optimizers.get("sgd", learning_rate=0.8), Xt, yt, Xv, yv, epochs=40, batch_size=16,
-                  patience=3, progress=False)
+    history = fit(net, optimizers.get("sgd", learning_rate=0.8), (Xt, yt), (Xv, yv),
+                  FitOptions(epochs=40, batch_size=16, patience=3, progress=False))
     best = max(history, key=lambda r: r["val_accuracy"])
     assert len(history) == best["epoch"] + 3 or len(history) == 40
     _, accuracy, _ = net.evaluate(Xv, yv)
@@ -137,8 +137,9 @@ def test_schedule_drives_the_optimizer():
     net = MLP([20, 8, 4], seed=0)
     opt = optimizers.get("sgd", learning_rate=0.1)
     seen = []
-    fit(net, opt, Xt, yt, Xv, yv, epochs=2, batch_size=100, progress=False,
-        schedule=schedules.build("cosine", 0.1, total_steps=8, steps_per_epoch=4),
+    fit(net, opt, (Xt, yt), (Xv, yv),
+        FitOptions(epochs=2, batch_size=100, progress=False,
+                   schedule=schedules.build("cosine", 0.1, total_steps=8, steps_per_epoch=4)),
         on_step=lambda step: seen.append(opt.learning_rate))
     assert seen == pytest.approx([0.1 * 0.5 * (1 + math.cos(math.pi * s / 7)) for s in range(8)])
 
@@ -152,15 +153,15 @@ def test_averaged_weights_are_what_is_evaluated(kind):
     epochs = 8
     net = MLP([20, 16, 4], seed=0, dtype="float64")
     averager = averaging.build(kind, net)
-    ema = {k: v.copy() for k, v in net.state_arrays().items()}
+    ema = {k: v.copy() for k, v in net.state_dict().items()}
     snapshots, expected = [], []
 
     def on_step(step):  # after the optimizer step and the averager's own update
-        for key, value in net.state_arrays().items():
+        for key, value in net.state_dict().items():
             ema[key] = 0.999 * ema[key] + 0.001 * value
 
     def on_epoch(row):  # the training weights are back in the network here
-        weights = {k: v.copy() for k, v in net.state_arrays().items()}
+        weights = {k: v.copy() for k, v in net.state_dict().items()}
         if row["epoch"] > 0.75 * epochs:
             snapshots.append(weights)
         if kind == "ema":
@@ -170,18 +171,19 @@ def test_averaged_weights_are_what_is_evaluated(kind):
         else:  # SWA has not started: the training weights are validated
             average = weights
         probe = MLP([20, 16, 4], seed=1, dtype="float64")
-        probe.load_state(average)
+        probe.load_state_dict(average)
         expected.append((probe.evaluate(Xv, yv)[:2], average))
 
-    history = fit(net, optimizers.get("adam", learning_rate=1e-2), Xt, yt, Xv, yv, epochs=epochs, batch_size=50,
-                  progress=False, averager=averager, on_step=on_step, on_epoch=on_epoch)
+    history = fit(net, optimizers.get("adam", learning_rate=1e-2), (Xt, yt), (Xv, yv),
+                  FitOptions(epochs=epochs, batch_size=50, progress=False, averager=averager),
+                  on_step=on_step, on_epoch=on_epoch)
     assert len(snapshots) == 2
     for row, ((loss, accuracy), _) in zip(history, expected):
         assert row["val_loss"] == pytest.approx(loss, rel=1e-9) and row["val_accuracy"] == accuracy
     # the averaged weights differ from the last training weights, so this is not vacuous
     final_average = expected[-1][1]
     assert not np.allclose(final_average["0.W"], snapshots[-1]["0.W"])
-    for key, value in net.state_arrays().items():
+    for key, value in net.state_dict().items():
         np.testing.assert_allclose(value, final_average[key], rtol=1e-9, atol=1e-12)
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -252,6 +254,72 @@ def test_models_travel_with_their_runs_to_another_machine(tmp_path, data_dir, fa
     assert (out / "confusion_matrix.png").is_file()
 
 
+def wait_for_epochs(store_path: Path, run_id: str, proc, n: int = 1) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with Store(store_path, create=False) as store:
+                if len(store.history(run_id)) >= n:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.02)
+
+
+def test_under_wandb_agent_a_sweep_stop_is_no_failure_and_a_preemption_is_requeued_and_resumes(tmp_path, data_dir,
+                                                                                               fake):
+    """Under `wandb agent` both arrive as SIGTERM. When W&B's sweep asked for the stop (its early
+    termination: the run's shouldStop), the run is a short result: exit code 0 (W&B's agent counts
+    any code above 0 toward its failure and flapping rules), stopped_by in the store and in W&B's
+    summary, no checkpoint, and an import elsewhere keeps "stopped early". Otherwise it is a
+    preemption: the run keeps a checkpoint, marks itself preempting and exits non-zero (W&B's
+    convention: it is requeued), and the requeued run — the same id, launched again — continues
+    from the checkpoint to the end."""
+    fake.add_sweep(PROJECT, "stopsw01", {**LOSSES, "name": "stops", "early_terminate": {"type": "hyperband",
+                                                                                       "min_iter": 1}})
+    params = {"loss": "cross_entropy", "seed": 0, **TINY, "epochs": 40, "hidden_size": 256,
+              "data_dir": str(data_dir)}
+    stopped = as_wandb_agent(tmp_path, "stopsw01", "stopped1", params, LOSSES["command"], mode="online",
+                             extra_env=fake.env())
+    wait_for_epochs(tmp_path / "s.sqlite", "stopped1", stopped)
+    fake.should_stop.add("stopped1")
+    stopped.send_signal(signal.SIGTERM)
+    _, err = stopped.communicate(timeout=120)
+    assert stopped.returncode == 0, err                                      # not a failure for W&B's agent
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        row = store.get_run("stopped1")
+    assert (row["state"], row["stopped_by"]) == ("killed", "hyperband") and row["summary"]["stopped_by"] == "hyperband"
+    assert not (tmp_path / "mlp-checkpoints" / "stopped1.npz").exists()
+    assert fake.runs[(ENTITY, PROJECT, "stopped1")]["summaryMetrics"]["stopped_by"] == "hyperband"
+
+    preempted = as_wandb_agent(tmp_path, "stopsw01", "preempt1", {**params, "seed": 1}, LOSSES["command"],
+                               mode="online", extra_env=fake.env())
+    wait_for_epochs(tmp_path / "s.sqlite", "preempt1", preempted)
+    preempted.send_signal(signal.SIGTERM)
+    _, err = preempted.communicate(timeout=120)
+    assert preempted.returncode == 130, err                                  # non-zero: W&B requeues it
+    assert any(chunk.get("preempting") for chunk in fake.file_stream[(ENTITY, PROJECT, "preempt1")])
+    assert (tmp_path / "mlp-checkpoints" / "preempt1.npz").is_file()
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        done = len(store.history("preempt1"))
+        assert store.get_run("preempt1")["state"] == "killed" and done < 40
+    (_, err), = finish([as_wandb_agent(tmp_path, "stopsw01", "preempt1", {**params, "seed": 1}, LOSSES["command"],
+                                       mode="online", extra_env=fake.env())])    # the requeued run
+    assert f"continuing from its checkpoint after epoch {done}" in err
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        row = store.get_run("preempt1")
+        assert row["state"] == "finished" and len(store.history("preempt1")) == 40
+    assert not (tmp_path / "mlp-checkpoints" / "preempt1.npz").exists()
+
+    fake.runs[(ENTITY, PROJECT, "stopped1")]["state"] = "finished"          # what W&B shows for exit code 0
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    ok(mlp(other, "import", f"{ENTITY}/{PROJECT}/stopsw01", env=fake.env()))
+    with Store(other / "s.sqlite", create=False) as store:
+        imported = store.get_run("stopped1")
+    assert (imported["state"], imported["stopped_by"]) == ("killed", "hyperband")
+
+
 def test_dataset_set_by_the_sweep_is_the_data_loaded(tmp_path, data_dir):
     """A sweep whose command has no ${args} sets `dataset` only in W&B's parameter file: the run
     trains on that dataset, not on the one train.py's argv (here its default) names. And when W&B's
@@ -352,6 +420,47 @@ def test_import_twice_adds_nothing_and_later_adds_what_finished(imported, fake):
     assert after["history"]["imp00004"][-1]["val_accuracy"] == 0.44
 
 
+def seed_loss_study(fake, name: str, vals: dict) -> None:
+    """A W&B cross-entropy vs squared-error sweep: one finished run per (loss, seed) in `vals`."""
+    fake.add_sweep(PROJECT, name, {"name": f"{name}-study", "program": "train.py", "method": "grid", "metric": METRIC,
+                                   "parameters": {"loss": {"values": ["cross_entropy", "mean_squared_error"]},
+                                                  "seed": {"values": [0, 1]},
+                                                  **{k: {"value": v} for k, v in TINY.items()}},
+                                   "command": ["${env}", "${interpreter}", "${program}", "${args}"]})
+    for i, ((loss, seed), val) in enumerate(vals.items()):
+        config = C.hyperparameters(C.resolve({**TINY, "loss": loss, "seed": seed}))
+        fake.add_run(PROJECT, f"{name}r{i}", config, {"val_accuracy": val, "test_accuracy": val - 0.01, "epochs_run": 2,
+                                                       "state": "finished"},
+                     [{"epoch": 1, "val_accuracy": val - 0.02}, {"epoch": 2, "val_accuracy": val}], sweep=name,
+                     created_at=1_700_001_000 + i)
+
+
+def test_compare_takes_a_wandb_sweep_as_a_url_a_path_or_a_bare_id(imported, fake, data_dir, tmp_path):
+    """`mlp report --compare` imports a W&B cross-entropy vs squared-error sweep like the main
+    sweep: by its URL, by ENTITY/PROJECT/ID, or by a bare id that lives in the main W&B sweep's
+    project; the report's comparison is computed from the imported runs."""
+    shutil.copy(imported["tmp"] / "s.sqlite", tmp_path / "s.sqlite")
+    studies = {"lossurl1": {("cross_entropy", 0): 0.80, ("mean_squared_error", 0): 0.70,
+                            ("cross_entropy", 1): 0.82, ("mean_squared_error", 1): 0.76},
+               "lossbare": {("cross_entropy", 0): 0.60, ("mean_squared_error", 0): 0.66,
+                            ("cross_entropy", 1): 0.61, ("mean_squared_error", 1): 0.69}}
+    for name, vals in studies.items():
+        seed_loss_study(fake, name, vals)
+    for ref, name in ((f"{fake.url}/{ENTITY}/{PROJECT}/sweeps/lossurl1", "lossurl1"), ("lossbare", "lossbare"),
+                      (f"{ENTITY}/{PROJECT}/lossurl1", "lossurl1")):
+        out = tmp_path / f"report-{name}"
+        ok(mlp(tmp_path, "report", IMPORTED, "--compare", ref, "--out", out, "--data_dir", data_dir / "fashion_mnist",
+               env=fake.env()))
+        gaps = [studies[name][("cross_entropy", s)] - studies[name][("mean_squared_error", s)] for s in (0, 1)]
+        md = (out / "report.md").read_text()
+        assert f"paired gap CE − MSE {np.mean(gaps):+.4f} ± {np.std(gaps, ddof=1):.4f}" in md, ref
+        with Store(tmp_path / "s.sqlite", create=False) as store:
+            study = store.get_sweep(name)
+            assert (study["origin"], study["wandb_path"]) == ("wandb", f"{ENTITY}/{PROJECT}/{name}")
+            assert len(store.list_runs(name)) == 4
+    one_line_error(mlp(tmp_path, "report", IMPORTED, "--compare", "nosuch99", env=fake.env()), "nosuch99")
+
+
 # ---- 3. rerun online: a W&B grid over exactly the K configs; the report of the W&B path ---------------------
 
 def test_online_rerun_is_a_wandb_grid_over_exactly_the_top_configs_and_the_report_shows_it(imported, fake, data_dir):
@@ -384,6 +493,16 @@ def test_online_rerun_is_a_wandb_grid_over_exactly_the_top_configs_and_the_repor
     assert lines[:2] == [f"{ENTITY}/{PROJECT}/{new_id}", f"wandb agent {ENTITY}/{PROJECT}/{new_id}"]
     assert (created[0]["origin"], created[0]["wandb_path"]) == ("wandb", f"{ENTITY}/{PROJECT}/{new_id}")
     assert created[0]["rerun"].source_runs == ["imp00002", "imp00003"]
+    assert "data_dir" not in variables["config"]                     # no folder of this machine in a W&B sweep
+    # the same rerun again reuses that sweep; a folder of this machine is refused for agents elsewhere
+    start = len(fake.requests)
+    again = ok(mlp(tmp, "rerun", f"{ENTITY}/{PROJECT}/{IMPORTED}", "--top", "2", "--dataset", "mnist", env=fake.env()))
+    assert again.stdout.splitlines()[:2] == lines[:2] and "UpsertSweep" not in fake.operations()[start:]
+    one_line_error(mlp(tmp, "rerun", f"{ENTITY}/{PROJECT}/{IMPORTED}", "--top", "2", "--dataset", "mnist",
+                       "--data_dir", data_dir, env=fake.env()), "folder of this machine", "--local")
+    assert "UpsertSweep" not in fake.operations()[start:]
+    with Store(tmp / "s.sqlite", create=False) as store:
+        assert [s["id"] for s in store.list_sweeps() if s["parent_sweep_id"] == IMPORTED] == [new_id]
 
     # W&B's agents run it elsewhere; the parent's report imports their runs and shows both datasets
     for i, (proposal, val) in enumerate(zip(config["parameters"]["configuration"]["values"], (0.91, 0.93))):
@@ -419,6 +538,14 @@ def test_online_rerun_is_a_wandb_grid_over_exactly_the_top_configs_and_the_repor
     for run, source in zip(runs, top):
         assert run["params"] == here["rerun"].configs[runs.index(run)]
         assert run["config"] == {**source, "dataset": "mnist", "epochs": 1}
+
+    # a relative data folder is kept as given: each agent finds it beside its train.py
+    start = len(fake.requests)
+    ok(mlp(tmp, "rerun", f"{ENTITY}/{PROJECT}/{IMPORTED}", "--top", "2", "--dataset", "mnist", "--data_dir",
+           "data/mnist-here", env=fake.env()))
+    (upsert,) = [r for r in fake.requests[start:] if r.operation == "UpsertSweep"]
+    values = yaml.safe_load(upsert.variables["config"])["parameters"]
+    assert values["data_dir"] == {"value": "data/mnist-here"}
 
 
 # ---- 4. sync: an offline sweep arrives in W&B as a sweep, once ----------------------------------------------

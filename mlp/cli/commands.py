@@ -113,8 +113,10 @@ def command_parsers():
                                    "imported first when W&B is reachable).")
     p.add_argument("sweep_id", help=SWEEP_REF)
     p.add_argument("--out", help="output folder (default: reports/SWEEP_ID)")
-    p.add_argument("--compare", metavar="SWEEP_ID", help="the cross-entropy vs squared-error sweep (default: found "
-                   "in the store: a sweep whose loss values are cross_entropy and mean_squared_error)")
+    p.add_argument("--compare", metavar="SWEEP_ID", help="the cross-entropy vs squared-error sweep: a store id or a W&B "
+                   "sweep (ENTITY/PROJECT/ID, its URL, or a bare id in the report's W&B project), imported like the "
+                   "main one (default: found in the store: a sweep whose loss values are cross_entropy and "
+                   "mean_squared_error)")
     p.add_argument("--data_dir", help="folder with the IDX files (default: the sweep's, else MLP_DATA_DIR, cache, "
                    "Debian, download)")
     _store_arg(p)
@@ -289,11 +291,13 @@ def cmd_report(args):
     its W&B artifact or a retrain), then write the report, which only reads."""
     from mlp.report import make_report
     from mlp.report.build import check_inputs
+    from mlp.runs.wandb_api import SweepPath
     from mlp.sweep.bridge import resolve
     from mlp.sweep.models import ensure_best_model
     with _store_for(args) as store:
         sweep_id = resolve(store, args.sweep_id)
-        compare = resolve(store, args.compare) if args.compare else None
+        where = store.get_sweep(sweep_id)["wandb_path"]      # a bare --compare id may live beside it in W&B
+        compare = resolve(store, args.compare, near=SweepPath.parse(where) if where else None) if args.compare else None
         check_inputs(store, sweep_id, args.out, compare)
         ensure_best_model(store, sweep_id, data_dir=args.data_dir)
         result = make_report(store, sweep_id, out=args.out, compare=compare, data_dir=args.data_dir)

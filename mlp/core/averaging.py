@@ -15,11 +15,11 @@ class EMA:
 
     def __init__(self, net, decay=0.999):
         self.decay = float(decay)
-        self.average = {k: v.copy() for k, v in net.state_arrays().items()}
+        self.average = {k: v.copy() for k, v in net.state_dict().items()}
 
     def after_step(self, net):
         d = self.decay
-        for key, value in net.state_arrays().items():
+        for key, value in net.state_dict().items():
             avg = self.average[key]
             avg *= d
             avg += (1.0 - d) * value
@@ -29,6 +29,13 @@ class EMA:
 
     def state(self, dtype):
         return {k: v.astype(dtype, copy=False) for k, v in self.average.items()}
+
+    def state_dict(self):
+        """The running average (copies), to continue exactly after a checkpoint."""
+        return {"count": 0, **{f"average.{k}": v.copy() for k, v in self.average.items()}}
+
+    def load_state_dict(self, state):
+        _load_average(self, state)
 
 
 class SWA:
@@ -44,7 +51,7 @@ class SWA:
     def after_epoch(self, net, epoch, epochs):
         if epoch <= self.start_fraction * epochs and epoch != epochs:
             return
-        state = net.state_arrays()
+        state = net.state_dict()
         if self.average is None:
             self.average = {k: v.astype(np.float64) for k, v in state.items()}
         else:
@@ -57,6 +64,24 @@ class SWA:
         if self.average is None:
             return None
         return {k: (v / self.count).astype(dtype) for k, v in self.average.items()}
+
+    def state_dict(self):
+        """The running sum and its count (copies), to continue exactly after a checkpoint."""
+        return {"count": self.count, **{f"average.{k}": v.copy() for k, v in (self.average or {}).items()}}
+
+    def load_state_dict(self, state):
+        _load_average(self, state)
+        self.count = int(state["count"])
+        self.average = self.average or None
+
+
+def _load_average(averager, state):
+    """Put a state_dict's average back, array by array (they must match the ones it holds)."""
+    arrays = {k[len("average."):]: np.array(v) for k, v in state.items() if k.startswith("average.")}
+    current = averager.average or {}
+    if current and (set(arrays) != set(current) or any(arrays[k].shape != current[k].shape for k in current)):
+        raise UsageError("the averaged weights in the checkpoint are of another network")
+    averager.average = arrays
 
 
 AVERAGING = {"none": None, "ema": EMA, "swa": SWA}

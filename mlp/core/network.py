@@ -302,7 +302,7 @@ class Network:
         return out
 
     # ---- state and persistence -----------------------------------------------------------------
-    def state_arrays(self):
+    def state_dict(self):
         """Every array a saved model keeps, by name "{layer index}.{name}": params, then buffers."""
         arrays = {}
         for i, layer in enumerate(self.layers):
@@ -312,10 +312,10 @@ class Network:
                 arrays[f"{i}.{name}"] = value
         return arrays
 
-    def load_state(self, arrays, source="state"):
-        """Copy saved arrays (as `state_arrays` names them) into this network, in place; a
+    def load_state_dict(self, arrays, source="state"):
+        """Copy saved arrays (as `state_dict` names them) into this network, in place; a
         different architecture is a UsageError."""
-        expected = self.state_arrays()
+        expected = self.state_dict()
         if set(arrays) != set(expected):
             raise UsageError(f"{source} was saved from another architecture (arrays differ); build the network it was saved from")
         for key, target in expected.items():
@@ -333,7 +333,7 @@ class Network:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, __meta__=np.array(json.dumps(meta)), **self.state_arrays())
+            np.savez(f, __meta__=np.array(json.dumps(meta)), **self.state_dict())
         tmp.replace(path)
 
     @classmethod
@@ -507,11 +507,11 @@ def stack(frozen, layer, head):
     net = Network(specs + spec["layers"], input_shape=frozen.input_shape, loss=spec["loss"],
                   weight_decay=spec["weight_decay"], label_smoothing=spec["label_smoothing"], dtype=spec["dtype"],
                   weight_init=spec["weight_init"])
-    state = {k: v for k, v in frozen.state_arrays().items() if int(k.split(".", 1)[0]) < stop}
-    for key, value in head.state_arrays().items():
+    state = {k: v for k, v in frozen.state_dict().items() if int(k.split(".", 1)[0]) < stop}
+    for key, value in head.state_dict().items():
         index, name = key.split(".", 1)
         state[f"{int(index) + offset}.{name}"] = value
-    net.load_state(state, source="the stacked network")
+    net.load_state_dict(state, source="the stacked network")
     return net
 
 
@@ -610,7 +610,7 @@ def _load(zf, path):
         _check_size(key, headers[key], path)
     # every declared size is now bounded and matches the spec: build, then read
     net = MLP(**config, seed=0) if config is not None else Network(**spec, seed=0)
-    net.load_state({ours: _read(zf, headers[key][0], path) for key, ours in names.items()}, source=str(path))
+    net.load_state_dict({ours: _read(zf, headers[key][0], path) for key, ours in names.items()}, source=str(path))
     net.extra = extra
     return net
 
@@ -674,7 +674,7 @@ def _file_mlp_config(config, path):
 
 
 def _check_spec(spec, path):
-    """(unbuilt layers, dtype, {our array name: shape} in state_arrays order, {names of buffers})
+    """(unbuilt layers, dtype, {our array name: shape} in state_dict order, {names of buffers})
     for a file's network spec, every field checked and the total size bounded, allocating nothing."""
     allowed = {"input_shape", "layers", "loss", "weight_decay", "label_smoothing", "dtype", "weight_init"}
     if not isinstance(spec, dict) or not {"input_shape", "layers"} <= set(spec) <= allowed:
@@ -712,7 +712,7 @@ def _check_spec(spec, path):
 
 
 def _file_names(shapes, buffers, version):
-    """{name in the file: our state_arrays name}; `shapes` lists our names in state_arrays order."""
+    """{name in the file: our state_dict name}; `shapes` lists our names in state_dict order."""
     if version != 1:
         return {name: name for name in shapes}
     names, k = {}, 0

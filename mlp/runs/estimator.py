@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from mlp import config as C
 from mlp.core import optimizers
 from mlp.core.network import MLP
+from mlp.runs.training import FitOptions
 from mlp.runs.training import fit as fit_loop
 
 try:                                    # scikit-learn ≥ 1.6
@@ -111,11 +112,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.best_validation_score_ = None
 
     def _run(self, X, y_index, epochs, settings, X_val=None, y_val=None):
-        empty = X[:0], y_index[:0]
-        history = fit_loop(self.network_, self.optimizer_, X, y_index, *(empty if X_val is None else (X_val, y_val)),
-                           epochs=epochs, batch_size=settings["batch_size"], seed=settings["seed"] + self.n_iter_,
-                           progress=bool(self.verbose),
-                           patience=settings["n_iter_no_change"] if X_val is not None else None)
+        val = (X[:0], y_index[:0]) if X_val is None else (X_val, y_val)
+        options = FitOptions(epochs=epochs, batch_size=settings["batch_size"], seed=settings["seed"] + self.n_iter_,
+                             progress=bool(self.verbose),
+                             patience=settings["n_iter_no_change"] if X_val is not None else None)
+        history = fit_loop(self.network_, self.optimizer_, (X, y_index), val, options)
         self.loss_curve_ += [row["train_loss"] for row in history]
         self.n_iter_ += len(history)
         if X_val is not None:

@@ -22,6 +22,7 @@ import signal
 import sys
 import tempfile
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,14 +33,14 @@ from mlp.core import augment, averaging, optimizers, schedules
 from mlp.core.metrics import confusion_matrix
 from mlp.core.network import MLP, Network, stack, training_bytes
 from mlp.errors import UsageError
-from mlp.runs import autoencoder, interrupts
+from mlp.runs import autoencoder, checkpoint, interrupts
 from mlp.runs.context import RunContext
 from mlp.runs import features as F
 from mlp.runs.data import load_dataset
-from mlp.runs.store import Store, default_store_path, encode_json, model_path_for
+from mlp.runs.store import Store, checkpoint_path_for, default_store_path, encode_json, model_path_for
 from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
-from mlp.runs.training import Diverged, fit
-from mlp.runs.wandb_api import describe_wandb_sweep
+from mlp.runs.training import Diverged, FitOptions, fit
+from mlp.runs.wandb_api import connect, describe_wandb_sweep
 
 __all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "check_data", "check_output",
            "physical_memory"]
@@ -54,10 +55,13 @@ class RunResult:
     state: str
     summary: dict = field(default_factory=dict)
     error: str | None = None
+    stopped_by: str | None = None       # stopped early by its sweep (hyperband): not a failure
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES[self.state]
+        """EXIT_CODES of the state; 0 for a run its sweep stopped early, which W&B's agent must not
+        count as a failure (its rule: any exit code above 0 is one)."""
+        return 0 if self.stopped_by else EXIT_CODES[self.state]
 
 
 # ---- building ---------------------------------------------------------------------------------------
@@ -142,10 +146,12 @@ def check_data(config, data) -> None:
                          f"complete data files")
 
 
-def train(config, data, on_epoch=None, progress=None, built=None):
+def train(config, data, on_epoch=None, progress=None, built=None, resume=None, on_snapshot=None):
     """Build and train a config on a dataset: (net, history). The one training path — train.py,
     sweeps and the report's retraining all go through it. `built`: the (net, optimizer) of a
-    caller that already validated the config, so it is not built twice.
+    caller that already validated the config, so it is not built twice. `resume`: a checkpoint
+    Snapshot to continue from (the history returned then holds its epochs too); `on_snapshot`
+    receives a Snapshot of the state at the end of every epoch (mlp.runs.checkpoint).
 
     With --features the MLP head trains on the frozen layer's features (computed once), and the
     network returned is the stack frozen layers → head: it takes images, like any other."""
@@ -164,12 +170,16 @@ def train(config, data, on_epoch=None, progress=None, built=None):
         schedule = schedules.build(config["lr_schedule"], config["learning_rate"], config["epochs"] * steps_per_epoch,
                                    steps_per_epoch, warmup_steps=round(min(config["warmup_epochs"], config["epochs"])
                                                                        * steps_per_epoch))
-    history = fit(net, optimizer, data.x_train, targets(config, data, "train"), data.x_val, targets(config, data, "val"),
-                  epochs=config["epochs"],
-                  batch_size=config["batch_size"], seed=config["seed"], on_epoch=on_epoch, progress=progress,
-                  patience=config["early_stopping"] or None, schedule=schedule,
-                  augment=augment.augmenter(config["augment_shift"], config["augment_flip"]),
-                  averager=averaging.build(config["weight_averaging"], net))
+    averager = averaging.build(config["weight_averaging"], net)
+    options = FitOptions(epochs=config["epochs"], batch_size=config["batch_size"], seed=config["seed"],
+                         patience=config["early_stopping"] or None, schedule=schedule,
+                         augment=augment.augmenter(config["augment_shift"], config["augment_flip"]),
+                         averager=averager, progress=progress)
+    state = checkpoint.restore(resume, net, optimizer, averager) if resume is not None else None
+    keep = (lambda fit_state: on_snapshot(checkpoint.take(net, optimizer, averager, fit_state))) if on_snapshot else None
+    history = fit(net, optimizer, (data.x_train, targets(config, data, "train")),
+                  (data.x_val, targets(config, data, "val")), options, on_epoch=on_epoch, on_checkpoint=keep,
+                  state=state)
     if frozen is not None:
         net = stack(frozen.net, frozen.index, net)
         net.extra = {"features": frozen.describe()}
@@ -186,6 +196,7 @@ class Prepared:
     built: tuple
     wandb_mode: str
     store_path: str
+    resume: checkpoint.Snapshot | None = None    # the checkpoint an interrupted run continues from
 
 
 def check_output(path, what: str) -> None:
@@ -210,6 +221,7 @@ def prepare(config, context: RunContext) -> Prepared:
 
     if context.sweep_params:     # what the sweep chose for this run wins over argv (W&B's rule)
         config = C.resolve(context.sweep_params, base=config, source="the sweep's parameters (WANDB_SWEEP_PARAM_PATH)")
+    config, context, resume = resumption(config, context)
     built = build(config)        # a bad combination fails before the data loads
     mode = resolve_wandb_mode(config["wandb_mode"])
     store_path = config["store"] or default_store_path()
@@ -221,7 +233,46 @@ def prepare(config, context: RunContext) -> Prepared:
     if (built[0].input_shape, built[0].n_outputs) != \
             (inputs, n_outputs(config, data.x_train.shape[1], len(data.class_names))):
         built = build(config, data.x_train.shape[1], len(data.class_names))
-    return Prepared(config, context, data, built, mode, store_path)
+    return Prepared(config, context, data, built, mode, store_path, resume)
+
+
+def resumption(config, context: RunContext):
+    """(config, context, checkpoint Snapshot or None): what an interrupted run continues with.
+    `--resume RUN_ID` names it (its row and checkpoint must be in the store; its own config is
+    trained, flags only say where things go); a launcher's WANDB_RUN_ID of an interrupted run of
+    this store with a checkpoint is W&B requeueing a preempted run, which continues the same way."""
+    run_id, asked = config["resume"] or context.run_id, bool(config["resume"])
+    store_path = config["store"] or default_store_path()
+    if not run_id or (not asked and not os.path.exists(store_path)):
+        return config, context, None
+    if asked and not os.path.exists(store_path):
+        raise UsageError(f"--resume {run_id}: store {store_path} does not exist; pass the --store the run ran with")
+    with Store(store_path, create=False) as store:
+        row = store.find_run(run_id)
+    path = checkpoint_path_for(store_path, run_id)
+    why = ("is not in store " + store_path if row is None else
+           f"is {row['state']}, not interrupted (only a run killed by Ctrl-C or SIGTERM continues)"
+           if row["state"] != "killed" else
+           f"was stopped early by {row['stopped_by']}: that short run is its sweep's result" if row["stopped_by"] else
+           f"left no checkpoint ({path}): it stopped before its first epoch ended" if not path.is_file() else None)
+    if why:
+        if asked:
+            raise UsageError(f"--resume: run {run_id} {why}")
+        return config, context, None
+    snap, meta = checkpoint.load(path)
+    if asked:
+        given = {k: v for k, v in config.items() if k not in C.PLUMBING and v != C.DEFAULTS[k]
+                 and row["config"].get(k) != v}
+        if given:
+            raise UsageError(f"--resume {run_id} continues the run with its own config; drop "
+                             f"{', '.join('--' + k for k in sorted(given))}")
+    plumbing = {k: config[k] for k in C.PLUMBING if k in config}
+    plumbing["data_dir"] = config["data_dir"] or (row["params"] or {}).get("data_dir")
+    resumed = C.resolve({**row["config"], **plumbing}, source=f"run {run_id}'s config")
+    if C.hyperparameters(resumed) != C.hyperparameters(C.resolve(meta.get("config") or {}, base=resumed)):
+        raise UsageError(f"checkpoint {path} is of another config than run {run_id}'s in the store")
+    print(f"run {run_id}: continuing from its checkpoint after epoch {snap.fit.epoch}", file=sys.stderr, flush=True)
+    return resumed, dataclasses.replace(context, run_id=run_id), snap
 
 
 def _load_data(config):
@@ -234,10 +285,12 @@ def _load_data(config):
 def open_run(p: Prepared):
 
     store = Store(p.store_path, create=True)
-    record = StoreTracker.claim(store, p.context)          # adopts `mlp agent`'s row, else a new id
+    # an interrupted run's row continues; else `mlp agent`'s row is adopted, else a new id
+    record = StoreTracker.resume(store, p.context.run_id) if p.resume else StoreTracker.claim(store, p.context)
     wandb = WandbTracker(p.wandb_mode, p.config["wandb_project"], p.config["wandb_entity"])
     try:
-        effective = wandb.start(C.hyperparameters(p.config), C.run_name(p.config), record.run_id)
+        effective = wandb.start(C.hyperparameters(p.config), C.run_name(p.config), record.run_id,
+                                resume=p.resume is not None)
         config = C.resolve(C.expand_configuration(effective, "W&B's config"), base=p.config, source="W&B's config")
         if config != p.config:            # W&B changed something: check and build again
             changed = [f"{k}={config[k]}" for k in C.DATA_KEYS if config[k] != p.config[k]]
@@ -274,9 +327,10 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
     print(f"run {record.run_id} ({C.run_name(p.config)}): {p.data.name} from {p.data.source}, "
           f"{len(p.data.x_train)} train / {len(p.data.x_val)} val / {len(p.data.x_test)} test; "
           f"W&B {p.wandb_mode}", file=sys.stderr, flush=True)
-    history, started = [], time.perf_counter()
+    history, started = list(p.resume.fit.history) if p.resume else [], time.perf_counter()
+    latest = [p.resume]          # the state at the end of the last epoch: what an interruption keeps
     try:
-        if p.wandb_mode != "disabled":
+        if p.wandb_mode != "disabled" and p.resume is None:
             first = [int(np.flatnonzero(p.data.y_train == c)[0]) for c in range(len(p.data.class_names))]
             wandb.log_samples(p.data.x_train[first], range(len(p.data.class_names)), p.data.class_names)
 
@@ -289,7 +343,8 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
         # SIGTERM stops a run like Ctrl-C (the CLI's entry points make both a KeyboardInterrupt)
         with interrupts.handled_by(signal.default_int_handler, signal.default_int_handler):
             try:
-                net, _ = train(p.config, p.data, on_epoch=on_epoch, built=p.built)
+                net, _ = train(p.config, p.data, on_epoch=on_epoch, built=p.built, resume=p.resume,
+                               on_snapshot=lambda snap: latest.__setitem__(0, snap))
             except Diverged as e:
                 state, error, diverged = "diverged", str(e), e
             except KeyboardInterrupt:
@@ -297,7 +352,12 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
         # test, save, record: a late SIGINT/SIGTERM (a hyperband stop racing the last epoch, a
         # second Ctrl-C) must not cut this short
         with interrupts.handled_by(signal.SIG_IGN, signal.SIG_IGN):
-            return finish(p, record, wandb, net, state, error, history, started, out, diverged)
+            stopped_by = None
+            if state == "killed":
+                stopped_by = _stopped_early(p, record)
+                if not stopped_by and latest[0] is not None and p.context.sweep_id and p.wandb_mode == "online":
+                    wandb.mark_preempting()      # W&B's convention, said at once: it requeues the run
+            return finish(p, record, wandb, net, state, error, history, started, out, diverged, latest[0], stopped_by)
     except BaseException as e:
         # anything else after the row exists: record it, keep what was computed, re-raise
         if record.open:
@@ -312,7 +372,8 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
 
 # ---- 4. finish: test, save, record ---------------------------------------------------------------------
 
-def finish(p: Prepared, record, wandb, net, state, error, history, started, out, diverged=None) -> RunResult:
+def finish(p: Prepared, record, wandb, net, state, error, history, started, out, diverged=None,
+           snapshot=None, stopped_by=None) -> RunResult:
 
     config, data = p.config, p.data
     summary = _summary(history, started)
@@ -338,7 +399,13 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
                 state, error, model_path = "failed", f"could not save the model to {model_path}: {e.strerror or e}", None
     if state == "finished":
         _log_model(wandb, net, model_path, config, record.run_id, summary)
+        _drop_checkpoint(record)
+    if stopped_by:
+        summary["stopped_by"] = stopped_by
+    elif state == "killed":
+        _keep_checkpoint(p, record, snapshot)
     summary["state"] = state
+    code = RunResult(record.run_id, state, stopped_by=stopped_by).exit_code
     # every output on its own: one that fails (a full disk, a damaged store) does not cost the others
     if config["summary_json"]:
         try:
@@ -346,13 +413,53 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
                                                  "config": C.hyperparameters(config), "summary": summary})
         except OSError as e:
             print(f"warning: could not write {config['summary_json']}: {e.strerror or e}", file=sys.stderr)
-    wandb.finish(state, {k: v for k, v in summary.items() if _loggable(v)}, confusion, exit_code=EXIT_CODES[state])
-    _print_result(state, summary, error, out)
+    wandb.finish(state, {k: v for k, v in summary.items() if _loggable(v)}, confusion, exit_code=code)
+    _print_result(state, summary, error if not stopped_by else f"stopped early by {stopped_by}", out)
     if wandb.offline_dir:
         print(f"W&B offline run in {wandb.offline_dir}; upload it with `wandb sync {wandb.offline_dir}`",
               file=sys.stderr, flush=True)
-    record.finish(state, summary=summary, exit_code=EXIT_CODES[state], error=error, model_path=model_path)
-    return RunResult(record.run_id, state, summary, error)
+    record.finish(state, summary=summary, exit_code=code, error=error, model_path=model_path, stopped_by=stopped_by)
+    return RunResult(record.run_id, state, summary, error, stopped_by)
+
+
+def _stopped_early(p: Prepared, record) -> str | None:
+    """Why an interrupted run was stopped by its sweep, or None (Ctrl-C, a scheduler's SIGTERM).
+    `mlp agent` records its hyperband stop in the run's row before it signals the run; under
+    `wandb agent`, W&B's server says whether it asked for the stop (its early_terminate)."""
+    marked = record.stopped_by()
+    if marked:
+        return marked
+    if p.context.sweep_id and p.wandb_mode == "online":
+        entity, project = p.context.entity, p.context.project
+        try:
+            if connect().run_should_stop(entity or p.config["wandb_entity"], project or p.config["wandb_project"],
+                                         record.run_id):
+                return "hyperband"
+        except UsageError as e:
+            print(f"warning: could not ask W&B whether its sweep stopped the run ({e})", file=sys.stderr, flush=True)
+    return None
+
+
+def _keep_checkpoint(p: Prepared, record, snapshot) -> None:
+    """An interrupted run keeps its state at the end of its last epoch, to continue from (under a
+    W&B sweep it has marked itself preempting, so W&B requeues it and the requeued run, launched
+    under the same id, continues from here)."""
+    if snapshot is None:
+        return
+    path = checkpoint_path_for(record.store.path, record.run_id)
+    try:
+        checkpoint.save(path, snapshot, record.run_id, C.hyperparameters(p.config))
+    except OSError as e:
+        print(f"warning: could not keep a checkpoint in {path} ({e.strerror or e}); the run cannot be continued",
+              file=sys.stderr, flush=True)
+        return
+    command = f"python train.py --resume {record.run_id}" + (f" --store {record.store.path}" if p.config["store"] else "")
+    print(f"run {record.run_id} interrupted after epoch {snapshot.fit.epoch}; its checkpoint is {path}: continue it "
+          f"with `{command}`", file=sys.stderr, flush=True)
+
+
+def _drop_checkpoint(record) -> None:
+    checkpoint_path_for(record.store.path, record.run_id).unlink(missing_ok=True)
 
 
 def _log_model(wandb, net, model_path, config, run_id, summary) -> None:

@@ -120,6 +120,11 @@ def model_path_for(store_path: str | os.PathLike, sweep_id: str, run_id: str) ->
     return Path(store_path).resolve().parent / "mlp-models" / sweep_id / f"{run_id}.npz"
 
 
+def checkpoint_path_for(store_path: str | os.PathLike, run_id: str) -> Path:
+    """Where an interrupted run keeps its checkpoint: ``mlp-checkpoints/RUN.npz`` beside the store."""
+    return Path(store_path).resolve().parent / "mlp-checkpoints" / f"{run_id}.npz"
+
+
 @dataclass(frozen=True)
 class RerunPlan:
     """What a rerun sweep (`mlp rerun`) runs: the parent's top configs, on another dataset, in order."""
@@ -950,7 +955,8 @@ class Store:
     def import_run(self, sweep_id: str, run_id: str, config: dict, state: str, summary: dict,
                    history: list[dict], created_at: float, finished_at: float | None = None,
                    params: dict | None = None, name: str | None = None, host: str | None = None,
-                   wandb_entity: str | None = None, wandb_project: str | None = None) -> bool:
+                   wandb_entity: str | None = None, wandb_project: str | None = None,
+                   stopped_by: str | None = None) -> bool:
         """Add a finished run recorded elsewhere (W&B) with its per-epoch history, in one
         transaction; False, changing nothing, when the store already has a run of that id."""
         _check_state(state, FINAL_STATES, "final run")
@@ -965,7 +971,7 @@ class Store:
                 "pid": None, "host": host, "created_at": created_at, "started_at": created_at,
                 "heartbeat_at": finished_at, "finished_at": finished_at, "summary_json": encode_json(summary),
                 "extra_json": "{}", "params_json": encode_json(params or {}), "wandb_entity": wandb_entity,
-                "wandb_project": wandb_project,
+                "wandb_project": wandb_project, "stopped_by": stopped_by,
             }
             self._insert(db, "runs", "run", values, run_id)
             for row in history:
@@ -1047,7 +1053,7 @@ class Store:
 
     def finish_run(self, run_id: str, state: str, summary: dict | None = None,
                    exit_code: int | None = None, error: str | None = None,
-                   model_path: str | None = None) -> None:
+                   model_path: str | None = None, stopped_by: str | None = None) -> None:
         """Mark a run done: ``state`` must be one of FINAL_STATES; finished_at = now.
 
         ``summary`` (if given) replaces the stored summary; ``error`` is squeezed onto one
@@ -1063,6 +1069,8 @@ class Store:
         if model_path is not None:
             fields["model_path"] = os.fspath(model_path)
             fields["model_source"] = "run"
+        if stopped_by is not None:
+            fields["stopped_by"] = stopped_by
         with self._write() as db:
             self._update_run_row(db, run_id, fields)
 

@@ -80,8 +80,9 @@ class WandbTracker:
         self.mode, self.project, self.entity = mode, project, entity
         self.run = None
 
-    def start(self, config, name, run_id=None):
-        """Start the W&B run and return the effective config (a sweep may override values)."""
+    def start(self, config, name, run_id=None, resume=False):
+        """Start the W&B run and return the effective config (a sweep may override values).
+        `resume`: the run continues an interrupted one under the same id (W&B's resume="allow")."""
         if self.mode == "disabled":  # no W&B at all: skip its import and start-up (~0.5 s a run)
             return dict(config)
         import wandb
@@ -93,7 +94,8 @@ class WandbTracker:
             settings = None
         try:
             self.run = wandb.init(project=self.project, entity=self.entity, config=config, mode=self.mode,
-                                  id=run_id, reinit="finish_previous", settings=settings)
+                                  id=run_id, reinit="finish_previous", settings=settings,
+                                  **({"resume": "allow"} if resume else {}))
         except Exception as e:  # wandb raises many types (CommError, UsageError, ...) when it cannot start
             hint = "; try --wandb_mode offline" if self.mode == "online" else ""
             raise UsageError(f"W&B could not start a {self.mode} run ({type(e).__name__}: {str(e)[:300]}){hint}") from None
@@ -155,6 +157,15 @@ class WandbTracker:
             print(f"warning: the model could not be logged to W&B as an artifact ({type(e).__name__}: "
                   f"{str(e)[:200]})", file=sys.stderr, flush=True)
 
+    def mark_preempting(self):
+        """W&B's preemption convention: the run asks to be requeued (it exits non-zero next)."""
+        if self.run is not None:
+            try:
+                self.run.mark_preempting()
+            except Exception as e:   # an older wandb, or a run W&B no longer serves
+                print(f"warning: could not mark the W&B run preempting ({type(e).__name__}: {str(e)[:160]})",
+                      file=sys.stderr, flush=True)
+
     def finish(self, state, summary=None, confusion=None, exit_code=0):
         if self.run is None:
             return
@@ -187,6 +198,20 @@ class StoreTracker:
         self.store, self.run_id, self.sweep_id, self.adopted = store, run_id, sweep_id, adopted
         self.context = context
         self.open = self.warned = False
+
+    @classmethod
+    def resume(cls, store, run_id):
+        """The row of an interrupted run that continues (mlp.runs.experiment.resumption checked it)."""
+        existing = store.get_run(run_id)
+        return cls(store, run_id, existing["sweep_id"], adopted=True, context=None)
+
+    def stopped_by(self):
+        """Whether the run's agent recorded that it stopped the run early (hyperband), before it
+        signalled it; None when not, or when the store cannot say."""
+        try:
+            return self.store.get_run(self.run_id)["stopped_by"]
+        except StoreError:
+            return None
 
     @classmethod
     def claim(cls, store, context):
@@ -229,7 +254,7 @@ class StoreTracker:
                 print(f"warning: {e}; training goes on", file=sys.stderr, flush=True)
                 self.warned = True
 
-    def finish(self, state, summary=None, exit_code=0, error=None, model_path=None):
+    def finish(self, state, summary=None, exit_code=0, error=None, model_path=None, stopped_by=None):
         self.store.finish_run(self.run_id, state, summary=summary, exit_code=exit_code, error=error,
-                              model_path=model_path)
+                              model_path=model_path, stopped_by=stopped_by)
         self.open = False

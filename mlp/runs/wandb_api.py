@@ -162,6 +162,13 @@ def epoch_rows(history: list[dict]) -> list[dict]:
     return [rows[e] for e in sorted(rows)]
 
 
+_RUN_STOP_STATE = """
+query RunStopState($entity: String!, $project: String!, $name: String!) {
+  project(name: $project, entityName: $entity) {
+    run(name: $name) { shouldStop stopped }
+  }
+}
+"""
 _ATTACH_RUN = """
 mutation UpsertBucket($entity: String, $project: String, $name: String, $sweep: String) {
   upsertBucket(input: {entityName: $entity, modelName: $project, name: $name, sweep: $sweep}) {
@@ -246,6 +253,14 @@ class WandbApi:
             runs = self.api.runs(f"{entity}/{project}", filters={"$or": [{"name": i} for i in ids]}, per_page=100)
             return {r.id for r in runs}
         return self._call(f"list runs of {entity}/{project}", fetch)
+
+    def run_should_stop(self, entity: str, project: str, run_id: str) -> bool:
+        """Whether W&B asked for the run to stop: its sweep's early termination (`shouldStop`)."""
+        answer = self._call(f"tell whether run {run_id} was asked to stop",
+                            lambda: self._graphql(_RUN_STOP_STATE, {"entity": entity, "project": project,
+                                                                    "name": run_id}))
+        run = ((answer or {}).get("project") or {}).get("run") or {}
+        return bool(run.get("shouldStop") or run.get("stopped"))
 
     def sweep_run_ids(self, path: SweepPath) -> set[str]:
         """The ids of the runs W&B holds in the sweep."""

@@ -236,6 +236,7 @@ class Agent:
                 continue  # training is over; the run is only testing and saving now
             runs = self.store.list_runs(self.sweep_id)
             if run_id in runs_to_stop(self.config, runs, self.histories):
+                self.store.update_run(run_id, stopped_by="hyperband")   # the run reads it: stopped, not interrupted
                 self._interrupt_child()
                 return "hyperband"
         return None
@@ -258,14 +259,17 @@ class Agent:
             log_tail = _last_line(self.logs / f"{run_id}.log")
             if returncode == 2:
                 self.store.finish_run(run_id, "failed", exit_code=2, error=log_tail or "bad input")
-            elif returncode in (130, -signal.SIGINT):
+            elif returncode in (130, -signal.SIGINT) or (returncode == 0 and run["stopped_by"]):
                 self.store.finish_run(run_id, "killed", exit_code=returncode, error="interrupted")
             else:
                 self.store.finish_run(run_id, "crashed", exit_code=returncode,
                                       error=log_tail or f"exited with code {returncode}")
         run = self.store.get_run(run_id)
-        if stopped_by and run["state"] == "killed":  # the stop landed (a run may finish first)
-            self.store.update_run(run_id, stopped_by=stopped_by)
+        if stopped_by and run["state"] == "killed" and run["stopped_by"] != stopped_by:
+            self.store.update_run(run_id, stopped_by=stopped_by)     # the stop landed
+            run = self.store.get_run(run_id)
+        elif stopped_by and run["state"] != "killed":                 # the run ended before the stop landed
+            self.store.update_run(run_id, stopped_by=None)
             run = self.store.get_run(run_id)
         return run
 

@@ -109,13 +109,16 @@ def import_sweep(store, path: SweepPath, api=None, log: Callable[[str], None] = 
         counts = summary.pop(CONFUSION_COUNTS, None)        # the test confusion matrix the run logged
         if counts is not None:
             summary["confusion_matrix"] = counts
+        stopped_by = summary.get("stopped_by") if isinstance(summary.get("stopped_by"), str) else None
+        if stopped_by:                                      # its sweep stopped it early: a short run, not a failure
+            state = summary["state"] = "killed"
         summary.setdefault("state", state)
         if "epochs_run" not in summary and isinstance(summary.get("epoch"), int):
             summary["epochs_run"] = summary["epoch"]
         added = store.import_run(sweep_id, run["id"], store_config(run["config"]), state, summary,
                                  api.history(run), run["created_at"], finished_at=run["heartbeat_at"],
                                  params=proposed_params(found["config"], run["config"]), name=run["name"],
-                                 wandb_entity=path.entity, wandb_project=path.project)
+                                 wandb_entity=path.entity, wandb_project=path.project, stopped_by=stopped_by)
         result.added += int(added)
         result.kept += int(not added)
     where = sweep_id if sweep_id == path.sweep_id else f"{sweep_id} (the local sweep synced as it)"
@@ -174,6 +177,14 @@ def _refresh(store, path: SweepPath, fallback: dict | None, log) -> str:
         return fallback["id"]
 
 
+def _known(store, ref: str) -> bool:
+    try:
+        _by_id(store, ref)
+        return True
+    except UsageError:
+        return False
+
+
 def _by_id(store, ref: str) -> dict:
     try:
         return store.get_sweep(ref)
@@ -188,11 +199,16 @@ def _by_id(store, ref: str) -> dict:
                          f"`mlp import ENTITY/PROJECT/SWEEP_ID`") from None
 
 
-def resolve(store, ref: str, fetch: bool = True, log: Callable[[str], None] = _log) -> str:
+def resolve(store, ref: str, fetch: bool = True, log: Callable[[str], None] = _log,
+            near: SweepPath | None = None) -> str:
     """The store id of the sweep `ref` names (see the module docstring). With `fetch`, a W&B
     sweep is brought up to date from W&B first when W&B is reachable (a path always; a bare id of
-    a W&B sweep whose address the store knows), and its online reruns with it."""
+    a W&B sweep whose address the store knows), and its online reruns with it. `near`: a W&B sweep
+    whose entity and project a bare id the store does not know is looked for in (`--compare ID`
+    beside a W&B sweep)."""
     path = SweepPath.parse(ref)
+    if path is None and near is not None and fetch and not _known(store, str(ref).strip()):
+        path = SweepPath.parse(f"{near.entity}/{near.project}/{str(ref).strip()}")
     if path is None:
         sweep = _by_id(store, str(ref).strip())
         if fetch and sweep["origin"] == "wandb" and sweep["wandb_path"]:
@@ -255,7 +271,7 @@ def sync(store, ref: str, project: str | None = None, entity: str | None = None,
         raise UsageError(f"sweep {sweep_id} has no finished runs with an offline W&B directory to sync (runs with "
                          f"--wandb_mode disabled keep none)")
     entity, project, overrides = _destination(sweep, target, offline, entity, project)
-    argv = [sys.executable, "-m", "wandb", "sync", *overrides, *[r["wandb_dir"] for r in offline]]
+    argv = [sys.executable, "-m", "wandb", "sync", *overrides, *[d for r in offline for d in _segments(r)]]
     if dry_run:
         out(" ".join(argv))
         return 0
@@ -302,6 +318,14 @@ def sync(store, ref: str, project: str | None = None, entity: str | None = None,
     if missing:
         return _not_arrived(missing, ids, entity, project, sweep_id, log, f"W&B sweep {target} holds the others")
     return 0
+
+
+def _segments(run: dict) -> list[str]:
+    """The offline W&B folders of a run, oldest first: its own, and those of the times it was
+    resumed (`--resume`) under the same id beside it; `wandb sync` uploads them as one run."""
+    folder = Path(run["wandb_dir"])
+    found = sorted(str(p) for p in folder.parent.glob(f"offline-run-*-{run['id']}") if p.is_dir())
+    return found if str(folder) in found else [*found, str(folder)]
 
 
 def _destination(sweep: dict, target: SweepPath | None, offline: list, entity: str | None, project: str | None):

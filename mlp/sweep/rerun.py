@@ -41,19 +41,41 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str | None = None) -> list[dict]:
+def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str | None = None,
+                  portable: bool = False) -> list[dict]:
     """The runs' full effective configs as train flags, with the dataset (and epochs, data_dir)
-    replaced. Plumbing (store, W&B project, output files) is left to the agent."""
+    replaced. Plumbing (store, W&B project, output files) is left to the agent. `portable` (a
+    rerun that W&B's agents run on other machines): no folder of this machine — the source runs'
+    data_dir is dropped (agents find the data through MLP_DATA_DIR, their cache or Debian's
+    package), and a given `data_dir` must be relative (to each agent's folder)."""
+    if portable and data_dir is not None and Path(data_dir).expanduser().is_absolute():
+        raise UsageError(f"--data_dir {data_dir} is a folder of this machine, and W&B's agents run this rerun "
+                         f"elsewhere: give a folder relative to train.py's (each agent's) folder, leave it out (agents "
+                         f"find the data through MLP_DATA_DIR, their cache or Debian's package), or use --local")
     configs = []
     for run in runs:
         config = C.for_dataset({k: v for k, v in (run.get("config") or {}).items()
                                 if k in C.PARAMS and k not in C.PLUMBING and v is not None}, dataset)
+        if portable:
+            config.pop("data_dir", None)
         if epochs is not None:
             config["epochs"] = int(epochs)
         if data_dir is not None:
-            config["data_dir"] = str(Path(data_dir).expanduser().resolve())
+            config["data_dir"] = str(data_dir) if portable else str(Path(data_dir).expanduser().resolve())
         configs.append(config)
     return configs
+
+
+def existing_child(store, parent_id: str, plan: RerunPlan, origin: str) -> dict | None:
+    """The child sweep an earlier `mlp rerun` made for exactly this plan (same source runs, configs,
+    dataset and epochs, here or in W&B), so running the same rerun twice reuses it."""
+    for sweep in store.list_sweeps():
+        old = sweep.get("rerun")
+        if sweep["parent_sweep_id"] == parent_id and sweep["origin"] == origin and old is not None and \
+                (old.source_runs, old.configs, old.dataset, old.epochs) == \
+                (plan.source_runs, plan.configs, plan.dataset, plan.epochs):
+            return sweep
+    return None
 
 
 ARG_MACROS = ("${args}", "${args_no_equals}", "${args_no_hyphens}", "${args_no_boolean_flags}", "${args_json}",
@@ -157,13 +179,17 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
     validate_sweep_config(config, f"rerun sweep of {sweep_id}")
     workdir = _workdir(parent, config["program"])
     sources = [r["id"] for r in chosen]
-    child_id = store.create_sweep(
-        config, _yaml_text(config, sweep_id, sources, configs), name=config["name"], seed=parent.get("seed"),
-        parent_sweep_id=sweep_id, workdir=workdir,
-        rerun=RerunPlan(parent=sweep_id, source_runs=sources, configs=configs, dataset=dataset, epochs=epochs,
-                        top=int(top)))
-    out(child_id)
-    log(f"created sweep {child_id} (child of {sweep_id}): the top {len(configs)} configs of {sweep_id} on {dataset}")
+    plan = RerunPlan(parent=sweep_id, source_runs=sources, configs=configs, dataset=dataset, epochs=epochs, top=int(top))
+    child = existing_child(store, sweep_id, plan, "local")
+    if child is not None:
+        child_id = child["id"]
+        out(child_id)
+        log(f"sweep {child_id} (child of {sweep_id}) reruns exactly these configs already: continuing it")
+    else:
+        child_id = store.create_sweep(config, _yaml_text(config, sweep_id, sources, configs), name=config["name"],
+                                      seed=parent.get("seed"), parent_sweep_id=sweep_id, workdir=workdir, rerun=plan)
+        out(child_id)
+        log(f"created sweep {child_id} (child of {sweep_id}): the top {len(configs)} configs of {sweep_id} on {dataset}")
 
     code = Agent(store, child_id, count=None, out=log).run()  # hands out the plan's configs in order
     child = store.get_sweep(child_id)
@@ -184,17 +210,25 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
 def _rerun_online(store, api, parent, chosen, top, dataset, epochs, data_dir, log, out) -> dict:
     """The rerun as a W&B sweep in the parent's project, recorded in the store as the parent's
     child (with its plan), so the parent's report shows its runs once they are imported."""
-    configs = rerun_configs(chosen, dataset, epochs, data_dir)
+    configs = rerun_configs(chosen, dataset, epochs, data_dir, portable=True)
     config = rerun_sweep_config(parent, configs, dataset)
     validate_sweep_config(config, f"rerun sweep of {parent['id']}")
     where = SweepPath.parse(parent["wandb_path"])
-    target = api.create_sweep(config, where.entity, where.project)
     sources = [r["id"] for r in chosen]
+    plan = RerunPlan(parent=parent["id"], source_runs=sources, configs=configs, dataset=dataset, epochs=epochs,
+                     top=int(top))
+    child = existing_child(store, parent["id"], plan, "wandb")
+    if child is not None:
+        target = SweepPath.parse(child["wandb_path"])
+        out(str(target))
+        out(f"wandb agent {target}")
+        log(f"W&B sweep {sweep_url(target, api.url)} reruns exactly these configs already (an earlier `mlp rerun`): "
+            f"run `wandb agent {target}` to continue it; `mlp report {where}` imports its runs")
+        return {"sweep_id": child["id"], "wandb_path": str(target), "rows": [], "exit_code": 0}
+    target = api.create_sweep(config, where.entity, where.project)
     child_id = store.create_sweep(
         config, _yaml_text(config, str(where), sources, configs), name=config["name"], parent_sweep_id=parent["id"],
-        workdir=parent.get("workdir"), origin="wandb", wandb_path=str(target), sweep_id=target.sweep_id,
-        rerun=RerunPlan(parent=parent["id"], source_runs=sources, configs=configs, dataset=dataset, epochs=epochs,
-                        top=int(top)))
+        workdir=parent.get("workdir"), origin="wandb", wandb_path=str(target), sweep_id=target.sweep_id, rerun=plan)
     out(str(target))
     out(f"wandb agent {target}")
     log(f"created W&B sweep {sweep_url(target, api.url)}: the top {len(configs)} configs of {where} on {dataset}, "

@@ -1,6 +1,7 @@
 """Sweeps: YAML validity, W&B-agent argv compatibility, and offline sweeps end to end."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 from mlp import UsageError
 from mlp.cli import parse_train_args
 from mlp.runs.store import RerunPlan, Store
-from mlp.sweep.engine import build_command, propose
+from mlp.sweep.engine import build_command, finite_space, propose
 from mlp.sweep.engine import engine as _engine
 from mlp.sweep.files import load_sweep_file
 
@@ -145,6 +146,25 @@ def test_same_seed_same_configs(method):
     assert len({json.dumps(p, sort_keys=True) for p in a}) == 6
 
 
+def test_random_search_on_a_finite_space_never_repeats_a_config():
+    """wandb#4682: random over finitely many configs draws without replacement (weights from
+    `probabilities`; a value of weight 0 never comes), ends when every config ran, and stays
+    reproducible under the seed; a continuous space is left to the engine."""
+    config = {"method": "random", "metric": {"name": "val_accuracy", "goal": "maximize"},
+              "parameters": {"optimizer": {"values": ["adam", "nadam", "sgd"], "probabilities": [0.5, 0.5, 0.0]},
+                             "num_layers": {"distribution": "int_uniform", "min": 1, "max": 3},
+                             "epochs": {"value": 1}}}
+    drawn = _fake_runs(config, seed=5, n=6)
+    assert drawn == _fake_runs(config, seed=5, n=6) and drawn != _fake_runs(config, seed=6, n=6)
+    assert sorted((p["optimizer"], p["num_layers"]) for p in drawn) == \
+        sorted((o, n) for o in ("adam", "nadam") for n in (1, 2, 3))
+    runs = [{"id": f"r{i}", "state": "finished", "summary": {}, "params": p, "stopped_by": None}
+            for i, p in enumerate(drawn)]
+    assert propose(config, runs, 5, lambda rid: []) is None          # drawn out: the search is over
+    continuous = {**config, "parameters": {**config["parameters"], "learning_rate": {"min": 1e-4, "max": 1e-2}}}
+    assert finite_space(config) is not None and finite_space(continuous) is None
+
+
 def test_run_cap_ends_the_search():
     config = {**load_sweep_file(ROOT / "sweeps" / "smoke.yaml")[0], "run_cap": 3}
     assert len(_fake_runs(config, seed=0, n=3)) == 3
@@ -271,6 +291,32 @@ def test_agent_stops_after_three_runs_in_a_row_fail_before_their_first_epoch(tmp
     runs = Store(tmp_path / "s.sqlite").list_runs()
     assert [r["state"] for r in runs] == ["failed"] * 3
     assert all(Path(r["log_path"]).is_file() for r in runs)
+
+
+def test_retry_failed_runs_the_failed_grid_points_again(tmp_path):
+    """wandb#2031: a grid point that failed (here: its data folder was missing, since fixed) is
+    not proposed again by the search; `mlp agent --retry-failed` runs its parameters once more as
+    a new run that says which one it retries, and the grid then counts the point as done."""
+    later = tmp_path / "later"
+    sweep = write_sweep(tmp_path, "retry", method="grid", parameters={
+        "epochs": {"value": 1}, "hidden_size": {"value": 8}, "num_layers": {"value": 1},
+        "data_dir": {"values": [str(later), "tests/data"]}})
+    sweep_id = sweep_id_of(mlp(tmp_path, "sweep", str(sweep), "--count", "2"))
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        failed, done = store.list_runs(sweep_id)
+    assert (failed["state"], done["state"]) == ("failed", "finished")
+    shutil.copytree(ROOT / "tests" / "data" / "fashion_mnist", later / "fashion_mnist")
+    p = mlp(tmp_path, "agent", sweep_id)
+    assert p.returncode == 0 and "finished; nothing to do" in p.stdout
+    p = mlp(tmp_path, "agent", sweep_id, "--retry-failed")
+    assert p.returncode == 0, p.stdout + p.stderr
+    with Store(tmp_path / "s.sqlite", create=False) as store:
+        runs = store.list_runs(sweep_id)
+        assert store.get_sweep(sweep_id)["state"] == "finished"
+    assert [r["state"] for r in runs] == ["failed", "finished", "finished"]
+    assert runs[2]["params"] == failed["params"] and runs[2]["extra"]["retry_of"] == failed["id"]
+    p = mlp(tmp_path, "agent", sweep_id, "--retry_failed")           # retried once: nothing left
+    assert p.returncode == 0 and len(Store(tmp_path / "s.sqlite").list_runs(sweep_id)) == 3
 
 
 def test_a_run_that_learns_resets_the_count_of_failures(tmp_path):

@@ -70,6 +70,9 @@ def command_parsers():
     p.add_argument("sweep_id", help="a local sweep id (or the W&B path it was synced as)")
     p.add_argument("--count", type=_positive, help="stop after this many runs (default: until the search is over)")
     p.add_argument("--jobs", type=_positive, default=1, help=argparse.SUPPRESS)  # BLAS threads = cores / jobs
+    p.add_argument("--retry-failed", "--retry_failed", dest="retry_failed", action="store_true",
+                   help="first run again the parameters of the sweep's crashed and failed runs (each once; not "
+                        "diverged ones), then go on with the search")
     _fresh_arg(p)
     _store_arg(p)
     p = parsers["evaluate"] = Parser(prog="mlp evaluate", description="Score a saved model (.npz) on a dataset's test set.")
@@ -184,7 +187,7 @@ def cmd_agent(args):
     from mlp.sweep.bridge import resolve
     with _open_store(args.store) as store:
         return Agent(store, resolve(store, args.sweep_id, fetch=False), count=args.count, jobs=args.jobs,
-                     launcher=_launcher(args)).run()
+                     launcher=_launcher(args), retry_failed=args.retry_failed).run()
 
 
 def _best(runs, metric="val_accuracy"):

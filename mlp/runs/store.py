@@ -126,6 +126,14 @@ def checkpoint_path_for(store_path: str | os.PathLike, run_id: str) -> Path:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """A proposal that runs a failed run's parameters again (`mlp agent --retry-failed`)."""
+
+    run_id: str
+    params: dict
+
+
+@dataclass(frozen=True)
 class RerunPlan:
     """What a rerun sweep (`mlp rerun`) runs: the parent's top configs, on another dataset, in order."""
 
@@ -996,6 +1004,8 @@ class Store:
         nothing left. A returned config becomes a new "pending" run (next ``seq``, ``pid`` =
         this process), which is returned. Other writers wait while ``propose`` runs, so keep it
         quick (well under the 30 s busy timeout). If ``propose`` raises, nothing is written.
+        A proposal may also be a `Retry` of a failed run: the new run takes its parameters and
+        records which run it retries (`extra["retry_of"]`).
         """
         with self._write() as db:
             self._require_sweep(db, sweep_id)
@@ -1004,10 +1014,13 @@ class Store:
             config = propose([_run_dict(r) for r in rows])
             if config is None:
                 return None
+            extra = None
+            if isinstance(config, Retry):
+                config, extra = config.params, {"retry_of": config.run_id}
             # the proposal is kept verbatim in `params`: `config` is later replaced by the run's
             # full effective config, but the search engine must see exactly what it proposed
             run_id = self._new_run(db, config, sweep_id, None, "pending", os.getpid(), None,
-                                   None, params=config)
+                                   extra, params=config)
             row = db.execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
         return _run_dict(row)
 

@@ -23,6 +23,7 @@ import yaml
 
 from mlp.errors import UsageError
 from mlp.runs import interrupts
+from mlp.runs.store import Retry
 from mlp.runs.wandb_api import SweepPath
 from mlp.sweep.engine import DEFAULT_COMMAND, build_command, fixed_list, propose, runs_to_stop
 from mlp.sweep.files import check_program, load_sweep_file, objective
@@ -55,10 +56,14 @@ def create_sweep(store, path, prepared, name=None, seed=None):
 class Agent:
     """Claims runs of one sweep from the store and trains them one after another."""
 
-    def __init__(self, store, sweep_id, count=None, jobs=1, out=None, launcher=None):
+    def __init__(self, store, sweep_id, count=None, jobs=1, out=None, launcher=None, retry_failed=False):
         """`launcher`: a WarmLauncher to fork runs of the project's train.py from this process
-        (see mlp.sweep.warm); None starts every run as a fresh subprocess."""
+        (see mlp.sweep.warm); None starts every run as a fresh subprocess. `retry_failed`: before
+        new proposals, run again the parameters of the sweep's crashed and failed runs (wandb#2031:
+        a killed process, a missing data folder since fixed) — each once per agent; a diverged run
+        would only diverge again."""
         self.store, self.sweep_id, self.count, self.jobs = store, sweep_id, count, jobs
+        self.retry_failed, self.retried = retry_failed, set()
         self.launcher = launcher
         self.out = out or (lambda line: print(line, flush=True))
         sweep = store.get_sweep(sweep_id)
@@ -70,8 +75,9 @@ class Agent:
                              f"(mlp agent runs the sweeps that `mlp sweep` and `mlp rerun` create)")
         plan = sweep["rerun"]
         self.planned = len(plan.configs) if plan else None      # runs a rerun sweep has at most
-        self.proposer = fixed_list(plan.configs) if plan else (
+        search = fixed_list(plan.configs) if plan else (
             lambda runs: propose(self.config, runs, self.seed, self.histories))
+        self.proposer = lambda runs: self._retry(runs) or search(_not_retried(runs))
         self.workdir = Path(sweep["workdir"] or os.getcwd())
         self.logs = Path(store.path).resolve().parent / "mlp-logs" / sweep_id
         self.child = self.claimed = None
@@ -80,13 +86,27 @@ class Agent:
     def histories(self, run_id):
         return self.store.history(run_id)
 
+    def _retry(self, runs):
+        """A Retry of the oldest crashed or failed run not retried yet (with --retry-failed)."""
+        if not self.retry_failed:
+            return None
+        for run in self._retryable(runs):
+            self.retried.add(run["id"])
+            return Retry(run["id"], dict(run["params"]))
+        return None
+
+    def _retryable(self, runs):
+        retried = {r["extra"].get("retry_of") for r in runs}
+        return [r for r in runs if r["state"] in RETRIED_STATES and r["id"] not in retried and r["id"] not in self.retried]
+
     def run(self):
         """Returns the exit code: 0 when done (count reached or search over), 1 on a crash loop,
         130 on Ctrl-C."""
         for run in self.store.reap_orphans(STALE_SECONDS, states=("pending", "running")):
             self.out(f"run {run['id']} was orphaned ({run.get('orphan_reason', 'its process is gone')}): recorded as crashed")
         state = self.store.get_sweep(self.sweep_id)["state"]
-        if state in ("finished", "cancelled"):
+        retry = self.retry_failed and state == "finished" and self._retryable(self.store.list_runs(self.sweep_id))
+        if state in ("finished", "cancelled") and not retry:
             self.out(f"sweep {self.sweep_id} is {state}; nothing to do")
             return 0
         self.store.set_sweep_state(self.sweep_id, "running")
@@ -272,6 +292,16 @@ class Agent:
             self.store.update_run(run_id, stopped_by=None)
             run = self.store.get_run(run_id)
         return run
+
+
+RETRIED_STATES = ("crashed", "failed")
+
+
+def _not_retried(runs):
+    """The runs the search sees: a failed run that was retried is replaced by its retry (a grid
+    point counts once, bayes learns from the retry's result)."""
+    retried = {r["extra"].get("retry_of") for r in runs}
+    return [r for r in runs if r["id"] not in retried]
 
 
 def _last_line(path):

@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 
 __all__ = ["engine", "engine_run", "propose", "runs_to_stop", "fixed_list", "build_command", "format_value",
-           "hyperband_brackets", "dry_run_stop", "engine_config", "DEFAULT_COMMAND"]
+           "hyperband_brackets", "dry_run_stop", "engine_config", "finite_space", "DEFAULT_COMMAND"]
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 # sweeps' RunState for each of our run states (diverged runs are failures: bayes imputes the worst)
@@ -43,7 +43,8 @@ def engine_run(run, history):
 
 
 def propose(config, runs, seed, histories):
-    """The next parameters (a flat dict) or None when the search is over (grid exhausted, run_cap)."""
+    """The next parameters (a flat dict) or None when the search is over (grid exhausted, run_cap,
+    a finite random space drawn out)."""
     import numpy as np
 
     cap = config.get("run_cap")
@@ -54,11 +55,76 @@ def propose(config, runs, seed, histories):
     draw = zlib.crc32(f"{seed}:{len(runs)}".encode())
     random.seed(draw)
     np.random.seed(draw)
+    space = finite_space(config) if config.get("method") == "random" else None
+    if space is not None:            # random without replacement (wandb#4682): never a config twice
+        return _draw_unused(space, runs, np.random.default_rng(draw))
     engine_runs = [engine_run(r, histories(r["id"])) for r in runs]
     suggestion = engine().next_run(engine_config(config), engine_runs)
     if suggestion is None:
         return None
     return {k: _plain(v["value"]) for k, v in suggestion.config.items()}
+
+
+def finite_space(config):
+    """([parameter names], [[values] per parameter], [[weights] per parameter]) when every
+    parameter of the sweep takes finitely many values (`value`, `values` — with `probabilities`
+    as weights —, `int_uniform`), else None (continuous or nested: the engine draws with
+    replacement, as W&B's does)."""
+    names, choices, weights = [], [], []
+    for name, spec in (config.get("parameters") or {}).items():
+        if not isinstance(spec, dict) or "parameters" in spec:
+            return None
+        if "value" in spec:
+            values, probs = [spec["value"]], [1.0]
+        elif "values" in spec:
+            values = list(spec["values"])
+            probs = list(spec.get("probabilities") or [1.0] * len(values))
+        elif spec.get("distribution") == "int_uniform":
+            values = list(range(int(spec["min"]), int(spec["max"]) + 1))
+            probs = [1.0] * len(values)
+        else:
+            return None
+        names.append(name)
+        choices.append(values)
+        weights.append(probs)
+    return names, choices, weights
+
+
+ENUMERATE_UP_TO = 100_000   # a finite random space this small is listed to draw from exactly what is left
+
+
+def _draw_unused(space, runs, rng):
+    """A config of the finite space that no run of the sweep has, drawn with the weights; None
+    when every one has been run."""
+    import itertools
+
+    import numpy as np
+
+    names, choices, weights = space
+    seen = {_key(r["params"], names) for r in runs}
+    if np.prod([float(len(c)) for c in choices]) > ENUMERATE_UP_TO:   # too many to list: draw until unused
+        p = [np.asarray(w, dtype=float) / sum(w) for w in weights]
+        for _ in range(1000):
+            params = {n: c[int(rng.choice(len(c), p=q))] for n, c, q in zip(names, choices, p)}
+            if _key(params, names) not in seen:
+                return params
+        return None
+    unused, probs = [], []
+    for combo in itertools.product(*(range(len(c)) for c in choices)):
+        params = {n: choices[i][k] for i, (n, k) in enumerate(zip(names, combo))}
+        weight = float(np.prod([weights[i][k] for i, k in enumerate(combo)]))
+        if weight > 0 and _key(params, names) not in seen:
+            unused.append(params)
+            probs.append(weight)
+    if not unused:                   # every config that can be drawn has been run
+        return None
+    probs = np.asarray(probs) / sum(probs)
+    return unused[int(rng.choice(len(unused), p=probs))]
+
+
+def _key(params, names):
+    import json
+    return json.dumps([params.get(n) for n in names], sort_keys=True, default=str)
 
 
 def engine_config(config):

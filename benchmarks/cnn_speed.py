@@ -60,12 +60,12 @@ def run_ours(config, x, y, threads):
 def torch_twin(torch, config):
     """The same layers as mlp's network for `config`, built from its layer specs."""
     from mlp.core.network import layer_shapes
-    from mlp import config as C
+    from mlp.networks import layer_specs
     nn = torch.nn
     acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity,
             "leaky_relu": lambda: nn.LeakyReLU(0.01), "elu": nn.ELU, "gelu": nn.GELU}
     modules, shape = [], (784,)
-    for layer, out_shape, params, _ in layer_shapes(C.conv_layers(config), (784,)):
+    for layer, out_shape, params, _ in layer_shapes(layer_specs(config), (784,)):
         spec = layer.spec()
         kind = spec["type"]
         if kind == "reshape":
@@ -114,11 +114,11 @@ def run_torch(config, x, y, threads):
 def gemm_products(config):
     """(a, b) operand shapes of every matrix product of one training step of mlp's network, as
     its layers run them, and their FLOPs."""
-    from mlp import config as C
     from mlp.core.network import layer_shapes
+    from mlp.networks import layer_specs
     n, shape, products = config["batch_size"], (784,), []
     first = True
-    for layer, out_shape, params, _ in layer_shapes(C.conv_layers(config), (784,)):
+    for layer, out_shape, params, _ in layer_shapes(layer_specs(config), (784,)):
         spec = layer.spec()
         if spec["type"] == "conv2d":
             c, (f, oh, ow) = shape[0], out_shape
@@ -214,7 +214,8 @@ def run_child(spec):
 def describe_network(config):
     from mlp import config as C
     from mlp.core.network import layer_shapes
-    rows = layer_shapes(C.conv_layers(config), (784,))
+    from mlp.networks import layer_specs
+    rows = layer_shapes(layer_specs(config), (784,))
     params = sum(int(__import__("math").prod(s)) for _, _, p, _ in rows for s in p.values())
     return (f"conv {config['conv_filters']} (k{config['kernel_size']}, {config['padding']}, "
             f"{config['pool']} pool{', batch norm' if config['batch_norm'] else ''}) → dense "

@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from mlp.core import activations, initializers, losses, optimizers, schedules
-from mlp.core.network import POOLS, cnn_layers, layer_shapes
+from mlp.core.network import POOLS, layer_shapes
 from mlp.core.registry import resolve as resolve_name
 from mlp.errors import UsageError
+from mlp.networks import IMAGE_SHAPE, hidden_widths, layer_specs
 
 __all__ = ["Param", "PARAMS", "DEFAULTS", "PRESETS", "PLUMBING", "DATASETS", "TASKS", "ConfigError", "parse_value",
            "resolve", "hyperparameters", "hidden_widths", "run_name", "CONFIGURATION", "expand_configuration",
-           "DATA_KEYS", "IMAGE_SHAPE", "split_features", "conv_layers"]
+           "DATA_KEYS", "IMAGE_SHAPE", "split_features"]
 
 DATASETS = ("mnist", "fashion_mnist")
 SPLITS = ("standard", "80-10-10")
@@ -45,7 +46,6 @@ TASK_LOSS = {"classify": "cross_entropy", "autoencoder": "regression_squared_err
 MAX_WIDTH = 10 ** 8           # a layer wider than this is refused outright (memory is checked later too)
 MAX_DEPTH = 1000
 MAX_SEED = 2 ** 32 - 1        # numpy's SeedSequence takes any size, W&B's and torch's seeds do not
-IMAGE_SHAPE = (1, 28, 28)     # both datasets: 28×28 grey images, stored as rows of 784 pixels
 MAX_CHANNELS = 4096
 
 
@@ -428,18 +428,10 @@ def _check_conv(config: dict, where: str) -> None:
         raise ConfigError(f"{where}--kernel_size {k} with --padding same: an even kernel cannot be centred, so the "
                           f"padding would be lopsided; use an odd --kernel_size or --padding valid")
     try:
-        layer_shapes(conv_layers(config), (math.prod(IMAGE_SHAPE),))
+        layer_shapes(layer_specs(config), (math.prod(IMAGE_SHAPE),))
     except UsageError as e:
         raise ConfigError(f"{where}--conv_filters {filters} with --kernel_size {k}, --padding {padding}, --pool "
                           f"{config['pool']}: {e}") from None
-
-
-def conv_layers(config: Mapping, n_outputs: int = 10) -> list:
-    """The layer specs of a config's CNN (see mlp.core.network.cnn_layers)."""
-    return cnn_layers(IMAGE_SHAPE, config["conv_filters"], kernel_size=config["kernel_size"],
-                      padding=config["padding"], pool=config["pool"], hidden=hidden_widths(config),
-                      n_outputs=n_outputs, activation=config["activation"], batch_norm=config["batch_norm"],
-                      dropout=config["dropout"], input_dropout=config["input_dropout"])
 
 
 def split_features(text: str) -> tuple[str, str | None]:
@@ -504,10 +496,6 @@ def for_dataset(values: Mapping[str, Any], dataset: str) -> dict:
 def hyperparameters(config: Mapping) -> dict:
     """What is trained (everything but plumbing): the W&B config and the store's run config."""
     return {k: v for k, v in config.items() if k not in PLUMBING}
-
-
-def hidden_widths(config: Mapping) -> list[int]:
-    return list(config["hidden_sizes"]) if config.get("hidden_sizes") else [config["hidden_size"]] * config["num_layers"]
 
 
 def run_name(config: Mapping) -> str:

@@ -1,6 +1,6 @@
 """The house: dependencies point only downward, with no cycles and nothing importing the CLI.
 
-Layers, bottom to top: core (the NumPy network) → config (the schema) → runs (data, training,
+Layers, bottom to top: core (the NumPy network) → networks (config → network) → config (the schema) → runs (data, training,
 one run, tracking, store) → sweep (engine, files, agent) → report → cli. `mlp/errors.py` is a
 leaf every layer may use; `mlp/__init__.py` and `mlp/__main__.py` are the package's facades.
 """
@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mlp"
-RANK = {"errors": -1, "core": 0, "config": 1, "runs": 2, "sweep": 3, "report": 4, "cli": 5}
+RANK = {"errors": -1, "core": 0, "networks": 0.5, "config": 1, "runs": 2, "sweep": 3, "report": 4, "cli": 5}
 FACADES = {"mlp", "mlp.__main__"}
 # Heavy or optional third-party imports that a module may defer into a function on purpose.
 DEFERRED_OK = {"wandb", "sklearn", "scipy", "matplotlib", "threadpoolctl", "torch", "tqdm", "sweeps"}

@@ -355,7 +355,8 @@ def cmd_evaluate(args):
 def cmd_features(args):
     from mlp.runs import features as F
     from mlp.runs.data import load_dataset
-    from mlp.runs.experiment import check_output, physical_memory
+    from mlp.networks import physical_memory
+    from mlp.runs.experiment import check_output
     path, named = C.split_features(args.model)
     if named is not None and args.layer is not None:
         raise UsageError(f"the layer is given twice ({args.model} and --layer {args.layer}); give it once")

@@ -31,8 +31,9 @@ import numpy as np
 from mlp import config as C
 from mlp.core import augment, averaging, optimizers, schedules
 from mlp.core.metrics import confusion_matrix
-from mlp.core.network import MLP, Network, stack, training_bytes
+from mlp.core.network import stack
 from mlp.errors import UsageError
+from mlp.networks import MEMORY_FRACTION, build_network, n_outputs, physical_memory
 from mlp.runs import autoencoder, checkpoint, interrupts
 from mlp.runs.context import RunContext
 from mlp.runs import features as F
@@ -42,11 +43,9 @@ from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 from mlp.runs.training import Diverged, FitOptions, fit
 from mlp.runs.wandb_api import connect, describe_wandb_sweep
 
-__all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "check_data", "check_output",
-           "physical_memory"]
+__all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "check_data", "check_output"]
 
 EXIT_CODES = {"finished": 0, "failed": 1, "diverged": 3, "killed": 130}
-MEMORY_FRACTION = 0.8        # refuse a network whose training needs more than this share of the RAM
 
 
 @dataclass
@@ -66,70 +65,21 @@ class RunResult:
 
 # ---- building ---------------------------------------------------------------------------------------
 
-def _bytes_needed(widths: list[int], batch: int, itemsize: int = 4) -> int:
-    """Training memory of an MLP, roughly: parameters × (value, gradient, 2 optimizer moments,
-    scratch) plus a few activation arrays per layer for one batch and for evaluation chunks."""
-    params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    activations = sum(widths) * (batch + 4096) * 3
-    return (params * 6 + activations) * itemsize
-
-
-def physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_memory(config, n_inputs=784, n_classes=10) -> None:
-    """Refuse, before any allocation, a network that cannot fit in this machine's memory."""
-    have = physical_memory()
-    if config["conv_filters"]:
-        need = training_bytes(C.conv_layers(config, n_classes), (n_inputs,), config["batch_size"])
-        if have and need > MEMORY_FRACTION * have:
-            raise UsageError(f"this CNN needs about {need / 2**30:.1f} GiB to train (--conv_filters "
-                             f"{config['conv_filters']}, batch {config['batch_size']}), more than this machine's "
-                             f"{have / 2**30:.1f} GiB; use fewer filters or a smaller batch")
-        return
-    widths = [n_inputs, *C.hidden_widths(config), n_classes]
-    need = _bytes_needed(widths, config["batch_size"])
-    if have and need > MEMORY_FRACTION * have:
-        raise UsageError(f"this network needs about {need / 2**30:.1f} GiB to train (hidden widths "
-                         f"{C.hidden_widths(config)[:4]}{'…' if len(C.hidden_widths(config)) > 4 else ''}, batch "
-                         f"{config['batch_size']}), more than this machine's {have / 2**30:.1f} GiB; use narrower or "
-                         f"fewer layers")
-
-
-def n_outputs(config, n_inputs, n_classes) -> int:
-    """The network's outputs: one score per class, or (autoencoder) one value per input."""
-    return n_inputs if config["task"] == "autoencoder" else n_classes
-
-
 def targets(config, data, part):
     """What the network learns to output for `part` (train, val, test): labels, or the images."""
     return getattr(data, f"x_{part}") if config["task"] == "autoencoder" else getattr(data, f"y_{part}")
 
 
 def build(config, n_inputs=784, n_classes=10):
-    """Network and optimizer for a config (raises UsageError for any invalid combination). With
-    --features the network is the MLP head, which takes the frozen layer's features."""
+    """Network and optimizer for a config (raises UsageError for any invalid combination or a
+    network that cannot fit in memory; mlp.networks.build_network). With --features the network
+    is the MLP head, which takes the frozen layer's features."""
     config = C.resolve(base=config)         # configs stored before a flag existed get its default
     if config["features"]:
         frozen = F.load_frozen(config["features"], n_inputs)
         F.check_memory(frozen, have=physical_memory(), fraction=MEMORY_FRACTION)
         n_inputs = frozen.size
-    check_memory(config, n_inputs, n_outputs(config, n_inputs, n_classes))
-    if config["task"] == "autoencoder":
-        net = autoencoder.network(config, n_inputs, C.hidden_widths(config))
-    elif config["conv_filters"]:
-        net = Network(C.conv_layers(config, n_classes), input_shape=(n_inputs,), loss=config["loss"],
-                      weight_decay=config["weight_decay"], label_smoothing=config["label_smoothing"],
-                      seed=config["seed"], weight_init=config["weight_init"])
-    else:
-        net = MLP([n_inputs, *C.hidden_widths(config), n_classes], activation=config["activation"],
-                  weight_init=config["weight_init"], loss=config["loss"], weight_decay=config["weight_decay"],
-                  dropout=config["dropout"], batch_norm=config["batch_norm"], seed=config["seed"],
-                  input_dropout=config["input_dropout"], label_smoothing=config["label_smoothing"])
+    net = build_network(config, n_inputs, n_classes)
     return net, optimizers.from_config(config["optimizer"], config)
 
 

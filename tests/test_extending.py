@@ -65,10 +65,10 @@ def test_a_new_optimizer(registries, quiet, capsys):
 
 
 def test_a_new_layer(registries, tmp_path):
-    exec(snippet("layer"), vars(layers))
-    layers.LAYERS["scale"].kind = "scale"          # what the loop under LAYERS does for its entries
-    spec = [{"type": "dense", "units": 6}, {"type": "scale"}, {"type": "activation", "name": "tanh"},
-            {"type": "dense", "units": 3}]
+    exec(snippet("layer"), vars(layers))           # the class with its decorator line, nothing else
+    assert layers.LAYERS["scale"].kind == "scale"
+    spec = [{"type": "dense", "units": 6}, {"type": "Scale"}, {"type": "activation", "name": "tanh"},
+            {"type": "Dense", "units": 3}]            # types match case-insensitively, as every registry's
     net = Network(spec, input_shape=(5,), dtype="float64", seed=0)
     net.layers[1].params["g"][...] = np.linspace(0.5, 1.5, 6)
     from test_gradients import check_network
@@ -89,11 +89,12 @@ def test_a_new_report_figure(monkeypatch, tmp_path):
     from mlp.report.build import render_figures
     from mlp.report.collect import prepare
     from test_report_reading import good_and_chance, sweep
-    namespace = {"plt": plt, "A": A, "Fig": registry.Fig}
-    exec(snippet("figure"), namespace)              # its last line builds the registry entry
-    entry = registry.Fig("metric_histogram", "runs", namespace["metric_histogram"], "How the metric spreads.")
-    runs_only = {k: f for k, f in registry.FIGURES.items() if f.section == "runs"}
-    monkeypatch.setattr(registry, "FIGURES", {**runs_only, "metric_histogram": entry})
+    from mlp.report import figures as F
+    monkeypatch.setattr(registry, "FIGURES", {k: f for k, f in registry.FIGURES.items() if f.section == "runs"})
     monkeypatch.setattr(registry, "SECTIONS", {"runs": registry.SECTIONS["runs"]})
+    exec(snippet("figure"), vars(F))               # the function, in figures.py's namespace (plt, A)
+    exec(snippet("figure-registry"), vars(registry))     # the registry line, in registry.py's
+    assert registry.FIGURES["metric_histogram"].draw is F.metric_histogram
     figures = render_figures(prepare(sweep(), good_and_chance(12, 1)), tmp_path)
     assert "metric_histogram" in figures and (tmp_path / "metric_histogram.png").read_bytes()[:4] == b"\x89PNG"
+    del F.metric_histogram

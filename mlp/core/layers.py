@@ -39,7 +39,7 @@ the spec and so in saved models, by which tools address the layer (the autoencod
 narrowest hidden activation "bottleneck"). A tag is 1-64 characters, not all digits (a number
 addresses a layer by index). `spec_of(layer)` is the layer's spec with its tag.
 
-To add a layer type: one class here and one line in LAYERS.
+To add a layer type: one class here, registered by name with `@register("name")`.
 """
 import inspect
 import math
@@ -49,6 +49,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from mlp.core import activations
+from mlp.core.registry import resolve
 from mlp.errors import UsageError
 
 
@@ -104,8 +105,21 @@ def _real(kind, name, value, low, high, low_open=False, high_open=False):
     return float(value)
 
 
+LAYERS = {}                  # layer type ("type" in a spec) -> class, filled by @register
+
+
+def register(name):
+    """Class decorator: the layer class is layer type `name` — its `kind`, what a spec's "type"
+    says (matched case-insensitively, like every registry's names)."""
+    def add(cls):
+        LAYERS[name] = cls
+        cls.kind = name
+        return cls
+    return add
+
+
 class Layer:
-    kind = None              # its name in LAYERS (set there)
+    kind = None              # its layer type (set by @register)
     tag = None               # an optional name for this layer's output (see the module docstring)
     decay = ()               # names of params that take weight decay
     aliases_input = False    # forward may return its input array itself (or write into it)
@@ -156,6 +170,7 @@ class Layer:
         raise NotImplementedError
 
 
+@register("dense")
 class Dense(Layer):
     """y = x W + b with W of shape (fan_in, units). `bias=False` drops b: before a batch norm it
     would be cancelled by the mean subtraction (its gradient is exactly zero)."""
@@ -216,6 +231,7 @@ class Dense(Layer):
         return np.matmul(grad_out, W.T, out=dx)
 
 
+@register("activation")
 class Activation(Layer):
     """An activation from the registry (mlp.core.activations). Where the registry entry has an
     in-place pair and the network allows it, z is overwritten by a and backward works from a."""
@@ -262,6 +278,7 @@ class Activation(Layer):
         return self.fn.backward(self.z, self.a, grad_out)
 
 
+@register("dropout")
 class Dropout(Layer):
     """Inverted dropout: at training time keep each unit with probability 1−rate and scale by
     1/(1−rate), so evaluation needs no rescaling. Masks come from the generator given to `build`
@@ -293,6 +310,7 @@ class Dropout(Layer):
         return grad_out if self.mask is None else grad_out * self.mask
 
 
+@register("batch_norm")
 class BatchNorm(Layer):
     """Batch normalisation over the batch axis (Ioffe & Szegedy 2015), per feature.
 
@@ -397,6 +415,7 @@ def _strided(x, i, j, out_hw, stride):
     return x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
 
 
+@register("conv2d")
 class Conv2D(Layer):
     """2-D cross-correlation as PyTorch's conv2d: weight (out_channels, in_channels, kh, kw), bias
     (out_channels,); in_channels is the input's channel count.
@@ -594,6 +613,7 @@ class _Pool2D(Layer):
         return np.empty((n, oh, ow, c), x.dtype).transpose(0, 3, 1, 2)
 
 
+@register("max_pool2d")
 class MaxPool2D(_Pool2D):
     """As torch's max_pool2d (no padding, dilation 1). Ties: the gradient goes to the first
     maximum of the window in row-major order, as PyTorch's CPU kernel does (it keeps the first
@@ -657,6 +677,7 @@ class MaxPool2D(_Pool2D):
         return dx
 
 
+@register("avg_pool2d")
 class AvgPool2D(_Pool2D):
     """As torch's avg_pool2d (no padding): the mean of each window."""
 
@@ -686,6 +707,7 @@ class AvgPool2D(_Pool2D):
         return dx
 
 
+@register("global_avg_pool2d")
 class GlobalAvgPool2D(Layer):
     """The mean of each channel over the whole map: (C, H, W) → (C,), as torch's
     adaptive_avg_pool2d(x, 1) flattened — a dense head follows it directly."""
@@ -712,6 +734,7 @@ class GlobalAvgPool2D(Layer):
         return dx
 
 
+@register("reshape")
 class Reshape(Layer):
     """A new per-sample shape for the same values (C order), e.g. 784 pixels → [1, 28, 28]."""
 
@@ -742,6 +765,7 @@ class Reshape(Layer):
         return grad_out.reshape(self.in_shape) if need_input_grad else None
 
 
+@register("flatten")
 class Flatten(Reshape):
     """(C, H, W) → (C·H·W,) in PyTorch's order (channel, then row, then column): a dense layer after
     it takes the same weights as after torch.flatten. Copies a channels-last map into that order."""
@@ -791,6 +815,7 @@ class _PerChannel:
         return np.einsum("ij,ij->j", self.view(a), self.view(b)).reshape(self.r, self.c).sum(axis=0)
 
 
+@register("batch_norm2d")
 class BatchNorm2D(BatchNorm):
     """Batch norm per channel over (batch, height, width), as torch's batch_norm on NCHW input
     (the running variance is unbiased over N·H·W values).
@@ -870,13 +895,6 @@ class BatchNorm2D(BatchNorm):
         np.add(pc.view(dx), pc.tile((-k * dbeta / m).astype(g.dtype)), out=pc.view(dx))
         return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
-LAYERS = {"dense": Dense, "activation": Activation, "dropout": Dropout, "batch_norm": BatchNorm,
-          "conv2d": Conv2D, "max_pool2d": MaxPool2D, "avg_pool2d": AvgPool2D, "global_avg_pool2d": GlobalAvgPool2D,
-          "flatten": Flatten, "reshape": Reshape, "batch_norm2d": BatchNorm2D}
-for _name, _cls in LAYERS.items():
-    _cls.kind = _name
-
-
 MAX_TAG = 64
 
 
@@ -902,9 +920,10 @@ def from_spec(spec):
     if not isinstance(spec, dict):
         raise UsageError(f"a layer spec must be a dict such as {{'type': 'dense', 'units': 128}}; got {spec!r:.80}")
     kind = spec.get("type")
-    cls = LAYERS.get(kind) if isinstance(kind, str) else None
-    if cls is None:
+    if not isinstance(kind, str):
         raise UsageError(f"unknown layer type {kind!r:.40}; choose one of: {', '.join(LAYERS)}")
+    kind = resolve(kind[:80], LAYERS, "layer type")
+    cls = LAYERS[kind]
     tag = check_tag(spec["tag"]) if "tag" in spec else None
     args = {k: v for k, v in spec.items() if k not in ("type", "tag")}
     accepted = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]

@@ -280,13 +280,9 @@ class WandbApi:
                                                                          "name": run_id, "sweep": path.sweep_id}))
 
     def _graphql(self, query: str, variables: dict):
-        """One GraphQL operation through wandb's own client (wandb-core's in wandb ≥ 0.24, the
-        Python client before)."""
-        service = getattr(self.api, "_service_api", None)
-        if service is not None:
-            return service.execute_graphql(query, variables)
-        from wandb_gql import gql
-        return self.api.client.execute(gql(query), variable_values=variables)
+        """One GraphQL operation through wandb's own client (wandb-core's, as the public API sends
+        its own queries in every wandb this project supports: pyproject.toml's floor)."""
+        return self.api._service_api.execute_graphql(query, variables)
 
     def create_sweep(self, config: dict, entity: str, project: str, prior_runs=None) -> SweepPath:
         """A new W&B sweep from `config`, holding the existing runs `prior_runs` (ids in the same

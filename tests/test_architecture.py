@@ -147,3 +147,22 @@ def test_the_report_only_reads():
                 todo.append((target, via))
     assert {m: reached[m] for m in WRITERS if m in reached} == {}
     assert WRITERS <= set(known)          # the list names real modules
+
+
+def test_the_store_path_is_decided_at_the_edge():
+    """`--store`, else MLP_STORE, else ./mlp-runs.sqlite is decided once, by the command line, and
+    passed down as an argument: no module below the CLI looks the store up in the environment
+    (the agent only hands its store to the runs it launches, as W&B's agent hands them its ids)."""
+    readers = []
+    for module, path in modules().items():
+        if layer(module) == RANK["cli"] or module in FACADES:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == \
+                    "default_store_path" and module != "mlp.runs.store.records":
+                readers.append(f"{module}:{node.lineno} calls default_store_path()")
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "get" and node.args and \
+                    isinstance(node.args[0], ast.Constant) and node.args[0].value == "MLP_STORE" and \
+                    module != "mlp.runs.store.records":
+                readers.append(f"{module}:{node.lineno} reads MLP_STORE")
+    assert readers == []

@@ -332,7 +332,7 @@ def test_dataset_set_by_the_sweep_is_the_data_loaded(tmp_path, data_dir):
     param_file = tmp_path / "params.yaml"
     param_file.write_text(yaml.safe_dump({"dataset": {"value": "mnist"}}))
     script = ("from mlp import config as C\nfrom mlp.runs.context import RunContext\nfrom mlp.runs.experiment import run\n"
-              f"config = C.resolve({{'dataset': 'fashion_mnist', 'data_dir': {str(data_dir)!r}, **{TINY!r}}})\n"
+              f"config = C.resolve({{'dataset': 'fashion_mnist', 'data_dir': {str(data_dir)!r}, 'store': {str(tmp_path / 's.sqlite')!r}, **{TINY!r}}})\n"
               "raise SystemExit(run(config, RunContext(run_id='wbrun011')).exit_code)\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=environment(tmp_path, {"WANDB_MODE": "offline", "WANDB_SWEEP_PARAM_PATH": str(param_file)}))

@@ -16,8 +16,15 @@ __all__ = ["COMMANDS", "command_parsers"]
 SWEEP_REF = "a sweep id, or a W&B sweep: its id if the store knows it, or ENTITY/PROJECT/SWEEP_ID"
 
 
+def _store_path(text):
+    """--store, else MLP_STORE, else ./mlp-runs.sqlite: decided here, at the edge, and passed down."""
+    from mlp.runs.store import default_store_path
+    return text or default_store_path()
+
+
 def _store_arg(p):
-    p.add_argument("--store", default=None, help="SQLite store (else MLP_STORE, else ./mlp-runs.sqlite)")
+    p.add_argument("--store", default=None, type=lambda text: text or None,
+                   help="SQLite store (else MLP_STORE, else ./mlp-runs.sqlite)")
 
 
 def _fresh_arg(p):
@@ -30,9 +37,9 @@ def _launcher(args):
     """The warm launcher (mlp.sweep.warm) with train.py's entry point, unless --fresh_process."""
     if args.fresh_process:
         return None
-    from mlp.cli.flags import train_main
+    from mlp.cli.flags import TRAIN_PY, train_main
     from mlp.sweep.warm import WarmLauncher
-    return WarmLauncher(train_main)
+    return WarmLauncher(train_main, TRAIN_PY)
 
 
 def _positive(text):
@@ -152,14 +159,14 @@ def command_parsers():
 
 
 def _open_store(path, create=False):
-    from mlp.runs.store import Store, default_store_path
-    return Store(path or default_store_path(), create=create)
+    from mlp.runs.store import Store
+    return Store(_store_path(path), create=create)
 
 
 def _store_for(args):
     """The store; created if missing when the sweep is a W&B path W&B can give now."""
     from mlp.sweep.bridge import open_store
-    return open_store(args.store, args.sweep_id)
+    return open_store(_store_path(args.store), args.sweep_id)
 
 
 def _dump_json(obj) -> str:
@@ -283,7 +290,7 @@ def cmd_import(args):
     if path is None:
         raise UsageError(f"{args.path!r} is not a W&B sweep path; give ENTITY/PROJECT/SWEEP_ID (as `wandb sweep` "
                          f"prints it)")
-    with open_store(args.store, args.path, importing=True) as store:
+    with open_store(_store_path(args.store), args.path, importing=True) as store:
         result = import_sweep(store, path)
     print(result.sweep_id, flush=True)
     return 0
@@ -318,7 +325,7 @@ def cmd_rerun(args):
 def cmd_baselines(args):
     from mlp.sweep.baselines import run_baselines
     from mlp.runs.baseline_models import parse_models
-    rows = run_baselines(args.store, args.dataset, data_dir=args.data_dir, split=args.split,
+    rows = run_baselines(_store_path(args.store), args.dataset, data_dir=args.data_dir, split=args.split,
                          val_fraction=args.val_fraction, models=parse_models(args.models), sweep=args.sweep,
                          jobs=args.jobs)
     if args.json:

@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from mlp import config as C
 from mlp.errors import UsageError
@@ -21,6 +22,10 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
+
+# The project's train.py (beside the package): its body is `train_main`, so a sweep whose program is
+# this file can have its runs forked from a warm agent (mlp.sweep.warm).
+TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"
 
 def _flag_type(param: C.Param):
     def parse(text):
@@ -102,5 +107,8 @@ def train_main(argv=None, prog="train.py"):
 
     def body(args):
         from mlp.runs.experiment import run
-        return run(parse_train_args(args, prog)).exit_code
+        from mlp.runs.store import default_store_path
+        config = parse_train_args(args, prog)
+        config["store"] = config["store"] or default_store_path()     # --store, else MLP_STORE, else ./
+        return run(config).exit_code
     return run_main(body, sys.argv[1:] if argv is None else argv)

@@ -38,7 +38,7 @@ from mlp.runs import autoencoder, checkpoint, interrupts
 from mlp.runs.context import RunContext
 from mlp.runs import features as F
 from mlp.runs.data import load_dataset
-from mlp.runs.store import Store, checkpoint_path_for, default_store_path, encode_json, model_path_for
+from mlp.runs.store import DEFAULT_STORE, Store, checkpoint_path_for, encode_json, model_path_for
 from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 from mlp.runs.training import Diverged, FitOptions, fit
 from mlp.runs.wandb_api import connect, describe_wandb_sweep
@@ -174,7 +174,7 @@ def prepare(config, context: RunContext) -> Prepared:
     config, context, resume = resumption(config, context)
     built = build(config)        # a bad combination fails before the data loads
     mode = resolve_wandb_mode(config["wandb_mode"])
-    store_path = config["store"] or default_store_path()
+    store_path = config["store"] or DEFAULT_STORE
     check_output(config["save_model"], "--save_model")
     check_output(config["summary_json"], "--summary_json")
     data = _load_data(config)
@@ -192,7 +192,7 @@ def resumption(config, context: RunContext):
     trained, flags only say where things go); a launcher's WANDB_RUN_ID of an interrupted run of
     this store with a checkpoint is W&B requeueing a preempted run, which continues the same way."""
     run_id, asked = config["resume"] or context.run_id, bool(config["resume"])
-    store_path = config["store"] or default_store_path()
+    store_path = config["store"] or DEFAULT_STORE
     if not run_id or (not asked and not os.path.exists(store_path)):
         return config, context, None
     if asked and not os.path.exists(store_path):

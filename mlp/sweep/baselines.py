@@ -24,7 +24,7 @@ from mlp.runs import results as R
 from mlp.runs.baseline_models import MODELS, TWIN
 from mlp.runs.baselines import fit_sklearn, fit_twin, torch_available, twin_unsupported
 from mlp.runs.data import load_dataset
-from mlp.runs.store import Store, default_store_path
+from mlp.runs.store import Store
 from mlp.sweep.bridge import open_store, resolve
 from mlp.sweep.files import objective, sweep_task
 
@@ -105,7 +105,7 @@ def run_baselines(store_path, dataset: str, data_dir=None, split: str = "standar
                   models=None, sweep: str | None = None, jobs: int = 1,
                   log: Callable[[str], None] = _log) -> list[dict]:
     """Train the baselines on the split train.py uses, record each in the store (`store_path`,
-    default MLP_STORE or ./mlp-runs.sqlite) as it finishes; returns the stored rows in training
+    the CLI's --store, else MLP_STORE, else ./mlp-runs.sqlite) as it finishes; returns the stored rows in training
     order. Bad input (data, sweep, models) raises UsageError before anything is trained or
     written: the store is created only once the data has loaded, and must exist for `sweep`."""
     models = list(models or MODELS)
@@ -134,7 +134,7 @@ def _run(store, store_path, data, models, sweep, val_fraction, jobs, log):
             source = f"run {run_id} of sweep {sweep_id}" if run_id else "train.py's defaults"
             twin = (config, sweep_id, run_id, f"PyTorch twin of {source} ({C.run_name(config)})")
     if store is None:
-        store = Store(store_path or default_store_path(), create=True)
+        store = Store(store_path, create=True)
         opened = store
     else:
         opened = None

@@ -24,7 +24,7 @@ from typing import Callable
 from mlp import config as C
 from mlp.errors import UsageError
 from mlp.runs import results as R
-from mlp.runs.store import FINAL_STATES, Store, default_store_path, model_path_for
+from mlp.runs.store import FINAL_STATES, Store, model_path_for
 from mlp.runs.tracking import CONFUSION_COUNTS
 from mlp.runs.wandb_api import (SweepPath, WandbUnreachable, base_url, connect, proposed_params, run_state,
                                 summary_values, sweep_url)
@@ -222,11 +222,10 @@ def resolve(store, ref: str, fetch: bool = True, log: Callable[[str], None] = _l
     raise UsageError(f"W&B sweep {path} is not in store {store.path}; import it with `mlp import {path}`")
 
 
-def open_store(path: str | None, ref: str, importing: bool = False):
-    """The store at `path` (default: MLP_STORE, else ./mlp-runs.sqlite) for sweep `ref`. A store
-    that does not exist yet is created only for a W&B path that W&B can give now (it is imported
-    into it), so bad input or no network leaves nothing behind."""
-    path = path or default_store_path()
+def open_store(path: str, ref: str, importing: bool = False):
+    """The store at `path` for sweep `ref`. A store that does not exist yet is created only for a
+    W&B path that W&B can give now (it is imported into it), so bad input or no network leaves
+    nothing behind."""
     target = SweepPath.parse(ref)                       # a malformed path fails before anything
     if target is None or os.path.exists(path):
         return Store(path, create=False)

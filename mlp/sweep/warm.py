@@ -11,9 +11,10 @@ modules it had to import, and the agent imports them before the next fork, so fr
 run on a run starts with nothing left to import. The data needs no warming: `load_dataset`
 memory-maps its split cache.
 
-Only the project's own `train.py` can be run this way (its body is `mlp.cli.train_main`), with
-the argv `wandb agent` would build (`${env} ${interpreter} ${program} ${args}`); any other
-program or command runs as a subprocess, exactly as before.
+Only the project's own `train.py` can be run this way — the file the CLI names when it makes the
+launcher, whose body is the `entry` it hands in (`mlp.cli.train_main`) — with the argv `wandb
+agent` would build (`${env} ${interpreter} ${program} ${args}`); any other program or command
+(a copy of train.py elsewhere included) runs as a subprocess, exactly as before.
 """
 from __future__ import annotations
 
@@ -28,9 +29,6 @@ import traceback
 from pathlib import Path
 
 __all__ = ["ForkedRun", "WarmLauncher", "can_fork"]
-
-ENTRY_MARK = "from mlp.cli import train_main"
-
 
 def can_fork() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1
@@ -91,22 +89,23 @@ class ForkedRun:
 
 class WarmLauncher:
     """Forks runs of the project's train.py from this (warmed-up) process. `entry(args) -> exit
-    code` is what train.py calls (the CLI hands in `mlp.cli.train_main`: nothing below the CLI
-    imports it)."""
+    code` is what that file calls, `program` the file (the CLI hands in `mlp.cli.train_main` and the
+    project's train.py: nothing below the CLI imports it)."""
 
-    def __init__(self, entry):
+    def __init__(self, entry, program=None):
         self.entry = entry
+        self.program = Path(program).resolve() if program is not None else None
         self.learned: set[str] = set()
 
-    @staticmethod
-    def eligible(argv: list[str], program: Path) -> bool:
-        """True when argv is `env python train.py ARGS` for the project's own train.py."""
-        if len(argv) < 3 or Path(argv[0]).name != "env" or argv[1] != sys.executable:
+    def eligible(self, argv: list[str], program: Path) -> bool:
+        """True when argv is `env python train.py ARGS` and the sweep's program is the project's
+        own train.py (the same file, not a copy or another program)."""
+        if self.program is None or len(argv) < 3 or Path(argv[0]).name != "env" or argv[1] != sys.executable:
             return False
         if Path(argv[2]) != Path(program.name) and Path(argv[2]).resolve() != program.resolve():
             return False
         try:
-            return ENTRY_MARK in program.read_text(errors="replace")
+            return program.resolve() == self.program and program.is_file()
         except OSError:
             return False
 

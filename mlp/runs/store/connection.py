@@ -23,7 +23,7 @@ from typing import Any
 
 from mlp.errors import UsageError
 from mlp.runs import interrupts
-from mlp.runs.store.records import DEFAULT_STORE, default_store_path, new_id
+from mlp.runs.store.records import DEFAULT_STORE, new_id
 from mlp.runs.store.schema import _MIGRATIONS, _SCHEMA, APPLICATION_ID, SCHEMA_VERSION
 
 __all__ = ["Connection", "StoreError", "StoreBusy", "busy_timeout", "BUSY_TIMEOUT_S"]
@@ -65,8 +65,8 @@ def _is_busy(e: BaseException) -> bool:
 class Connection:
     """A handle on one store file (the base of `Store`). Open one per process (forks reconnect)."""
 
-    def __init__(self, path: str | os.PathLike | None = None, create: bool = True):
-        self.path: str = os.fspath(path) if path is not None else default_store_path()
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        self.path: str = os.fspath(path)
         self.create = create
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlp.runs import data
-from mlp.runs.data import DATASETS, SPLIT_SEED, load_dataset, parse_idx, read_idx
+from mlp.runs.data import sources, splits
+from mlp.runs.data import DATASETS, SPLIT_SEED, encode_idx, load_dataset, parse_idx, read_idx
 from mlp.errors import UsageError
 
 HERE = Path(__file__).resolve().parent
@@ -183,8 +183,8 @@ def test_parse_idx_valid_images_and_labels():
 
 def test_encode_idx_round_trips():
     a = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
-    assert data.encode_idx(a) == idx(a)
-    np.testing.assert_array_equal(parse_idx(data.encode_idx(a)), a)
+    assert encode_idx(a) == idx(a)
+    np.testing.assert_array_equal(parse_idx(encode_idx(a)), a)
 
 
 GOOD = idx(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
@@ -301,11 +301,11 @@ def test_val_fraction_is_honoured():
 def test_uneven_classes_get_exact_total():
     """MNIST-like uneven classes: per class floor/ceil of the fraction, total exactly rounded."""
     counts = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
-    sizes = data._apportion(counts, 0.1)
+    sizes = splits._apportion(counts, 0.1)
     assert sizes.sum() == 6000
     assert sizes.tolist() == [592, 674, 596, 613, 584, 542, 592, 627, 585, 595]
     y = np.repeat(np.arange(10), [7, 13, 20, 1, 9, 30, 11, 5, 17, 3])
-    val, train = data._stratified(y, [0.1], seed=3, n_classes=10)
+    val, train = splits._stratified(y, [0.1], seed=3, n_classes=10)
     assert len(val) == round(0.1 * len(y)) and len(val) + len(train) == len(y)
     assert not set(val) & set(train)
 
@@ -601,9 +601,9 @@ def test_atomic_write_leaves_nothing_on_crash(monkeypatch, tmp_path):
     def crash(fd):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(data.os, "fsync", crash)
+    monkeypatch.setattr(sources.os, "fsync", crash)
     with pytest.raises(OSError):
-        data._write_atomic(tmp_path / "f", b"x" * 1000)
+        sources._write_atomic(tmp_path / "f", b"x" * 1000)
     assert files_in(tmp_path) == []
 
 
@@ -646,7 +646,7 @@ def test_full_mnist_from_shared_data(no_debian):
     assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (54000, 6000, 10000)
     train_counts = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert [a + b for a, b in zip(per_class(ds.y_train), per_class(ds.y_val))] == train_counts
-    assert per_class(ds.y_val) == data._apportion(np.array(train_counts), 0.1).tolist()
+    assert per_class(ds.y_val) == splits._apportion(np.array(train_counts), 0.1).tolist()
     assert ds.class_names == [str(d) for d in range(10)]
     assert ds.y_test[:5].tolist() == [7, 2, 1, 0, 4]
     flat = load_dataset("mnist", data_dir=SHARED_MNIST, download=False, split="80-10-10")

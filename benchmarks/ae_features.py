@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mlp.cli.flags import parse_train_args  # noqa: E402
-from mlp.core.network import load_model  # noqa: E402
+from mlp.core.model_file import load_model  # noqa: E402
 from mlp.runs.data import load_dataset  # noqa: E402
 from mlp.runs.experiment import train  # noqa: E402
 

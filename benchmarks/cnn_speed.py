@@ -59,7 +59,7 @@ def run_ours(config, x, y, threads):
 
 def torch_twin(torch, config):
     """The same layers as mlp's network for `config`, built from its layer specs."""
-    from mlp.core.network import layer_shapes
+    from mlp.core.builders import layer_shapes
     from mlp.networks import layer_specs
     nn = torch.nn
     acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "identity": nn.Identity,
@@ -114,7 +114,7 @@ def run_torch(config, x, y, threads):
 def gemm_products(config):
     """(a, b) operand shapes of every matrix product of one training step of mlp's network, as
     its layers run them, and their FLOPs."""
-    from mlp.core.network import layer_shapes
+    from mlp.core.builders import layer_shapes
     from mlp.networks import layer_specs
     n, shape, products = config["batch_size"], (784,), []
     first = True
@@ -213,7 +213,7 @@ def run_child(spec):
 
 def describe_network(config):
     from mlp import config as C
-    from mlp.core.network import layer_shapes
+    from mlp.core.builders import layer_shapes
     from mlp.networks import layer_specs
     rows = layer_shapes(layer_specs(config), (784,))
     params = sum(int(__import__("math").prod(s)) for _, _, p, _ in rows for s in p.values())

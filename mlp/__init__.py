@@ -4,7 +4,8 @@ Public API: MLP, MLPClassifier, load_dataset, load_model, optimizers.
 """
 from mlp.core import activations, initializers, losses, optimizers
 from mlp.errors import UsageError
-from mlp.core.network import MLP, load_model
+from mlp.core.model_file import load_model
+from mlp.core.network import MLP
 
 __all__ = ["MLP", "MLPClassifier", "load_dataset", "load_model", "optimizers", "activations",
            "initializers", "losses", "UsageError"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from mlp.core import activations, initializers, losses, optimizers, schedules
-from mlp.core.network import POOLS, layer_shapes
+from mlp.core.builders import layer_shapes, POOLS
 from mlp.core.registry import resolve as resolve_name
 from mlp.errors import UsageError
 from mlp.networks import IMAGE_SHAPE, hidden_widths, layer_specs

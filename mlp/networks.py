@@ -7,7 +7,7 @@ networks, each a list of layer specs (`layer_specs`) on flat pixels:
   (mlp.core.network.mlp_layers; built as an `MLP`, whose saved file rebuilds it as one);
 * a CNN (`conv_filters`) — [Dropout(pixels)], reshape to the image, per entry of `conv_filters`
   Conv2D(k×k) → [BatchNorm2D] → activation → [2×2 max/avg pool], global average pooling or a
-  flatten, [Dropout], then the dense head of an MLP (mlp.core.network.cnn_layers);
+  flatten, [Dropout], then the dense head of an MLP (mlp.core.builders.cnn_layers);
 * an autoencoder (`task: autoencoder`) — the MLP of the same flags with as many outputs as inputs,
   then the output activation as a layer of its own; the narrowest hidden layer's activation is
   tagged "bottleneck" (the first when several are), the last layer "reconstruction".
@@ -21,7 +21,9 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from mlp.core.network import MLP, Network, cnn_layers, mlp_config, mlp_layers, training_bytes
+from mlp.core.builders import cnn_layers, training_bytes
+
+from mlp.core.network import MLP, mlp_config, mlp_layers, Network
 from mlp.errors import UsageError
 
 __all__ = ["IMAGE_SHAPE", "BOTTLENECK", "RECONSTRUCTION", "MEMORY_FRACTION", "hidden_widths", "n_outputs",

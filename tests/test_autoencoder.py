@@ -13,7 +13,8 @@ from mlp import config as C
 from mlp.cli import train_main
 from mlp.core.layers import from_spec
 from mlp.core.metrics import r2_score
-from mlp.core.network import Network, load_model
+from mlp.core.model_file import load_model
+from mlp.core.network import Network
 from mlp.errors import UsageError
 from mlp.runs import autoencoder
 from mlp.runs.data import load_dataset

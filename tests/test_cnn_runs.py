@@ -14,7 +14,8 @@ import yaml
 from mlp import config as C
 from mlp.cli import main as mlp_main
 from mlp.cli import parse_train_args, train_main
-from mlp.core.network import MLP, load_model
+from mlp.core.model_file import load_model
+from mlp.core.network import MLP
 from mlp.runs.data import load_dataset
 from mlp.runs.store import Store
 

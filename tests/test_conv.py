@@ -14,7 +14,9 @@ import pytest
 
 from mlp import MLP, UsageError, initializers
 from mlp.core import layers as L
-from mlp.core.network import Network, cnn_layers, layer_shapes, load_model, stack, training_bytes
+from mlp.core.builders import cnn_layers, layer_shapes, stack, training_bytes
+from mlp.core.model_file import load_model
+from mlp.core.network import Network
 
 from test_gradients import check_network, numeric_grad, relative_error
 

@@ -9,7 +9,8 @@ import pytest
 
 from mlp.cli import train_main
 from mlp.core import activations, layers, optimizers
-from mlp.core.network import Network, load_model
+from mlp.core.model_file import load_model
+from mlp.core.network import Network
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT / "tests" / "data"

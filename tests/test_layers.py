@@ -4,7 +4,7 @@ import pytest
 
 from mlp import MLP, UsageError, activations
 from mlp.core import layers as L
-from mlp.core.network import Network, mlp_layers, mlp_config
+from mlp.core.network import mlp_config, mlp_layers, Network
 
 from test_gradients import batch, check_network, relative_error
 

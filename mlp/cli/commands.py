@@ -338,7 +338,7 @@ def cmd_baselines(args):
 
 
 def cmd_evaluate(args):
-    from mlp.core.network import load_model
+    from mlp.core.model_file import load_model
     from mlp.runs.data import load_dataset
     from mlp.core.metrics import confusion_matrix
     net = load_model(args.model)

@@ -11,16 +11,16 @@ Around the layers the network owns three things:
   whole-array operations and optimizers update cache-sized pieces of one array;
 - the in-place plan (`_plan`): which layers may overwrite their input, decided from what each
   layer declares (the caller's input array is never overwritten);
-- save/load: `.npz` files read with `allow_pickle=False`. Version 2 holds the network spec
-  (and, for an MLP, its constructor arguments) as JSON plus named arrays "{layer}.{name}";
-  version 1 (MLP kwargs, arrays param_{i} / buffer_{layer}_{key}) still loads. Every array's
-  .npy header is checked against the spec before any data is read.
+- save: an `.npz` (no pickled objects) holding the network spec (and, for an MLP, its
+  constructor arguments) as JSON plus named arrays "{layer}.{name}" — format version 2, read back
+  by mlp.core.model_file.load_model.
+
+Spec recipes for other networks (CNNs, stacks of a frozen model and a head) and their shapes and
+memory are in mlp.core.builders.
 """
 import json
 import math
 import numbers
-import zipfile
-import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,12 +30,8 @@ from mlp.core import activations, initializers, losses
 from mlp.core.layers import Layer, from_spec, spec_of
 from mlp.errors import UsageError
 
-FORMAT_VERSION = 2
-READ_VERSIONS = (1, 2)
+FORMAT_VERSION = 2                 # the model file a network writes (mlp.core.model_file reads it back)
 DTYPES = ("float32", "float64")
-MAX_LOAD_ELEMENTS = 1 << 28        # parameters and buffers in a model file (1 GiB of float32)
-MAX_LOAD_LAYERS = 10_000
-MAX_META_BYTES = 4 << 20           # the JSON metadata of a model file
 EVAL_BATCH = 4096                  # evaluation chunk of a network without scratch-heavy layers
 EVAL_SCRATCH = 1 << 25             # else: chunks whose largest layer scratch (im2col) stays under this many values
 
@@ -336,13 +332,6 @@ class Network:
             np.savez(f, __meta__=np.array(json.dumps(meta)), **self.state_dict())
         tmp.replace(path)
 
-    @classmethod
-    def load(cls, path):
-        net = load_model(path)
-        if not isinstance(net, cls):
-            raise UsageError(f"model file {path} holds a {type(net).__name__}, not an {cls.__name__}")
-        return net
-
 
 def _shape(value, name):
     if not isinstance(value, (list, tuple)) or not value \
@@ -423,304 +412,3 @@ def mlp_layers(config):
         if config["dropout"]:
             layers.append({"type": "dropout", "rate": config["dropout"]})
     return layers
-
-
-# ---- convolutional networks, stacks, memory ---------------------------------------------------------
-
-POOLS = ("max", "avg", "global", "none")
-
-
-def cnn_layers(image_shape, conv_filters, kernel_size=3, padding="same", pool="max", hidden=(), n_outputs=10,
-               activation="relu", batch_norm=False, dropout=0.0, input_dropout=0.0):
-    """The layer specs of a CNN on flat pixels: [Dropout(pixels)], reshape to `image_shape`, then per
-    entry of `conv_filters` a block Conv2D(k×k) → [BatchNorm2D] → activation → [2×2 max/avg pool],
-    then global average pooling (pool "global") or a flatten, [Dropout], and a dense head as an
-    MLP's: per hidden width Dense → [BatchNorm] → activation → [Dropout], then the output Dense.
-    `padding` is "same" or "valid"; before a batch norm a layer has no bias."""
-    if pool not in POOLS:
-        raise UsageError(f"pool must be one of {', '.join(POOLS)}; got {pool!r:.40}")
-    layers = [{"type": "dropout", "rate": input_dropout}] if input_dropout else []
-    layers.append({"type": "reshape", "shape": list(image_shape)})
-    for filters in conv_filters:
-        layers.append({"type": "conv2d", "out_channels": int(filters), "kernel_size": kernel_size, "stride": 1,
-                       "padding": padding, "bias": not batch_norm})
-        if batch_norm:
-            layers.append({"type": "batch_norm2d"})
-        layers.append({"type": "activation", "name": activation})
-        if pool in ("max", "avg"):
-            layers.append({"type": f"{pool}_pool2d", "kernel_size": 2, "stride": None})
-    layers.append({"type": "global_avg_pool2d"} if pool == "global" else {"type": "flatten"})
-    if dropout:
-        layers.append({"type": "dropout", "rate": dropout})
-    for units in hidden:
-        layers.append({"type": "dense", "units": int(units), "bias": not batch_norm})
-        if batch_norm:
-            layers.append({"type": "batch_norm"})
-        layers.append({"type": "activation", "name": activation})
-        if dropout:
-            layers.append({"type": "dropout", "rate": dropout})
-    layers.append({"type": "dense", "units": int(n_outputs), "bias": True})
-    return layers
-
-
-def layer_shapes(layers, input_shape):
-    """[(layer, output shape, param shapes, per-sample scratch)] of unbuilt specs, allocating
-    nothing; a shape a layer cannot take is a UsageError (e.g. a map smaller than a kernel)."""
-    shape, out = _shape(input_shape, "input_shape"), []
-    for spec in layers:
-        layer = spec if isinstance(spec, Layer) else from_spec(spec)
-        scratch = layer.scratch_size(shape)
-        shape, params, _ = layer.shapes(shape)
-        out.append((layer, tuple(shape), params, scratch))
-    return out
-
-
-def training_bytes(layers, input_shape, batch_size, itemsize=4):
-    """Training memory of a network, roughly: parameters × (value, gradient, 2 optimizer moments,
-    scratch), per layer its output, gradient and a spare for a batch, every layer's reused scratch
-    (a convolution keeps its patch matrix and that matrix's gradient) for a batch, and one
-    evaluation chunk."""
-    rows = layer_shapes(layers, input_shape)
-    params = sum(math.prod(s) for _, _, p, _ in rows for s in p.values())
-    outputs = sum(math.prod(shape) for _, shape, _, _ in rows)
-    scratch = sum(sc for *_, sc in rows)
-    widest = max([math.prod(shape) for _, shape, _, _ in rows] + [math.prod(input_shape)])
-    largest = max([sc for *_, sc in rows] + [0])
-    chunk = min(EVAL_BATCH, max(1, EVAL_SCRATCH // largest)) if largest else EVAL_BATCH
-    return (params * 6 + batch_size * (outputs * 3 + scratch * 2) + chunk * (widest * 3 + largest)) * itemsize
-
-
-def stack(frozen, layer, head):
-    """One network that computes `head` on the output of `frozen`'s layer `layer` (index or name):
-    frozen's layers up to it, a flatten when its output is not flat, then head's layers, with the
-    arrays of both. It takes what `frozen` takes (e.g. pixels), so it evaluates and saves as any
-    network; `head` is what was trained on `frozen.features(X, layer)`."""
-    stop = frozen.layer_index(layer) + 1
-    specs = [l.spec() for l in frozen.layers[:stop]]
-    if len(frozen.layer_shapes[stop - 1]) != 1:
-        specs.append({"type": "flatten"})
-    if head.input_shape != (math.prod(frozen.layer_shapes[stop - 1]),):
-        raise UsageError(f"the head takes inputs of shape {head.input_shape}; layer {layer!r} gives "
-                         f"{frozen.layer_shapes[stop - 1]}")
-    offset = len(specs)
-    spec = head.spec()
-    net = Network(specs + spec["layers"], input_shape=frozen.input_shape, loss=spec["loss"],
-                  weight_decay=spec["weight_decay"], label_smoothing=spec["label_smoothing"], dtype=spec["dtype"],
-                  weight_init=spec["weight_init"])
-    state = {k: v for k, v in frozen.state_dict().items() if int(k.split(".", 1)[0]) < stop}
-    for key, value in head.state_dict().items():
-        index, name = key.split(".", 1)
-        state[f"{int(index) + offset}.{name}"] = value
-    net.load_state_dict(state, source="the stacked network")
-    return net
-
-
-# ---- loading --------------------------------------------------------------------------------------
-
-def load_model(path):
-    """Rebuild a saved network (an MLP when it was saved from one). Any malformed file is a
-    one-line UsageError; nothing is unpickled, and no array is read (or allocated) before its
-    header has been checked against the spec."""
-    path = Path(path)
-    try:
-        found = path.is_file()
-    except OSError as e:                 # e.g. a name longer than the filesystem allows
-        raise UsageError(f"model file {str(path)[:80]}: {e.strerror or e}") from None
-    if not found:
-        raise UsageError(f"model file {path} does not exist")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return _load(zf, path)
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, RuntimeError, NotImplementedError) as e:
-        raise UsageError(f"model file {path} is not an .npz model saved by mlp-sweeps ({_short(e)})") from None
-
-
-def _short(e):
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-
-
-def _headers(zf, path):
-    """{array name: (zip entry, shape, dtype, bytes of data after the header)} from each member's
-    .npy header alone."""
-    out = {}
-    for info in zf.infolist():
-        if not info.filename.endswith(".npy"):
-            raise UsageError(f"model file {path} holds {info.filename!r:.60}, which is not an .npy array")
-        with zf.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise UsageError(f"model file {path}: array {info.filename!r:.60} has .npy format {version}; expected 1.0 or 2.0")
-            data_bytes = info.file_size - f.tell()
-        if dtype.hasobject:
-            raise UsageError(f"model file {path} holds pickled objects ({info.filename}); refusing to load it")
-        out[info.filename[:-4]] = (info, tuple(shape), dtype, data_bytes)
-    return out
-
-
-def _check_size(key, header, path):
-    """The data behind a header must be exactly what it declares (checked before reading it)."""
-    _, shape, dtype, data_bytes = header
-    if math.prod(shape) * dtype.itemsize != data_bytes:
-        raise UsageError(f"model file {path}: array {key!r} declares {dtype} of shape {shape} but holds "
-                         f"{data_bytes:,} bytes of data")
-
-
-def _read(zf, info, path):
-    with zf.open(info) as f:
-        try:
-            return np.lib.format.read_array(f, allow_pickle=False)
-        except ValueError as e:
-            raise UsageError(f"model file {path}: array {info.filename!r:.60} is damaged ({_short(e)})") from None
-
-
-def _load(zf, path):
-    headers = _headers(zf, path)
-    meta = _metadata(zf, headers.pop("__meta__", None), path)
-    version = meta.get("version")
-    if type(version) is not int or version not in READ_VERSIONS:
-        raise UsageError(f"model file {path} has format version {version!r:.20}; this build reads versions "
-                         f"{', '.join(map(str, READ_VERSIONS))}")
-    extra = meta.get("extra", {})
-    if not isinstance(extra, dict):
-        raise UsageError(f"model file {path}: 'extra' must be a JSON object; got {type(extra).__name__}")
-    if version == 1:
-        config = _file_mlp_config(meta.get("config"), path)
-        spec = _mlp_spec(config)
-    else:
-        spec = meta.get("network")
-        config = _file_mlp_config(meta["mlp"], path) if meta.get("mlp") is not None else None
-    layers, dtype, shapes, buffers = _check_spec(spec, path)
-    if config is not None and _normalized(spec, layers) != _mlp_spec(config):
-        raise UsageError(f"model file {path}: its MLP arguments and its network spec disagree")
-    names = _file_names(shapes, buffers, version)       # file name -> our name
-    missing, unexpected = sorted(set(names) - set(headers)), sorted(set(headers) - set(names))
-    problems = ([f"missing arrays {missing[:5]}"] if missing else []) \
-        + ([f"unexpected arrays {unexpected[:5]}"] if unexpected else [])
-    if problems:
-        raise UsageError(f"model file {path} does not match its spec: {'; '.join(problems)}")
-    for key, ours in names.items():
-        _, shape, file_dtype, _ = headers[key]
-        if shape != shapes[ours] or file_dtype != dtype:
-            raise UsageError(f"model file {path}: array {key!r} is {file_dtype} of shape {shape}; "
-                             f"its spec needs {dtype} of shape {shapes[ours]}")
-        _check_size(key, headers[key], path)
-    # every declared size is now bounded and matches the spec: build, then read
-    net = MLP(**config, seed=0) if config is not None else Network(**spec, seed=0)
-    net.load_state_dict({ours: _read(zf, headers[key][0], path) for key, ours in names.items()}, source=str(path))
-    net.extra = extra
-    return net
-
-
-def _metadata(zf, header, path):
-    if header is None:
-        raise UsageError(f"model file {path} has no mlp-sweeps metadata; was it saved by MLP.save?")
-    info, shape, dtype, _ = header
-    if shape != () or dtype.kind != "U" or dtype.itemsize > MAX_META_BYTES:
-        raise UsageError(f"model file {path}: its metadata is not a JSON string of at most {MAX_META_BYTES >> 20} MiB")
-    _check_size("__meta__", header, path)
-    try:
-        meta = json.loads(str(_read(zf, info, path)))
-    except (ValueError, RecursionError):
-        meta = None
-    if not isinstance(meta, dict) or meta.get("format") != "mlp-sweeps":
-        raise UsageError(f"model file {path} has no mlp-sweeps metadata; was it saved by MLP.save?")
-    return meta
-
-
-def _mlp_spec(config):
-    """The spec (as Network.spec() gives it) of the MLP a checked mlp_config describes."""
-    return {"input_shape": config["layer_sizes"][:1], "layers": [from_spec(s).spec() for s in mlp_layers(config)],
-            "loss": config["loss"], "weight_decay": config["weight_decay"], "label_smoothing": config["label_smoothing"],
-            "dtype": config["dtype"], "weight_init": config["weight_init"]}
-
-
-def _normalized(spec, layers):
-    """A checked file spec in the form of Network.spec(), defaults filled in."""
-    return {"input_shape": list(spec["input_shape"]), "layers": [spec_of(layer) for layer in layers],
-            "loss": losses.canonical_name(spec.get("loss", "cross_entropy")),
-            "weight_decay": float(spec.get("weight_decay", 0.0)),
-            "label_smoothing": float(spec.get("label_smoothing", 0.0)), "dtype": spec.get("dtype", "float32"),
-            "weight_init": initializers.canonical_name(spec.get("weight_init", "xavier"))}
-
-
-_MLP_TYPES = {"layer_sizes": "ints", "activation": "names", "weight_init": str, "loss": str, "weight_decay": "real",
-              "dropout": "real", "input_dropout": "real", "batch_norm": bool, "label_smoothing": "real", "dtype": str}
-
-
-def _file_mlp_config(config, path):
-    """A checked mlp_config from a file's JSON, strict about types (a file is not a user typing)."""
-    if not isinstance(config, dict):
-        raise UsageError(f"model file {path}: the MLP arguments must be a JSON object")
-    for key, value in config.items():
-        kind = _MLP_TYPES.get(key)
-        ok = kind is not None and (
-            (kind == "ints" and isinstance(value, list) and all(type(v) is int for v in value))
-            or (kind == "names" and (isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)))
-            or (kind == "real" and type(value) in (int, float))
-            or (isinstance(kind, type) and type(value) is kind))
-        if not ok:
-            raise UsageError(f"model file {path}: MLP argument {key!r:.40} = {value!r:.60} is not valid")
-    if "layer_sizes" not in config:
-        raise UsageError(f"model file {path}: the MLP arguments lack layer_sizes")
-    if len(config["layer_sizes"]) > MAX_LOAD_LAYERS:
-        raise UsageError(f"model file {path}: {len(config['layer_sizes']):,} layer sizes; this loader accepts at most {MAX_LOAD_LAYERS:,}")
-    if not all(0 < s <= MAX_LOAD_ELEMENTS for s in config["layer_sizes"]):
-        raise UsageError(f"model file {path}: layer_sizes {config['layer_sizes']!r:.80} are out of range")
-    return mlp_config(**config)
-
-
-def _check_spec(spec, path):
-    """(unbuilt layers, dtype, {our array name: shape} in state_dict order, {names of buffers})
-    for a file's network spec, every field checked and the total size bounded, allocating nothing."""
-    allowed = {"input_shape", "layers", "loss", "weight_decay", "label_smoothing", "dtype", "weight_init"}
-    if not isinstance(spec, dict) or not {"input_shape", "layers"} <= set(spec) <= allowed:
-        raise UsageError(f"model file {path}: its network spec must be an object with input_shape, layers and "
-                         f"at most {sorted(allowed)}")
-    if not isinstance(spec["layers"], list) or len(spec["layers"]) > MAX_LOAD_LAYERS:
-        raise UsageError(f"model file {path}: the spec's layers must be a list of at most {MAX_LOAD_LAYERS:,}")
-    for key in ("loss", "dtype", "weight_init"):
-        if key in spec and not isinstance(spec[key], str):
-            raise UsageError(f"model file {path}: the spec's {key} must be a name; got {spec[key]!r:.60}")
-    for key in ("weight_decay", "label_smoothing"):
-        if key in spec:
-            _number(key, spec[key], 0.0, 1.0 if key == "label_smoothing" else math.inf, key == "label_smoothing")
-    dtype = spec.get("dtype", "float32")
-    if dtype not in DTYPES:
-        raise UsageError(f"model file {path}: dtype must be one of {DTYPES}; got {dtype!r:.40}")
-    losses.canonical_name(spec.get("loss", "cross_entropy"))
-    initializers.canonical_name(spec.get("weight_init", "xavier"))
-    shape = _shape(spec["input_shape"], "input_shape")
-    total = math.prod(shape)
-    layers, shapes, buffer_names = [], {}, set()
-    for i, layer_spec in enumerate(spec["layers"]):
-        layer = from_spec(layer_spec)
-        shape, params, buffers = layer.shapes(shape)
-        for name, s in {**params, **buffers}.items():
-            shapes[f"{i}.{name}"] = tuple(s)
-            total += math.prod(s)
-        buffer_names.update(f"{i}.{name}" for name in buffers)
-        total += math.prod(shape)
-        if total > MAX_LOAD_ELEMENTS:
-            raise UsageError(f"model file {path} declares a network of over {MAX_LOAD_ELEMENTS:,} values; "
-                             f"this loader refuses sizes that large")
-        layers.append(layer)
-    return layers, np.dtype(dtype), shapes, buffer_names
-
-
-def _file_names(shapes, buffers, version):
-    """{name in the file: our state_dict name}; `shapes` lists our names in state_dict order."""
-    if version != 1:
-        return {name: name for name in shapes}
-    names, k = {}, 0
-    for name in shapes:  # version 1: params numbered across the network, buffers by layer and key
-        if name in buffers:
-            layer, key = name.split(".", 1)
-            names[f"buffer_{layer}_{key}"] = name
-        else:
-            names[f"param_{k}"] = name
-            k += 1
-    return names

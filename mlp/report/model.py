@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from mlp.core.network import load_model
+from mlp.core.model_file import load_model
 from mlp.errors import UsageError
 
 __all__ = ["best_model", "best_model_predictions", "model_source_words"]

@@ -31,7 +31,7 @@ import numpy as np
 from mlp import config as C
 from mlp.core import augment, averaging, optimizers, schedules
 from mlp.core.metrics import confusion_matrix
-from mlp.core.network import stack
+from mlp.core.builders import stack
 from mlp.errors import UsageError
 from mlp.networks import MEMORY_FRACTION, build_network, n_outputs, physical_memory
 from mlp.runs import autoencoder, checkpoint, interrupts

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from mlp import config as C
-from mlp.core.network import Network, load_model
+from mlp.core.model_file import load_model
+from mlp.core.network import Network
 from mlp.errors import UsageError
 
 __all__ = ["Frozen", "load_frozen", "feature_dataset", "write_features", "layer_table", "N_IMAGES"]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from mlp.core.network import load_model
+from mlp.core.model_file import load_model
 from mlp.errors import UsageError
 from mlp.runs import results as R
 from mlp.runs.data import CLASS_NAMES, load_dataset

@@ -4,14 +4,17 @@ partial_fit; passes scikit-learn's `check_estimator`).
 Constructor arguments are stored unchanged (scikit-learn's rule, so clone/get_params work);
 everything is validated in `fit` by the same schema as train.py's flags (`mlp.config`), so a bad
 value gives the same one-line message, as a ValueError. Names follow scikit-learn where it has
-one (`hidden_layer_sizes`, `early_stopping`, `validation_fraction`, `n_iter_no_change`,
-`loss_curve_`, `n_iter_`, `classes_`, `validation_scores_`, `best_validation_score_`) and
-train.py's otherwise (`epochs`, `optimizer`, `weight_init`, ...).
+one (`hidden_layer_sizes`, `learning_rate_init`, `max_iter` — epochs —, `random_state`,
+`early_stopping`, `validation_fraction`, `n_iter_no_change`, `loss_curve_`, `n_iter_`, `classes_`,
+`validation_scores_`, `best_validation_score_`) and train.py's otherwise (`optimizer`,
+`weight_init`, `beta1`, ...). The defaults are train.py's (its best validation configuration:
+5×128 ReLU, Xavier, nadam at 5e-4, batch 64, 10 epochs), read from the same schema.
 """
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from mlp import config as C
@@ -25,12 +28,14 @@ try:                                    # scikit-learn ≥ 1.6
 except ImportError:                     # pragma: no cover - older scikit-learn
     _validate_data = None
 
-# constructor argument -> the config parameter whose rules it follows
+# constructor argument -> the config parameter whose rules (and default) it follows
 _SCHEMA = {"activation": "activation", "weight_init": "weight_init", "loss": "loss", "optimizer": "optimizer",
-           "learning_rate": "learning_rate", "momentum": "momentum", "beta": "beta", "beta1": "beta1",
+           "learning_rate_init": "learning_rate", "momentum": "momentum", "beta": "beta", "beta1": "beta1",
            "beta2": "beta2", "epsilon": "epsilon", "weight_decay": "weight_decay", "dropout": "dropout",
-           "batch_norm": "batch_norm", "batch_size": "batch_size", "epochs": "epochs", "seed": "seed",
+           "batch_norm": "batch_norm", "batch_size": "batch_size", "max_iter": "epochs",
            "validation_fraction": "val_fraction", "n_iter_no_change": "early_stopping"}
+_D = C.DEFAULTS
+_HIDDEN = tuple(_D["hidden_sizes"] or [_D["hidden_size"]] * _D["num_layers"])
 
 
 _NO_Y = object()
@@ -60,17 +65,19 @@ def _check(X, y=_NO_Y, estimator=None, reset=True):
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):
-    def __init__(self, hidden_layer_sizes=(128,), activation="relu", weight_init="xavier",
-                 loss="cross_entropy", optimizer="adam", learning_rate=1e-3, momentum=0.9,
-                 beta=0.9, beta1=0.9, beta2=0.999, epsilon=1e-8, weight_decay=0.0, dropout=0.0,
-                 batch_norm=False, batch_size=32, epochs=10, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, seed=0, dtype="float32", verbose=False):
+    def __init__(self, hidden_layer_sizes=_HIDDEN, activation=_D["activation"], weight_init=_D["weight_init"],
+                 loss=_D["loss"], optimizer=_D["optimizer"], learning_rate_init=_D["learning_rate"],
+                 momentum=_D["momentum"], beta=_D["beta"], beta1=_D["beta1"], beta2=_D["beta2"],
+                 epsilon=_D["epsilon"], weight_decay=_D["weight_decay"], dropout=_D["dropout"],
+                 batch_norm=_D["batch_norm"], batch_size=_D["batch_size"], max_iter=_D["epochs"],
+                 early_stopping=False, validation_fraction=_D["val_fraction"], n_iter_no_change=10,
+                 random_state=_D["seed"], dtype="float32", verbose=False):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.weight_init = weight_init
         self.loss = loss
         self.optimizer = optimizer
-        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
         self.momentum = momentum
         self.beta = beta
         self.beta1 = beta1
@@ -80,18 +87,25 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.dropout = dropout
         self.batch_norm = batch_norm
         self.batch_size = batch_size
-        self.epochs = epochs
+        self.max_iter = max_iter
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
-        self.seed = seed
+        self.random_state = random_state
         self.dtype = dtype
         self.verbose = verbose
 
     # ---- validation and building ---------------------------------------------------------------
     def _settings(self):
         """The constructor arguments checked by the config schema (ValueError with one line)."""
-        values = {arg: C.parse_value(param, getattr(self, arg)) for arg, param in _SCHEMA.items()}
+        values = {}
+        for arg, param in _SCHEMA.items():
+            try:
+                values[arg] = C.parse_value(param, getattr(self, arg))
+            except ValueError as e:
+                raise ValueError(f"{arg}: {e}" if arg != param else str(e)) from None
+        values["seed"] = self._seed()
+        values["learning_rate"], values["epochs"] = values["learning_rate_init"], values["max_iter"]
         sizes = list(np.atleast_1d(self.hidden_layer_sizes))
         values["hidden_layer_sizes"] = C.parse_value("hidden_sizes", sizes) if sizes else []
         if not isinstance(self.early_stopping, (bool, np.bool_)):
@@ -100,6 +114,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if str(self.dtype) not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64; got {self.dtype!r}")
         return values
+
+    def _seed(self):
+        """`random_state` as train.py's seed: an integer is the seed itself (the same numbers as
+        `train.py --seed N`); None or a RandomState draws one, as scikit-learn's estimators do."""
+        rs = self.random_state
+        if isinstance(rs, (int, np.integer)) and not isinstance(rs, (bool, np.bool_)):
+            return C.parse_value("seed", int(rs))
+        if rs is None or isinstance(rs, np.random.RandomState):
+            return int(check_random_state(rs).randint(0, 2**31 - 1))
+        raise ValueError(f"random_state must be an integer, None or a numpy RandomState; got {rs!r}")
 
     def _build(self, n_features, n_classes, settings):
         sizes = [n_features, *settings["hidden_layer_sizes"], n_classes]
@@ -126,7 +150,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     # ---- scikit-learn API --------------------------------------------------------------------------
     def fit(self, X, y):
-        """Train from scratch for `epochs` epochs (with early_stopping: on a stratified
+        """Train from scratch for `max_iter` epochs (with early_stopping: on a stratified
         `validation_fraction` of X, stopping after `n_iter_no_change` epochs without
         improvement and keeping the best epoch's weights)."""
         settings = self._settings()

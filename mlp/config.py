@@ -251,7 +251,8 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
           choices=SPLITS),
     Param("data_dir", "str", None, "directory with the IDX files (else MLP_DATA_DIR, cache, Debian, download)",
           nullable=True, plumbing=True),
-    Param("wandb_mode", "choice", "auto", "auto = online only when W&B credentials exist, else offline; never prompts",
+    Param("wandb_mode", "choice", "auto", "auto = online when W&B has credentials and its server answers (through "
+          "the proxy wandb uses), else offline; never prompts",
           choices=WANDB_MODES, plumbing=True),
     Param("store", "str", None, "SQLite run store (else MLP_STORE, else ./mlp-runs.sqlite)", nullable=True,
           plumbing=True),

@@ -64,6 +64,40 @@ def train_parser(prog: str = "train.py") -> Parser:
     return p
 
 
+def _number(x) -> str:
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e12 else f"{x:g}"
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def flag_table(group: str) -> str:
+    """The Markdown table of train.py's flags of one group ("assignment" or "beyond"), from the
+    schema itself (what `--help` shows): the README's tables are this text, which the test that
+    keeps them so prints when they differ."""
+    rows = ["| flag | meaning | values | default |", "|---|---|---|---|"]
+    for param in C.PARAMS.values():
+        if param.group != group:
+            continue
+        flags = ", ".join(f"`{f}`" for f in ([param.short] if param.short else []) + [f"--{param.name}"])
+        if param.kind == "choice" and param.choice_names:
+            values = ", ".join(f"`{n}`" for n in param.choice_names)
+        elif param.kind == "bool":
+            values = "flag (`--x`, `--x=False`)"
+        else:
+            values = {"int": "integer", "float": "number", "str": "text", "int_list": "list of integers"}[param.kind]
+            bounds = [f"{'>' if param.low_open else '≥'} {_number(param.low)}" if param.low is not None else "",
+                      f"{'<' if param.high_open else '≤'} {_number(param.high)}" if param.high is not None else ""]
+            values = " ".join(filter(None, [values, ", ".join(filter(None, bounds))]))
+        default = param.default
+        if isinstance(default, list):
+            default = "[" + ", ".join(map(str, default)) + "]"
+        rows.append(f"| {flags} | {_cell(param.help)} | {_cell(values)} | "
+                    f"{'—' if default is None else f'`{default}`'} |")
+    return "\n".join(rows)
+
+
 def parse_train_args(argv, prog: str = "train.py") -> dict:
     """argv -> the complete config (see mlp.config.resolve): explicit flags over the preset
     (if --preset is given) over the defaults."""

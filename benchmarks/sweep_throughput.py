@@ -8,6 +8,12 @@ side by side, W&B offline.
     python benchmarks/sweep_throughput.py                       # 10 runs per mode, 2 rounds each
     python benchmarks/sweep_throughput.py --runs 10 --rounds 3 --out benchmarks/sweep_results.md
     python benchmarks/sweep_throughput.py --quick               # tests/data, 2 runs: smoke test only
+    python benchmarks/sweep_throughput.py --tests-data --runs 8 --modes warm --load 2   # under load
+
+`--load N` keeps N other processes busy for the whole measurement — each a single-threaded NumPy
+training loop, what `make test`'s two pytest workers put on a 2-core machine — so the fixed cost is
+measured as a loaded machine sees it, not only a quiet one. `--tests-data` runs 1-epoch runs on the
+committed subset (tests/data) instead of the full Fashion-MNIST.
 
 The runs: a fixed grid over the assignment's space (depth, width, optimizer, activation, batch
 size) with 2-5 epochs on the full Fashion-MNIST, one agent (`--jobs 1`). Each round runs the
@@ -40,7 +46,23 @@ GRID = {
     "num_layers": [3, 4, 5], "hidden_size": [32, 64, 128], "optimizer": ["nadam", "adam", "momentum", "rmsprop"],
     "activation": ["ReLU", "tanh"], "batch_size": [64, 128], "epochs": [2, 3, 4, 5],
 }
-TARGETS = {"fixed_cost_s": 0.2, "runs_per_hour_ratio": 1.6}
+TARGETS = {"fixed_cost_s": 0.2, "runs_per_hour_ratio": 1.6, "fixed_cost_under_load_s": 0.25}
+# one busy process of the load: a single-threaded training-like loop (matrix products and updates)
+LOAD = ("import numpy as np\n"
+        "rng = np.random.default_rng(0); w = rng.standard_normal((784, 256), dtype=np.float32)\n"
+        "x = rng.standard_normal((128, 784), dtype=np.float32)\n"
+        "while True:\n    h = np.maximum(x @ w, 0); w -= 1e-6 * (x.T @ h)\n")
+
+
+def start_load(n: int) -> list:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return [subprocess.Popen([sys.executable, "-c", LOAD], env=env) for _ in range(n)]
+
+
+def stop_load(procs: list) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
 
 
 def sweep_file(folder: Path, runs: int, quick: bool) -> Path:
@@ -82,42 +104,54 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tests-data", action="store_true", help="1-epoch runs on tests/data (not the full data)")
+    ap.add_argument("--modes", default="own,process,warm", help="comma-separated subset of own, process, warm")
+    ap.add_argument("--load", type=int, default=0, help="this many busy processes beside the agent")
     ap.add_argument("--out", help="also write the table (Markdown) here")
     args = ap.parse_args(argv)
     runs = 2 if args.quick else args.runs
     rounds = 1 if args.quick else args.rounds
-    modes = ("own", "process", "warm")
+    modes = tuple(m for m in ("own", "process", "warm") if m in args.modes.split(","))
     results = {mode: [] for mode in modes}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        sweep = sweep_file(folder, runs, args.quick)
-        for r in range(rounds):
-            for mode in (modes if r % 2 == 0 else modes[::-1]):
-                results[mode].append(one_round(mode, sweep, runs, folder))
-                print(f"round {r + 1} {mode}: {results[mode][-1]['wall']:.1f} s", file=sys.stderr, flush=True)
+    load = start_load(args.load)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            sweep = sweep_file(folder, runs, args.quick or args.tests_data)
+            for r in range(rounds):
+                for mode in (modes if r % 2 == 0 else modes[::-1]):
+                    results[mode].append(one_round(mode, sweep, runs, folder))
+                    print(f"round {r + 1} {mode}: {results[mode][-1]['wall']:.1f} s", file=sys.stderr, flush=True)
+    finally:
+        stop_load(load)
     rows = {}
     for mode, rs in results.items():
         fixed = [f for x in rs for f in x["fixed"]]
         rows[mode] = {"fixed": statistics.median(fixed), "training": statistics.median(t for x in rs for t in x["training"]),
                       "per_hour": statistics.median(runs * 3600 / x["wall"] for x in rs)}
-    assert all(results[m][0]["accuracy"] == results["warm"][0]["accuracy"] for m in modes), \
-        "the modes trained different numbers"
-    ratio = rows["warm"]["per_hour"] / rows["own"]["per_hour"]
-    ratio_shared = rows["warm"]["per_hour"] / rows["process"]["per_hour"]
+    first = results[modes[0]][0]["accuracy"]
+    assert all(results[m][0]["accuracy"] == first for m in modes), "the modes trained different numbers"
+    where = ("tests/data, 1 epoch" + (" — QUICK: smoke test only" if args.quick else "")
+             if args.quick or args.tests_data else "full Fashion-MNIST, 2-5 epochs")
     lines = [f"Offline sweep throughput, {datetime.date.today()}, {platform.node()} ({os.cpu_count()} cores), "
-             f"{runs} runs × {rounds} rounds per mode, alternated, W&B offline, one agent"
-             + (" — QUICK (tests/data, 1 epoch): smoke test only" if args.quick else ""), "",
+             f"{runs} runs × {rounds} rounds per mode, alternated, W&B offline, one agent, {where}"
+             + (f", with {args.load} busy processes beside it (make test's load)" if args.load else ", quiet"), "",
              "| mode | fixed cost per run (median) | training per run (median) | runs/hour |",
              "|---|---:|---:|---:|"]
     for mode, label in (("own", "a new Python and W&B service per run (as `wandb agent`)"),
                         ("process", "a new Python per run, shared W&B service (`--fresh_process`)"),
                         ("warm", "warm runs forked from the agent, shared W&B service (default)")):
-        r = rows[mode]
-        lines.append(f"| {label} | {r['fixed']:.2f} s | {r['training']:.2f} s | {r['per_hour']:.0f} |")
-    lines += ["", f"Warm runs / a process and service per run, runs per hour: **{ratio:.2f}×** (target ≥ "
-                  f"{TARGETS['runs_per_hour_ratio']}×); warm / `--fresh_process`: {ratio_shared:.2f}×; warm fixed cost "
-                  f"{rows['warm']['fixed']:.2f} s (target ≤ {TARGETS['fixed_cost_s']} s). All modes trained identical "
-                  f"numbers (checked)."]
+        if mode in rows:
+            r = rows[mode]
+            lines.append(f"| {label} | {r['fixed']:.2f} s | {r['training']:.2f} s | {r['per_hour']:.0f} |")
+    lines.append("")
+    if "own" in rows and "warm" in rows:
+        lines.append(f"Warm runs / a process and service per run, runs per hour: **{rows['warm']['per_hour'] / rows['own']['per_hour']:.2f}×** "
+                     f"(target ≥ {TARGETS['runs_per_hour_ratio']}×).")
+    if "warm" in rows:
+        target = TARGETS["fixed_cost_under_load_s"] if args.load else TARGETS["fixed_cost_s"]
+        lines.append(f"Warm fixed cost {rows['warm']['fixed']:.2f} s (target ≤ {target} s"
+                     + (" under load" if args.load else "") + "). All modes trained identical numbers (checked).")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -131,8 +131,15 @@ def test_the_torch_twin_is_the_same_network_and_step(values):
     loss = loss + 0.5 * config["weight_decay"] * sum((w * w).sum() for w in weights)
     opt.zero_grad()
     loss.backward()
+    grad = weights[0].grad.detach().numpy().T.copy()
     opt.step()
     step = net.train_pass(x, y)
     assert step.data_loss + step.l2 == pytest.approx(loss.item(), rel=1e-4)
     optimizer.step(net.params, step.grads, loss=step.data_loss + step.l2)
-    assert np.allclose(net.layers[0].params["W"], weights[0].detach().numpy().T, atol=1e-5)
+    ours, theirs = net.layers[0].params["W"], weights[0].detach().numpy().T
+    # Adam-like steps are ±lr·g/(|g|+ε): where |g| is float32 noise near ε (pixels that are 0 in
+    # every image of the batch) the two step by different fractions of lr, so those are compared
+    # within one step; every weight with a real gradient must match
+    real = np.abs(grad) > 1e-5
+    assert real.mean() > 0.5 and np.allclose(ours[real], theirs[real], atol=1e-5)
+    assert np.abs(ours - theirs).max() <= config["learning_rate"]

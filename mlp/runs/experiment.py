@@ -279,6 +279,8 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
           f"W&B {p.wandb_mode}", file=sys.stderr, flush=True)
     history, started = list(p.resume.fit.history) if p.resume else [], time.perf_counter()
     latest = [p.resume]          # the state at the end of the last epoch: what an interruption keeps
+    for row in history:          # a resumed run's epochs: all in the store (one cut short while logging too)
+        record.log(row)
     try:
         if p.wandb_mode != "disabled" and p.resume is None:
             first = [int(np.flatnonzero(p.data.y_train == c)[0]) for c in range(len(p.data.class_names))]

@@ -73,7 +73,7 @@ def fit(net, optimizer, train, val, options: FitOptions, on_epoch=None, on_step=
 
     on_epoch(row) is called after every epoch (trackers log there; it may raise to stop);
     on_step(step) after every optimizer step; on_checkpoint(FitState) at the end of every epoch,
-    after on_epoch. `state` (a FitState from on_checkpoint) continues an interrupted fit: the
+    before on_epoch (so an epoch the trackers saw is always one a checkpoint holds). `state` (a FitState from on_checkpoint) continues an interrupted fit: the
     remaining epochs then train exactly as they would have without the interruption, given the
     network, optimizer and averager restored to that epoch (and the same BLAS threads).
 
@@ -165,10 +165,10 @@ def _fit(net, optimizer, train, val, options, on_epoch, on_step, on_checkpoint, 
         history.append(row)
         if progress:
             print(format_row(row, o.epochs), file=sys.stderr, flush=True)
+        if on_checkpoint:      # first: an interruption while the epoch is being logged keeps it
+            on_checkpoint(FitState(epoch, global_step, copy.deepcopy(rng.bit_generator.state), list(history), best))
         if on_epoch:
             on_epoch(row)
-        if on_checkpoint:
-            on_checkpoint(FitState(epoch, global_step, copy.deepcopy(rng.bit_generator.state), list(history), best))
         stop = bool(o.patience and epoch - best[1] >= o.patience)
     if o.patience and best is not None:
         net.load_state_dict(best[2])       # the best epoch's (averaged) weights

@@ -1,0 +1,266 @@
+"""Bad input, walked systematically: every train.py flag with its edge values, every `mlp`
+subcommand with bad arguments, junk in the environment, outputs that cannot be written.
+
+The promise checked for every case: no traceback; either one line `error: …` with exit code 2 and
+nothing written (no store file, no W&B folder, no output file), or a run that ends in a final
+state recorded in the store (finished 0 or diverged 3) — never a row left `running`.
+Train cases run in-process on the committed subset (tests/data) with a tiny network, so the
+hundreds of cases take well under a minute.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mlp import config as C
+from mlp.cli import main as mlp_main
+from mlp.cli import train_main
+from helpers.paths import DATA
+from helpers.promises import check_promise, files_in
+
+TINY = ["--data_dir", str(DATA), "-e", "1", "-nhl", "1", "-sz", "8", "--wandb_mode", "disabled"]
+
+NUMBER_EDGES = ["0", "-1", "nan", "inf", "-inf", "1e308", "1e400", "abc", "", "1.5", "99999999999999999999", "0x10"]
+EDGES = {
+    "int": NUMBER_EDGES,
+    "float": NUMBER_EDGES,
+    "bool": ["maybe", "2", "", "yes", "False"],
+    "choice": ["", "nonexistent", "relu;rm -rf /", "ЯЯЯ", "x" * 1000],
+    "int_list": ["[]", "[0]", "[-1]", "[1e12]", "[a]", "[1,,2]", "[" + ",".join(["4"] * 2000) + "]", "[8, 4]"],
+    "str": ["", "\x01junk", "x" * 300],
+}
+# Flags whose values are paths or names: their own cases below (a value here would point the
+# run's files somewhere else, or is a W&B name with its own rule).
+OWN_CASES = {"store", "save_model", "summary_json", "data_dir", "wandb_entity", "wandb_project"}
+CASES = [(name, value) for name, p in C.PARAMS.items() if name not in OWN_CASES for value in EDGES[p.kind]]
+
+
+@pytest.mark.parametrize("name,value", CASES, ids=[f"{n}={v[:12]!r}" for n, v in CASES])
+def test_every_flag_with_its_edge_values(work, capsys, name, value):
+    before = files_in(work)
+    code = train_main([*TINY, f"--{name}", value])
+    out, err = capsys.readouterr()
+    check_promise(code, out, err, work, before)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--save_model", "{ro}/m.npz"], ["--summary_json", "{ro}/s.json"], ["--save_model", "{dir}"],
+    ["--summary_json", "{dir}"], ["--store", "{ro}/s.sqlite"], ["--store", "{dir}"],
+    ["--data_dir", "{missing}"], ["--data_dir", "{file}"], ["--wandb_project", "a/b"], ["--wandb_project", "x" * 300],
+    ["--wandb_entity", "who?"], ["--wandb_mode", "online"],
+], ids=lambda a: " ".join(a)[:40])
+def test_paths_and_names_that_cannot_work_are_refused_before_training(work, capsys, argv):
+    """Outputs are checked before training starts, so nothing is trained for nothing."""
+    ro = work / "readonly"
+    ro.mkdir()
+    ro.chmod(0o555)
+    mounted = False
+    if os.geteuid() == 0:       # root ignores permissions; a read-only filesystem stops root too
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                                 capture_output=True).returncode == 0
+    (work / "afile").write_text("x")
+    (work / "adir").mkdir()
+    argv = [a.format(ro=ro, dir=work / "adir", missing=work / "nowhere", file=work / "afile") for a in argv]
+    before = files_in(work)
+    try:
+        if os.geteuid() == 0 and not mounted and any(str(ro) in a for a in argv):
+            pytest.skip("running as root without mount permission: no folder is read-only for root here")
+        code = train_main([*TINY, *argv])
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(ro)], capture_output=True)
+        ro.chmod(0o755)
+    out, err = capsys.readouterr()
+    assert code == 2, (argv, out, err)
+    check_promise(code, out, err, work, before)
+
+
+def test_epochs_zero_is_bad_input_not_a_finished_run(work, capsys):
+    before = files_in(work)
+    assert train_main([*TINY, "-e", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert "epochs" in err
+    check_promise(2, out, err, work, before)
+
+
+def test_a_network_that_cannot_fit_in_memory_is_refused_with_an_estimate(work, capsys):
+    before = files_in(work)
+    for argv in (["-sz", "100000000", "-nhl", "3"], ["--hidden_sizes", "[50000000, 50000000]"]):
+        assert train_main([*TINY[:4], "--wandb_mode", "disabled", *argv]) == 2
+        out, err = capsys.readouterr()
+        assert "GiB" in err and "needs about" in err, err
+        check_promise(2, out, err, work, before)
+
+
+def _subset_without_class(folder, missing_class=3):
+    """A copy of the subset whose training labels never show one class (and a manifest for it)."""
+    import gzip
+    import hashlib
+    from mlp.runs.data import encode_idx, read_idx
+    out = folder / "fashion_mnist"
+    out.mkdir(parents=True)
+    src = DATA / "fashion_mnist"
+    images, labels = read_idx(src / "train-images-idx3-ubyte.gz"), read_idx(src / "train-labels-idx1-ubyte.gz")
+    keep = labels != missing_class
+    files = {"train-images-idx3-ubyte": encode_idx(images[keep]), "train-labels-idx1-ubyte": encode_idx(labels[keep]),
+             "t10k-images-idx3-ubyte": gzip.decompress((src / "t10k-images-idx3-ubyte.gz").read_bytes()),
+             "t10k-labels-idx1-ubyte": gzip.decompress((src / "t10k-labels-idx1-ubyte.gz").read_bytes())}
+    lines = []
+    for name, raw in files.items():
+        (out / name).write_bytes(raw)
+        lines.append(f"{hashlib.sha256(raw).hexdigest()}  {name}")
+    (out / "checksums.sha256").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_a_training_split_that_lacks_a_class_is_refused(work, capsys):
+    data = _subset_without_class(work / "data")
+    before = files_in(work)
+    assert train_main(["--data_dir", str(data), "-e", "1", "--wandb_mode", "disabled"]) == 2
+    out, err = capsys.readouterr()
+    assert "no image of class Dress" in err, err
+    check_promise(2, out, err, work, before)
+
+
+# ---- the environment ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env,fragment", [
+    ({"WANDB_RUN_ID": "../../etc"}, "WANDB_RUN_ID"),
+    ({"WANDB_RUN_ID": "x" * 100}, "WANDB_RUN_ID"),
+    ({"WANDB_SWEEP_ID": "a b"}, "WANDB_SWEEP_ID"),
+    ({"WANDB_SWEEP_PARAM_PATH": "{missing}"}, "cannot read"),
+    ({"WANDB_SWEEP_PARAM_PATH": "{binary}"}, "not a YAML"),
+    ({"WANDB_SWEEP_PARAM_PATH": "{list}"}, "mapping"),
+    ({"WANDB_SWEEP_PARAM_PATH": "{badvalue}"}, "learning_rate"),
+    ({"WANDB_SWEEP_PARAM_PATH": "{unknown}"}, "colour"),
+    ({"WANDB_MODE": "sometimes"}, "WANDB_MODE"),
+    ({"MLP_STORE_TIMEOUT": "soon"}, "MLP_STORE_TIMEOUT"),
+    ({"MLP_STORE_TIMEOUT": "-5"}, "MLP_STORE_TIMEOUT"),
+], ids=lambda v: str(v)[:40])
+def test_junk_in_the_environment_is_one_line_and_writes_nothing(work, capsys, monkeypatch, env, fragment):
+    (work / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (work / "list.yaml").write_text("- 1\n- 2\n")
+    (work / "badvalue.yaml").write_text("learning_rate: {value: -1}\n")
+    (work / "unknown.yaml").write_text("colour: {value: red}\n")
+    before = files_in(work)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.format(missing=work / "nope.yaml", binary=work / "binary.yaml",
+                                             list=work / "list.yaml", badvalue=work / "badvalue.yaml",
+                                             unknown=work / "unknown.yaml"))
+    code = train_main(TINY)
+    out, err = capsys.readouterr()
+    assert code == 2 and fragment in err, (code, err)
+    check_promise(code, out, err, work, before)
+
+
+# ---- mlp subcommands ---------------------------------------------------------------------------------
+
+def _store(work):
+    from mlp.runs.store import Store
+    with Store(work / "s.sqlite") as store:
+        sweep = store.create_sweep({"method": "grid", "parameters": {"epochs": {"value": 1}}}, "", name="x")
+    return sweep
+
+
+SUBCOMMAND_CASES = [
+    ["fly"], ["sweep"], ["sweep", "{missing}"], ["sweep", "/dev/zero"], ["sweep", "{dir}"], ["sweep", "{binary}"],
+    ["sweep", "{bomb}"], ["sweep", "{scalar}"], ["sweep", "{plumbing}"], ["sweep", "{negbatch}"],
+    ["sweep", "{hyperband}"], ["sweep", "{outside}"], ["sweep", "{normal}"], ["sweep", "{intuniform_float}"],
+    ["sweep", "{good}", "--count", "0"], ["sweep", "{good}", "--jobs", "-1"], ["sweep", "{good}", "--seed", "-3"],
+    ["sweep", "{good}", "--count", "nan"],
+    ["agent"], ["agent", "nosuchid"], ["agent", "{sweep}", "--count", "0"], ["agent", "{sweep}", "--count", "1e400"],
+    ["runs"], ["runs", "nosuchid"], ["runs", "{sweep}", "--json", "--colour"],
+    ["sweeps", "--store", "{dir}"], ["sweeps", "--store", "{textfile}"],
+    ["report", "nosuchid"], ["report", "{sweep}"], ["report", "{sweep}", "--out", "{textfile}"],
+    ["rerun", "nosuchid"], ["rerun", "{sweep}", "--top", "0"], ["rerun", "{sweep}", "--dataset", "cifar"],
+    ["rerun", "{sweep}"],
+    ["sync", "nosuchid"], ["sync", "{sweep}"],
+    ["evaluate"], ["evaluate", "{missing}"], ["evaluate", "{textfile}"], ["evaluate", "{dir}"],
+    ["evaluate", "{textfile}", "-d", "svhn"],
+]
+
+
+@pytest.mark.parametrize("argv", SUBCOMMAND_CASES, ids=lambda a: " ".join(a)[:40])
+def test_every_subcommand_with_bad_arguments(work, capsys, argv):
+    sweep = _store(work)
+    (work / "textfile").write_text("not a store\n" * 10)
+    (work / "dir").mkdir()
+    (work / "binary.yaml").write_bytes(b"\xff\xfe" * 100)
+    (work / "bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+        + "method: grid\nparameters: {epochs: {values: *i}}\n")
+    sweeps = {
+        "scalar": "method: grid\nparameters: {epochs: 5}\n",
+        "plumbing": "method: grid\nparameters: {store: {value: other.sqlite}}\n",
+        "negbatch": "method: random\nparameters: {batch_size: {distribution: int_uniform, min: -5, max: 10}}\n",
+        "hyperband": "method: random\nmetric: {name: val_accuracy, goal: maximize}\nearly_terminate: {type: hyperband, "
+                     "min_iter: 2, eta: 1}\nparameters: {epochs: {values: [1, 2]}}\n",
+        "outside": "program: ../train.py\nmethod: grid\nparameters: {epochs: {value: 1}}\n",
+        "normal": "method: random\nparameters: {learning_rate: {distribution: normal, mu: 0.001, sigma: 0.01}}\n",
+        "intuniform_float": "method: random\nparameters: {epochs: {distribution: uniform, min: 1, max: 3.5}}\n",
+        "good": "method: grid\nparameters: {epochs: {value: 1}}\n",
+    }
+    for name, text in sweeps.items():
+        (work / f"{name}.yaml").write_text(text)
+    (work / "train.py").write_text("")      # the program the good sweep names
+    names = {"missing": work / "nope", "dir": work / "dir", "textfile": work / "textfile", "sweep": sweep,
+             "binary": work / "binary.yaml", "bomb": work / "bomb.yaml",
+             **{name: work / f"{name}.yaml" for name in sweeps}}
+    argv = [a.format(**names) for a in argv]
+    before = files_in(work)
+    code = mlp_main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, (argv, code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out + err, err
+    assert files_in(work) == before
+
+
+# ---- crafted model files ------------------------------------------------------------------------------
+
+def _npz(path, meta, **arrays):
+    np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: _npz(d / "m.npz", {"format": "mlp-sweeps", "version": 1, "config": {"layer_sizes": [784, 10],
+                                                                                  "bogus_key": 1}}),
+    lambda d: _npz(d / "m.npz", {"format": "mlp-sweeps", "version": 1, "config": {"layer_sizes": "lots"}}),
+    lambda d: _npz(d / "m.npz", {"format": "mlp-sweeps", "version": 1,
+                                 "config": {"layer_sizes": [784, 10 ** 9, 10]}}),
+    lambda d: _npz(d / "m.npz", {"format": "mlp-sweeps", "version": 1, "config": {"layer_sizes": [784, 10]}},
+                   param_0=np.array(["a"] * 7840).reshape(784, 10), param_1=np.zeros(10)),
+    lambda d: _npz(d / "m.npz", {"format": "mlp-sweeps", "version": 99, "config": {}}),
+    lambda d: _npz(d / "m.npz", ["not", "a", "dict"]),
+], ids=["unknown key", "wrong type", "absurd size", "string weights", "future version", "meta not a mapping"])
+def test_crafted_model_files_are_one_line_errors(work, capsys, make):
+    path = make(work)
+    code = mlp_main(["evaluate", str(path), "--data_dir", str(DATA)])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in out + err
+
+
+def test_an_npy_header_declaring_a_terabyte_is_refused_without_allocating(work, capsys):
+    """The member's header says (10**6, 10**6) float64; the loader must not try to allocate it."""
+    import zipfile
+    path = _npz(work / "m.npz", {"format": "mlp-sweeps", "version": 1, "config": {"layer_sizes": [784, 10]}},
+                param_1=np.zeros(10, np.float32))
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1)))
+    header["shape"] = (10 ** 6, 10 ** 6)
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("param_0.npy", buf.getvalue() + b"\0" * 64)
+    code = subprocess.run([sys.executable, "-c", "import resource, sys; "
+                           "resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30)); "
+                           "from mlp.cli import main; sys.exit(main(sys.argv[1:]))",
+                           "evaluate", str(path), "--data_dir", str(DATA)],
+                          capture_output=True, text=True, timeout=120)
+    assert code.returncode == 2 and code.stderr.startswith("error: "), code.stderr
+    assert "Traceback" not in code.stderr

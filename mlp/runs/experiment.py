@@ -197,7 +197,9 @@ def resumption(config, context: RunContext):
         return config, context, None
     if asked and not os.path.exists(store_path):
         raise UsageError(f"--resume {run_id}: store {store_path} does not exist; pass the --store the run ran with")
-    with Store(store_path, create=False) as store:
+    # a launcher's run may open the store while a sibling run is still creating it: create=True
+    # then waits for (or does) the creation instead of calling the half-made file "empty"
+    with Store(store_path, create=not asked) as store:
         row = store.find_run(run_id)
     path = checkpoint_path_for(store_path, run_id)
     why = ("is not in store " + store_path if row is None else

@@ -24,7 +24,7 @@ from typing import Callable
 from mlp import config as C
 from mlp.errors import UsageError
 from mlp.runs import results as R
-from mlp.runs.store import FINAL_STATES, Store, model_path_for
+from mlp.runs.store import FINAL_STATES, Store, StoreError, model_path_for
 from mlp.runs.tracking import CONFUSION_COUNTS
 from mlp.runs.wandb_api import (SweepPath, WandbUnreachable, base_url, connect, proposed_params, run_state,
                                 summary_values, sweep_url)
@@ -188,6 +188,8 @@ def _known(store, ref: str) -> bool:
 def _by_id(store, ref: str) -> dict:
     try:
         return store.get_sweep(ref)
+    except StoreError:          # a damaged store says so itself; it is not an unknown sweep
+        raise
     except UsageError as unknown:
         synced = store.find_wandb_sweeps(ref)
         if len(synced) == 1:

@@ -16,6 +16,7 @@ import pytest
 from mlp.errors import UsageError
 from mlp.runs.store import (APPLICATION_ID, RUN_STATES, SCHEMA_VERSION, Store, decode_json,
                        default_store_path, encode_json)
+from mlp.runs.store.records import MAX_JSON_DEPTH, parse_json
 
 SWEEP_YAML = "method: grid\nmetric: {name: val_accuracy, goal: maximize}\n"
 SWEEP_CONFIG = {"method": "grid", "metric": {"name": "val_accuracy", "goal": "maximize"},
@@ -380,6 +381,34 @@ def test_create_false_on_empty_file(tmp_path):
     with pytest.raises(UsageError, match="empty database"):
         Store(path, create=False)
     assert path.read_bytes() == b""
+
+
+def test_json_read_back_is_strict_and_total():
+    """What the store reads back is JSON text nested at most MAX_JSON_DEPTH deep, or a ValueError
+    saying what it is — never a RecursionError, whatever the nesting."""
+    def nested(depth):
+        return "[" * depth + "]" * depth
+
+    deepest = parse_json(nested(MAX_JSON_DEPTH))
+    for _ in range(MAX_JSON_DEPTH - 1):
+        (deepest,) = deepest
+    assert deepest == [] and math.isnan(parse_json('{"a": ["NaN"]}')["a"][0])
+    for text, said in ((nested(MAX_JSON_DEPTH + 1), "nested more than"), (nested(100_000), "nested more than"),
+                       ("{", "is not valid JSON"), ("1" * 5000, "is not valid JSON"), (b"{}", "a 2-byte BLOB"),
+                       (None, "is NULL, not JSON text")):
+        with pytest.raises(ValueError, match=said):
+            parse_json(text)
+    assert decode_json(None, {}) == {} and decode_json("", 5) == 5      # empty still gives the default
+
+
+def test_a_new_store_behind_a_dangling_link_is_made_where_the_link_points(tmp_path):
+    link = tmp_path / "s.sqlite"
+    link.symlink_to(tmp_path / "data" / "runs.sqlite")
+    with Store(link) as store:
+        sweep_id = store.create_sweep(SWEEP_CONFIG, SWEEP_YAML)
+    assert link.is_symlink() and (tmp_path / "data" / "runs.sqlite").is_file()
+    with Store(link, create=False) as store:
+        assert store.get_sweep(sweep_id)["config"] == SWEEP_CONFIG
 
 
 # ----------------------------------------------------------------------------- claiming

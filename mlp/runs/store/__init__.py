@@ -15,9 +15,14 @@
 
 Returned rows are plain dicts: JSON columns are decoded (``config``, ``summary``, ``params``,
 ``extra``; ``{}`` when empty), timestamps are float seconds since the epoch (``time.time()``), or
-``None`` when unset. A sweep's ``wandb_path`` (``ENTITY/PROJECT/SWEEP_ID``) is its address in W&B:
-where a W&B sweep lives, or what W&B sweep a local sweep was synced as (`mlp sync`), so it is never
-created twice. Older stores (schema v1 to v4) are migrated in place when first opened.
+``None`` when unset. Every value read is checked against what its column holds (schema.py: a JSON
+object where a dict is expected, numbers where numbers, nesting at most 64 deep), and every open
+checks the path (a regular file or none), the tables and columns and the tables' first pages
+(connection.py): a damaged store is one `StoreError` naming the store, the table, column and row.
+
+A sweep's ``wandb_path`` (``ENTITY/PROJECT/SWEEP_ID``) is its address in W&B: where a W&B sweep
+lives, or what W&B sweep a local sweep was synced as (`mlp sync`), so it is never created twice.
+Older stores (schema v1 to v4) are migrated in place when first opened.
 """
 from mlp.runs.store.baselines import Baselines
 from mlp.runs.store.connection import BUSY_TIMEOUT_S, Connection, StoreBusy, StoreError, busy_timeout

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mlp.runs.store.records import decode_json, encode_json
-from mlp.runs.store.schema import _BASELINE_COLUMNS, BASELINE_FIELDS
+from mlp.runs.store.records import encode_json
+from mlp.runs.store.schema import _BASELINE_SELECT, BASELINE_FIELDS, _baseline_dict
 
 __all__ = ["Baselines"]
 
@@ -41,13 +41,7 @@ class Baselines:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = ("SELECT " + ", ".join(_BASELINE_COLUMNS) + " FROM baselines"
+        sql = (_BASELINE_SELECT
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at, rowid")
         with self._read() as db:
-            rows = db.execute(sql, params).fetchall()
-        out = []
-        for row in rows:
-            item = {k: row[k] for k in _BASELINE_COLUMNS if k != "settings_json"}
-            item["settings"] = decode_json(row["settings_json"], {})
-            out.append(item)
-        return out
+            return [_baseline_dict(row) for row in db.execute(sql, params).fetchall()]

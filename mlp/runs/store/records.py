@@ -8,6 +8,11 @@ loss is NaN. The store writes ``float('nan')``, ``inf`` and ``-inf`` as the JSON
 ``json_extract`` and other tools can read) and decodes exactly those three strings back to floats.
 Consequence: a config value that genuinely is the string ``"NaN"`` comes back as a float NaN.
 Tuples come back as lists; NumPy scalars and arrays are stored as their ``.tolist()`` value.
+
+Reading back is strict (a store can be damaged: edited by hand, written by another program, hit by
+a failing disk): `parse_json` takes only JSON text nested at most `MAX_JSON_DEPTH` deep and says in
+one line what is wrong otherwise, and a value that is not what its column holds is a `DamagedRow`
+(table, column, row), which the connection reports as a `StoreError` naming the store.
 """
 from __future__ import annotations
 
@@ -22,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DEFAULT_STORE", "default_store_path", "model_path_for", "checkpoint_path_for", "Retry", "RerunPlan",
-           "new_id", "encode_json", "decode_json"]
+           "new_id", "encode_json", "decode_json", "parse_json", "describe_value", "DamagedRow", "MAX_JSON_DEPTH"]
 
 DEFAULT_STORE = "mlp-runs.sqlite"
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 8
+MAX_JSON_DEPTH = 64          # nesting of a stored JSON value; what the store writes stays under 10
 
 
 def default_store_path() -> str:
@@ -120,13 +126,18 @@ def _to_jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot store a {type(obj).__name__} as JSON: {obj!r}")
 
 
-def _from_jsonable(obj: Any) -> Any:
+_PLAIN = (int, float, bool, type(None))      # what json.loads gives that comes back as it is
+
+
+def _from_jsonable(obj: Any, depth: int = MAX_JSON_DEPTH) -> Any:
     if isinstance(obj, str):
         return _NONFINITE_IN.get(obj, obj)
-    if isinstance(obj, dict):
-        return {k: _from_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_from_jsonable(v) for v in obj]
+    if isinstance(obj, (dict, list)):
+        if depth <= 0:
+            raise ValueError(f"is JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(obj, dict):
+            return {k: v if type(v) in _PLAIN else _from_jsonable(v, depth - 1) for k, v in obj.items()}
+        return [v if type(v) in _PLAIN else _from_jsonable(v, depth - 1) for v in obj]
     return obj
 
 
@@ -139,10 +150,58 @@ def encode_json(obj: Any, indent: int | None = None) -> str:
 
 
 def decode_json(text: str | None, default: Any = None) -> Any:
-    """Inverse of :func:`encode_json`; ``None``/empty text gives ``default``."""
+    """Inverse of :func:`encode_json`; ``None``/empty text gives ``default``; anything else that is
+    not JSON text (see `parse_json`) raises ValueError."""
     if not text:
         return default
-    return _from_jsonable(json.loads(text))
+    return parse_json(text)
+
+
+def parse_json(text: Any) -> Any:
+    """The value of JSON text read from the store, NaN/inf restored (the inverse of `encode_json`).
+    ValueError, its message saying what is wrong (e.g. "is not valid JSON (Expecting value: line 1
+    column 1 (char 0))"), unless `text` is a string of JSON nested at most MAX_JSON_DEPTH deep:
+    deeper nesting would exhaust the recursion of everything that walks the value later."""
+    if not isinstance(text, str):
+        raise ValueError(f"is {describe_value(text)}, not JSON text")
+    try:
+        value = json.loads(text)
+    except RecursionError:          # json's own limit (about 1000 levels)
+        raise ValueError(f"is JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as e:         # json.JSONDecodeError, an integer of over 4300 digits
+        raise ValueError(f"is not valid JSON ({_one_line(e)[:120]})") from None
+    return _from_jsonable(value)
+
+
+def describe_value(value: Any) -> str:
+    """A value read from SQLite or decoded from JSON, for a message: its kind and (short) content."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"a {len(value)}-byte BLOB"
+    if isinstance(value, bool):
+        return f"the JSON boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        shown = repr(value)
+        return f"the number {shown if len(shown) <= 40 else shown[:37] + '...'}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the text {shown!r}"
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON list"
+    return f"a {type(value).__name__}"
+
+
+class DamagedRow(ValueError):
+    """A value read from the store is not what its column holds: ``table``, ``column``, the row
+    (``where``, e.g. "run 'ab12cd34'") and what is wrong. The connection turns it into a
+    `StoreError` that names the store and what to do."""
+
+    def __init__(self, table: str, column: str, where: str, problem: str):
+        self.table, self.column, self.where, self.problem = table, column, where, problem
+        super().__init__(f"{table}.{column} of {where} {problem}")
 
 
 def _one_line(text: Any) -> str | None:

@@ -8,16 +8,18 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
-from mlp.runs.store.records import RerunPlan, Retry, _one_line, decode_json, encode_json
-from mlp.runs.store.schema import (_RUN_SELECT, _RUN_UPDATABLE, _SWEEP_SELECT, _SWEEP_UPDATABLE, FINAL_STATES,
-                                   ORIGINS, RUN_STATES, SWEEP_STATES, _assignments, _check_state, _run_dict,
-                                   _sweep_dict)
+from mlp.runs.store.records import RerunPlan, Retry, _one_line, encode_json
+from mlp.runs.store.schema import (_HISTORY_SELECT, _RUN_SELECT, _RUN_UPDATABLE, _SWEEP_SELECT, _SWEEP_UPDATABLE,
+                                   FINAL_STATES, ORIGINS, RUN_STATES, SWEEP_STATES, _assignments, _check_state,
+                                   _history_row, _run_dict, _sweep_dict)
 
 __all__ = ["SweepsAndRuns"]
 
 
 class SweepsAndRuns:
-    """The sweeps and runs tables (a part of `Store`; the transactions are Connection's)."""
+    """The sweeps and runs tables (a part of `Store`; the transactions are Connection's). Rows become
+    dicts inside the read (or write) they come from, so a damaged value is reported as a StoreError
+    naming the store (Connection._sqlite_errors)."""
 
     # ---------------------------------------------------------------- sweeps
     def create_sweep(self, config: dict, config_yaml: str, name: str | None = None,
@@ -72,14 +74,14 @@ class SweepsAndRuns:
             if row is None:
                 raise self._unknown_sweep(sweep_id)
             counts = self._run_counts(db, sweep_id).get(sweep_id)
-        return self._with_counts(_sweep_dict(row), counts)
+            return self._with_counts(_sweep_dict(row), counts)
 
     def list_sweeps(self) -> list[dict]:
         """All sweeps, oldest first, each with ``run_counts`` per state and ``n_runs``."""
         with self._read() as db:
             rows = db.execute(_SWEEP_SELECT + " ORDER BY rowid").fetchall()
             counts = self._run_counts(db)
-        return [self._with_counts(_sweep_dict(r), counts.get(r["id"])) for r in rows]
+            return [self._with_counts(_sweep_dict(r), counts.get(r["id"])) for r in rows]
 
     def set_sweep_state(self, sweep_id: str, state: str) -> None:
         self.update_sweep(sweep_id, state=state)
@@ -152,7 +154,7 @@ class SweepsAndRuns:
         """The run, or None if the store has no run of that id."""
         with self._read() as db:
             row = db.execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
-        return None if row is None else _run_dict(row)
+            return None if row is None else _run_dict(row)
 
     def claim_run(self, sweep_id: str,
                   propose: Callable[[list[dict]], dict | None]) -> dict | None:
@@ -181,7 +183,7 @@ class SweepsAndRuns:
             run_id = self._new_run(db, config, sweep_id, None, "pending", os.getpid(), None,
                                    extra, params=config)
             row = db.execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
-        return _run_dict(row)
+            return _run_dict(row)
 
     def start_run(self, run_id: str, pid: int | None = None,
                   wandb_dir: str | None = None) -> None:
@@ -260,9 +262,9 @@ class SweepsAndRuns:
     def get_run(self, run_id: str) -> dict:
         with self._read() as db:
             row = db.execute(_RUN_SELECT + " WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
-            raise self._unknown_run(run_id)
-        return _run_dict(row)
+            if row is None:
+                raise self._unknown_run(run_id)
+            return _run_dict(row)
 
     def list_runs(self, sweep_id: str | None = None, state: str | None = None) -> list[dict]:
         """Runs in creation order: all of them, or one sweep's (UsageError if unknown);
@@ -279,13 +281,12 @@ class SweepsAndRuns:
             if sweep_id is not None:
                 self._require_sweep(db, sweep_id)
             rows = db.execute(sql, params).fetchall()
-        return [_run_dict(r) for r in rows]
+            return [_run_dict(r) for r in rows]
 
     def history(self, run_id: str) -> list[dict]:
         """The run's per-epoch rows, ``{"epoch": e, **metrics}``, in epoch order."""
         with self._read() as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 raise self._unknown_run(run_id)
-            rows = db.execute("SELECT epoch, metrics_json FROM history WHERE run_id = ? "
-                              "ORDER BY epoch", (run_id,)).fetchall()
-        return [{"epoch": r["epoch"], **decode_json(r["metrics_json"], {})} for r in rows]
+            rows = db.execute(_HISTORY_SELECT + " WHERE run_id = ? ORDER BY epoch", (run_id,)).fetchall()
+            return [_history_row(run_id, r) for r in rows]

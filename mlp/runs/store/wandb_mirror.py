@@ -8,8 +8,9 @@ import os
 import time
 
 from mlp.errors import UsageError
-from mlp.runs.store.records import decode_json, encode_json
-from mlp.runs.store.schema import _SWEEP_SELECT, FINAL_STATES, SWEEP_STATES, _check_state, _sweep_dict
+from mlp.runs.store.records import encode_json
+from mlp.runs.store.schema import (_SWEEP_SELECT, FINAL_STATES, ORIGINS, SWEEP_STATES, _check_state, _one_of,
+                                   _sweep_column, _sweep_config, _sweep_dict, _text)
 
 __all__ = ["WandbMirror"]
 
@@ -22,7 +23,8 @@ class WandbMirror:
         rows = db.execute(_SWEEP_SELECT + " WHERE wandb_path IS NOT NULL ORDER BY rowid").fetchall()
         found = []
         for row in rows:
-            e, p, i = (row["wandb_path"].split("/") + [None, None, None])[:3]
+            wandb_path = _sweep_column(row["id"], "wandb_path", row["wandb_path"], _text)
+            e, p, i = (wandb_path.split("/") + [None, None, None])[:3]
             if i == wandb_id and (entity is None or e == entity) and (project is None or p == project):
                 found.append(_sweep_dict(row))
         return found
@@ -43,10 +45,10 @@ class WandbMirror:
         if len(synced) == 1:                       # `wandb agent` continuing a sweep `mlp sync` uploaded
             return synced[0]["id"]
         row = db.execute("SELECT origin, config_json FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
-        if row is not None and row["origin"] != "wandb":
+        if row is not None and _sweep_column(sweep_id, "origin", row["origin"], _one_of(ORIGINS)) != "wandb":
             raise UsageError(f"WANDB_SWEEP_ID={sweep_id} is a local sweep id in {self.path}; a run of `mlp agent` "
                              f"does not set it — unset it")
-        config = decode_json(row["config_json"], {}) if row is not None else {
+        config = _sweep_column(sweep_id, "config_json", row["config_json"], _sweep_config) if row is not None else {
             "method": "unknown", "parameters": {},
             "metric": {"name": "val_r2" if params.get("task") == "autoencoder" else "val_accuracy", "goal": "maximize"},
             "description": "a W&B sweep seen through the runs `wandb agent` launched here"}

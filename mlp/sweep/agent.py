@@ -8,9 +8,18 @@ id (the row carries its sweep and proposed parameters) and keeps its model besid
 (`mlp.runs.store.model_path_for`) — nothing else passes between agent and run. Hyperband
 (`sweeps.stop_runs`) is checked as epochs arrive and stops a run with SIGINT; the stop is recorded
 in the run's `stopped_by` column.
+
+A sweep's config is validated again when an agent takes it from the store (with the same rules as
+a sweep file, `validate_sweep_config`, and this machine's memory): a row written by another
+version or edited by hand is one line naming the store and the sweep, not a traceback mid-search.
+A run whose process cannot be started (its command expands to nothing, the program cannot be
+executed, its parameter file cannot be written) is recorded failed with the reason, never left
+pending. Exit codes: 0 when the agent's work is done, 1 when its runs fail before their first
+epoch — three in a row (a crash loop), or every run it ran —, 130 on Ctrl-C.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -26,7 +35,7 @@ from mlp.runs import interrupts
 from mlp.runs.store import Retry
 from mlp.runs.wandb_api import SweepPath
 from mlp.sweep.engine import DEFAULT_COMMAND, build_command, fixed_list, propose, runs_to_stop
-from mlp.sweep.files import check_program, load_sweep_file, objective
+from mlp.sweep.files import check_program, load_sweep_file, objective, validate_sweep_config
 from mlp.sweep.wandb_service import SharedService
 from mlp.sweep.warm import can_fork
 
@@ -40,7 +49,8 @@ CRASH_LOOP = 3               # this many runs in a row failing before any epoch 
 
 def prepare_sweep(path, workdir=None):
     """Validate a sweep file for this folder before anything is written: (config, text, workdir)."""
-    config, text = load_sweep_file(path)
+    config, text = load_sweep_file(path, machine_memory=True)
+    _VALIDATED.add(_config_key(config))
     workdir = Path(workdir or os.getcwd()).resolve()
     check_program(config, workdir, path)
     return config, text, workdir
@@ -73,6 +83,7 @@ class Agent:
         if sweep["origin"] != "local":
             raise UsageError(f"sweep {sweep_id} is a W&B sweep: run it with `wandb agent {sweep['wandb_path']}` "
                              f"(mlp agent runs the sweeps that `mlp sweep` and `mlp rerun` create)")
+        _validate_stored(self.config, f"sweep {sweep_id} in store {store.path}")
         plan = sweep["rerun"]
         self.planned = len(plan.configs) if plan else None      # runs a rerun sweep has at most
         search = fixed_list(plan.configs) if plan else (
@@ -113,6 +124,7 @@ class Agent:
         runs = [n for n in (self.count, self.planned) if n is not None]
         self.service.start(min(runs) if runs else None)
         done = failures_in_a_row = 0
+        last = None
         try:
             while self.count is None or done < self.count:
                 self.child = None
@@ -123,12 +135,13 @@ class Agent:
                     break
                 done += 1
                 final = self.execute(run, done)
+                last = run["id"]
                 self.service.released()
                 no_epoch = final["state"] in ("failed", "crashed") and not self.store.history(run["id"])
                 failures_in_a_row = failures_in_a_row + 1 if no_epoch else 0
                 if failures_in_a_row >= CRASH_LOOP:
                     self.out(f"error: {CRASH_LOOP} runs in a row failed before their first epoch; "
-                             f"see {self.logs}/{run['id']}.log and fix the sweep or the program")
+                             f"see {self.logs}/{last}.log and fix the sweep or the program")
                     return 1
             else:   # --count reached: the last run may also have been the search's last
                 if self.proposer(self.store.list_runs(self.sweep_id)) is None:
@@ -137,6 +150,11 @@ class Agent:
             self._record_unstarted()
             self.out("interrupted: the run in flight is recorded as killed")
             return 130
+        if done and failures_in_a_row == done:    # fewer than CRASH_LOOP runs, and not one of them trained
+            self.out(f"error: {'the run' if done == 1 else f'all {done} runs'} of this agent failed before "
+                     f"{'its' if done == 1 else 'their'} first epoch; see {self.logs}/{last}.log and fix the sweep "
+                     f"or the program")
+            return 1
         return 0
 
     def _finish_sweep_if_over(self):
@@ -196,14 +214,21 @@ class Agent:
             self.store.finish_run(run["id"], "killed", exit_code=130, error="interrupted before it started")
 
     def execute(self, run, number):
-        """Run one claimed run to its end; its row is final afterwards."""
+        """Run one claimed run to its end; its row is final afterwards (a run that cannot be
+        started is failed, exit code 127, with the reason)."""
         run_id, params = run["id"], run["params"]
-        self.logs.mkdir(parents=True, exist_ok=True)
-        argv = self.command(params, run_id)
         total = f"/{self.count}" if self.count else ""
         self.out(f"[{number}{total}] run {run_id}: " + " ".join(f"{k}={v}" for k, v in params.items()))
         started = time.monotonic()
-        with open(self.logs / f"{run_id}.log", "w") as log:
+        try:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            argv = self.command(params, run_id)
+            if not argv or not argv[0]:
+                raise ValueError(f"the sweep's command {self.config.get('command')!r} expands to no program")
+            log = open(self.logs / f"{run_id}.log", "w")
+        except Exception as e:   # nothing was started: the claimed run must not stay pending
+            return self._not_started(run_id, f"cannot build the run's command: {type(e).__name__}: {e}")
+        with log:
             log.write("$ " + " ".join(argv) + "\n")
             log.flush()
             self.store.update_run(run_id, log_path=self.logs / f"{run_id}.log", extra={**run["extra"], "argv": argv})
@@ -212,11 +237,11 @@ class Agent:
                 with interrupts.held():     # a stop that arrives as the run starts finds its handle
                     self.child = self._start(argv, self.environment(run_id, params), log)
                 stopped_by = self._watch(run_id)
-            except OSError as e:
+            except Exception as e:
                 if self.child is not None:
                     raise
-                self.store.finish_run(run_id, "failed", exit_code=127, error=f"cannot start {argv[0]}: {e}")
-                return self.store.get_run(run_id)
+                log.write(f"cannot start {argv[0]}: {type(e).__name__}: {e}\n")
+                return self._not_started(run_id, f"cannot start {argv[0]}: {e}")
             except KeyboardInterrupt:
                 if self.child is not None:
                     self._interrupt_child()
@@ -231,6 +256,13 @@ class Agent:
         extra = f" (stopped by {final['stopped_by']})" if final["stopped_by"] else ""
         self.out(f"    {final['state']}{extra} {shown} in {time.monotonic() - started:.0f}s")
         return final
+
+    def _not_started(self, run_id, reason):
+        """The claimed run's process never existed: failed (exit code 127, as a shell says of a
+        command it cannot run), with the reason in its row and on the agent's output."""
+        self.store.finish_run(run_id, "failed", exit_code=127, error=reason[:500])
+        self.out(f"    failed: {reason[:300]}")
+        return self.store.get_run(run_id)
 
     def _watch(self, run_id):
         """Wait for the child; heartbeat; apply hyperband as epochs arrive. Returns 'hyperband'
@@ -295,6 +327,25 @@ class Agent:
 
 
 RETRIED_STATES = ("crashed", "failed")
+_VALIDATED: set = set()    # stored configs this process has checked already (`mlp sweep --count` checks the file first)
+
+
+def _config_key(config):
+    try:
+        return json.dumps(config, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _validate_stored(config, source):
+    """A sweep config read from the store, checked like a sweep file (and against this machine's
+    memory): a bad row is one line naming the store and the sweep."""
+    key = _config_key(config)
+    if key is not None and key in _VALIDATED:
+        return
+    validate_sweep_config(config, source, machine_memory=True)
+    if key is not None:
+        _VALIDATED.add(key)
 
 
 def _not_retried(runs):

@@ -8,7 +8,8 @@ Everything lives in the `mlp` package; this file only hands it the command line.
 """
 import sys
 
-from mlp.cli import train_main
-
 if __name__ == "__main__":
+    from mlp.cli.startup import exit_quietly_on_interrupt
+    exit_quietly_on_interrupt()          # before the imports: an early Ctrl-C exits 130, quietly
+    from mlp.cli import train_main
     sys.exit(train_main())

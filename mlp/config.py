@@ -104,7 +104,10 @@ def _text(value):
 def _int_list(value):
     """[128, 64] (YAML / W&B config), '[128, 64]' (W&B's argv), '128,64' or '128 64'."""
     if isinstance(value, str):
-        parts = [p for p in re.split(r"[\s,]+", value.strip().strip("[]()")) if p]
+        text = value.strip()
+        if re.search(r"[\[(].*[\[(]|[\])].*[\])]", text):
+            raise ValueError(f"{text!r:.40} is nested; give one list of widths, e.g. [128, 64]")
+        parts = [p for p in re.split(r"[\s,]+", text.strip("[]()")) if p]
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     else:
@@ -196,13 +199,15 @@ def _task_loss(name):
     return losses.canonical_name(name)   # which task it fits is checked in _check_together
 
 
+def check_wandb_name(kind: str, text: str) -> str:
+    """W&B's own rule for project and entity names: 1-128 characters, none of / \\ # ? % :"""
+    if not text or len(text) > 128 or re.search(r"[/\\#?%:]", text):
+        raise UsageError(f"{kind} name {text!r:.60} must be 1-128 characters without / \\ # ? % :")
+    return text
+
+
 def _wandb_name(kind):
-    def check(text):
-        # W&B's own rule for project and entity names: at most 128 characters, none of / \ # ? % :
-        if not text or len(text) > 128 or re.search(r"[/\\#?%:]", text):
-            raise UsageError(f"{kind} name {text!r} must be 1-128 characters without / \\ # ? % :")
-        return text
-    return check
+    return lambda text: check_wandb_name(kind, text)
 
 
 def _run_id(text):

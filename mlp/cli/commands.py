@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
-from mlp import config as C
+from mlp import config as C, paths
 from mlp.cli.flags import Parser
 from mlp.errors import UsageError
 
-__all__ = ["COMMANDS", "command_parsers"]
+__all__ = ["COMMANDS", "command_parsers", "main"]
 
 
 SWEEP_REF = "a sweep id, or a W&B sweep: its id if the store knows it, or ENTITY/PROJECT/SWEEP_ID"
@@ -19,12 +20,25 @@ SWEEP_REF = "a sweep id, or a W&B sweep: its id if the store knows it, or ENTITY
 def _store_path(text):
     """--store, else MLP_STORE, else ./mlp-runs.sqlite: decided here, at the edge, and passed down."""
     from mlp.runs.store import default_store_path
-    return text or default_store_path()
+    return str(paths.expand(text or default_store_path(), "--store" if text else "the store (MLP_STORE)"))
 
 
 def _store_arg(p):
     p.add_argument("--store", default=None, type=lambda text: text or None,
                    help="SQLite store (else MLP_STORE, else ./mlp-runs.sqlite)")
+
+
+# Flags naming a file or folder: checked once parsed (mlp.paths.expand), so that a path that
+# cannot name anything is the one-line error paths writes, not argparse's "invalid value".
+PATH_FLAGS = ("data_dir", "out")
+
+
+def _parse(parser, argv):
+    args = parser.parse_args(argv)
+    for name in PATH_FLAGS:
+        if getattr(args, name, None) is not None:
+            paths.expand(getattr(args, name), f"--{name}")
+    return args
 
 
 def _fresh_arg(p):
@@ -39,7 +53,7 @@ def _launcher(args):
         return None
     from mlp.cli.flags import TRAIN_PY, train_main
     from mlp.sweep.warm import WarmLauncher
-    return WarmLauncher(train_main, TRAIN_PY)
+    return WarmLauncher(lambda args: train_main(args, program=True), TRAIN_PY)
 
 
 def _positive(text):
@@ -109,8 +123,10 @@ def command_parsers():
     p = parsers["sync"] = Parser(prog="mlp sync", description="Upload a sweep's offline runs with `wandb sync`, then "
                                  "create the W&B sweep that holds them (once; its URL is printed).")
     p.add_argument("sweep_id")
-    p.add_argument("--project", help="W&B project for the runs and the sweep (default: the one the runs logged to)")
-    p.add_argument("--entity", help="W&B entity (default: the runs', else your default entity)")
+    p.add_argument("--project", type=lambda text: C.check_wandb_name("project", text),
+                   help="W&B project for the runs and the sweep (default: the one the runs logged to)")
+    p.add_argument("--entity", type=lambda text: C.check_wandb_name("entity", text),
+                   help="W&B entity (default: the runs', else your default entity)")
     p.add_argument("--dry_run", action="store_true", help="print the wandb sync command instead of running it")
     _store_arg(p)
     p = parsers["import"] = Parser(prog="mlp import", description="Copy a W&B sweep and its finished runs (config, "
@@ -373,8 +389,11 @@ def cmd_features(args):
         print(_table(("INDEX", "NAME", "OUTPUT", "PARAMETERS"), rows))
         print(f"default features layer: {frozen.index} ({frozen.name})")
         return 0
-    out = args.out or str(Path(path).with_suffix("")) + f".{frozen.name}.features.npz"
-    check_output(out, "--out")
+    # the default beside the model: the layer's name as a file-name part (a model file's tag is
+    # data, and must not steer the path: no separators, no dots to climb with)
+    out = args.out or str(Path(path).with_suffix("")) + "." + re.sub(r"[^A-Za-z0-9_-]", "_", frozen.name) + \
+        ".features.npz"
+    check_output(out, "--out", inputs=[path])
     F.check_memory(frozen, have=physical_memory())
     data = load_dataset(args.dataset, data_dir=args.data_dir, split=args.split, val_fraction=args.val_fraction)
     written = F.write_features(out, data, frozen)
@@ -408,3 +427,29 @@ COMMANDS = {
     "rerun": ("rerun a sweep's best configurations on another dataset", cmd_rerun),
     "baselines": ("scikit-learn and PyTorch baselines on train.py's split, into the store", cmd_baselines),
 }
+
+
+def main(argv=None):
+    """The `mlp` command. As a program (argv from sys.argv) its streams are guarded and a late
+    signal cannot cut it short (mlp.cli.flags.run_main)."""
+    from mlp.cli.flags import accept_sigint, run_main, sigterm_is_interrupt, train_main
+    program = argv is None
+    accept_sigint()
+    sigterm_is_interrupt()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        lines = ["usage: mlp COMMAND [options]   (mlp COMMAND --help for its options)", ""]
+        lines += [f"  {name:<8} {text}" for name, (text, _) in COMMANDS.items()]
+        print("\n".join(lines))
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        what = f"unknown command {argv[0]!r}" if argv else "no command given"
+        print(f"error: {what}; choose one of: {', '.join(COMMANDS)} (`mlp --help` says what each does)",
+              file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        return train_main(rest, prog="mlp train", program=program)
+    parser = command_parsers()[command]
+    handler = COMMANDS[command][1]
+    return run_main(lambda a: handler(_parse(parser, a)), rest, program=program)

@@ -7,13 +7,16 @@ W&B's config go through.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from mlp import config as C
+from mlp import config as C, paths
+from mlp.cli import streams
 from mlp.errors import UsageError
+from mlp.runs import interrupts
 
 
 class Parser(argparse.ArgumentParser):
@@ -105,44 +108,75 @@ def parse_train_args(argv, prog: str = "train.py") -> dict:
     return C.resolve(given)
 
 
-def run_main(fn, argv):
+def run_main(fn, argv, program: bool = False, output_matters: bool = True):
     """Run a command body; bad input becomes one line on stderr and exit code 2 (a store locked
-    too long: 75); Ctrl-C or SIGTERM before anything was started: 130, without a traceback."""
+    too long: 75); Ctrl-C or SIGTERM before anything was started: 130, without a traceback.
+
+    `program`: this process is the command (train.py, `python -m mlp`, a forked run), not a caller
+    in Python. Its streams are then guarded (mlp.cli.streams: a broken stdout/stderr never fails
+    the work), and once the command's outcome is decided SIGINT/SIGTERM are blocked for good, so a
+    late signal cannot turn a recorded result into a killed process. A stdout that lost output is
+    exit 1 (`error: ...` on stderr) when the output is the point of the command
+    (`output_matters`); train.py's result is in the store and W&B, so there it is a warning."""
+    if program:
+        interrupts.as_program()
+        streams.guard()
+        logging.raiseExceptions = False   # a library's log handler on a full disk: dropped, not 1000 tracebacks
     try:
-        return fn(argv)
+        code = fn(argv)
     except UsageError as e:
+        interrupts.settle()
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        code = e.exit_code
     except KeyboardInterrupt:
+        interrupts.settle()
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    else:
+        interrupts.settle()
+    failure = streams.lost("stdout") if program else None
+    if failure is not None:
+        what = getattr(failure, "strerror", None) or failure
+        if output_matters and code == 0:
+            print(f"error: could not write the output to stdout ({what})", file=sys.stderr)
+            code = 1
+        else:
+            print(f"warning: some output to stdout was lost ({what})", file=sys.stderr)
+    streams.lost("stderr")
+    return code
 
 
-def accept_sigint():
+def accept_sigint(handler=signal.default_int_handler):
     """Turn SIGINT into KeyboardInterrupt even if it was ignored at start-up.
 
     A shell starts background jobs (`nohup mlp agent ... &`, cluster scripts) with SIGINT ignored,
     and Python then never installs its handler — but SIGINT is how an agent stops a run (hyperband,
     Ctrl-C) without losing its offline W&B data, so it must always work."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, handler)
 
 
-def sigterm_is_interrupt():
+def sigterm_is_interrupt(handler=signal.default_int_handler):
     """SIGTERM (what `kill`, schedulers and systemd send) stops like Ctrl-C: runs in flight are
     recorded as killed, agents stop their children and exit 130."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, handler)
 
 
-def train_main(argv=None, prog="train.py"):
-    accept_sigint()
-    sigterm_is_interrupt()
+def train_main(argv=None, prog="train.py", program=None):
+    """train.py's body. As a program (argv from sys.argv, or `program=True`), the first SIGINT or
+    SIGTERM stops the run and later ones are ignored (interrupts.interrupt_once): a burst of
+    Ctrl-C or a scheduler's repeated SIGTERM stops the run once, and its recording is not cut."""
+    program = argv is None if program is None else program
+    handler = interrupts.interrupt_once if program else signal.default_int_handler
+    accept_sigint(handler)
+    sigterm_is_interrupt(handler)
 
     def body(args):
         from mlp.runs.experiment import run
         from mlp.runs.store import default_store_path
         config = parse_train_args(args, prog)
-        config["store"] = config["store"] or default_store_path()     # --store, else MLP_STORE, else ./
+        store = config["store"] or default_store_path()     # --store, else MLP_STORE, else ./
+        config["store"] = str(paths.expand(store, "--store" if config["store"] else "the store (MLP_STORE)"))
         return run(config).exit_code
-    return run_main(body, sys.argv[1:] if argv is None else argv)
+    return run_main(body, sys.argv[1:] if argv is None else argv, program=program, output_matters=False)

@@ -6,15 +6,11 @@ version 1 (MLP kwargs, arrays param_{i} / buffer_{layer}_{key}) still loads. Eve
 header is checked against the spec before any data is read, and a malformed file of any kind is
 one UsageError.
 """
-import json
 import math
-import zipfile
-import zlib
-from pathlib import Path
 
 import numpy as np
 
-from mlp.core import initializers, losses
+from mlp.core import initializers, losses, npz
 from mlp.core.layers import from_spec, spec_of
 from mlp.core.network import DTYPES, MLP, mlp_config, mlp_layers, Network, _number, _shape
 from mlp.errors import UsageError
@@ -24,72 +20,20 @@ __all__ = ["load_model", "READ_VERSIONS"]
 READ_VERSIONS = (1, 2)
 MAX_LOAD_ELEMENTS = 1 << 28        # parameters and buffers in a model file (1 GiB of float32)
 MAX_LOAD_LAYERS = 10_000
-MAX_META_BYTES = 4 << 20           # the JSON metadata of a model file
 
 
 def load_model(path):
     """Rebuild a saved network (an MLP when it was saved from one). Any malformed file is a
     one-line UsageError; nothing is unpickled, and no array is read (or allocated) before its
     header has been checked against the spec."""
-    path = Path(path)
-    try:
-        found = path.is_file()
-    except OSError as e:                 # e.g. a name longer than the filesystem allows
-        raise UsageError(f"model file {str(path)[:80]}: {e.strerror or e}") from None
-    if not found:
-        raise UsageError(f"model file {path} does not exist")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return _load(zf, path)
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, RuntimeError, NotImplementedError) as e:
-        raise UsageError(f"model file {path} is not an .npz model saved by mlp-sweeps ({_short(e)})") from None
+    with npz.Reader(path, "model file") as reader:
+        return _load(reader)
 
 
-def _short(e):
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-
-
-def _headers(zf, path):
-    """{array name: (zip entry, shape, dtype, bytes of data after the header)} from each member's
-    .npy header alone."""
-    out = {}
-    for info in zf.infolist():
-        if not info.filename.endswith(".npy"):
-            raise UsageError(f"model file {path} holds {info.filename!r:.60}, which is not an .npy array")
-        with zf.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise UsageError(f"model file {path}: array {info.filename!r:.60} has .npy format {version}; expected 1.0 or 2.0")
-            data_bytes = info.file_size - f.tell()
-        if dtype.hasobject:
-            raise UsageError(f"model file {path} holds pickled objects ({info.filename}); refusing to load it")
-        out[info.filename[:-4]] = (info, tuple(shape), dtype, data_bytes)
-    return out
-
-
-def _check_size(key, header, path):
-    """The data behind a header must be exactly what it declares (checked before reading it)."""
-    _, shape, dtype, data_bytes = header
-    if math.prod(shape) * dtype.itemsize != data_bytes:
-        raise UsageError(f"model file {path}: array {key!r} declares {dtype} of shape {shape} but holds "
-                         f"{data_bytes:,} bytes of data")
-
-
-def _read(zf, info, path):
-    with zf.open(info) as f:
-        try:
-            return np.lib.format.read_array(f, allow_pickle=False)
-        except ValueError as e:
-            raise UsageError(f"model file {path}: array {info.filename!r:.60} is damaged ({_short(e)})") from None
-
-
-def _load(zf, path):
-    headers = _headers(zf, path)
-    meta = _metadata(zf, headers.pop("__meta__", None), path)
+def _load(reader: npz.Reader):
+    path = reader.path
+    meta = reader.meta("mlp-sweeps", hint="; was it saved by MLP.save?")
+    headers = {k: h for k, h in reader.headers.items() if k != "__meta__"}
     version = meta.get("version")
     if type(version) is not int or version not in READ_VERSIONS:
         raise UsageError(f"model file {path} has format version {version!r:.20}; this build reads versions "
@@ -113,32 +57,16 @@ def _load(zf, path):
     if problems:
         raise UsageError(f"model file {path} does not match its spec: {'; '.join(problems)}")
     for key, ours in names.items():
-        _, shape, file_dtype, _ = headers[key]
-        if shape != shapes[ours] or file_dtype != dtype:
-            raise UsageError(f"model file {path}: array {key!r} is {file_dtype} of shape {shape}; "
+        h = headers[key]
+        if h.shape != shapes[ours] or h.dtype != dtype:
+            raise UsageError(f"model file {path}: array {key!r} is {h.dtype} of shape {h.shape}; "
                              f"its spec needs {dtype} of shape {shapes[ours]}")
-        _check_size(key, headers[key], path)
+        reader.check_size(key)
     # every declared size is now bounded and matches the spec: build, then read
     net = MLP(**config, seed=0) if config is not None else Network(**spec, seed=0)
-    net.load_state_dict({ours: _read(zf, headers[key][0], path) for key, ours in names.items()}, source=str(path))
+    net.load_state_dict({ours: reader.array(key) for key, ours in names.items()}, source=str(path))
     net.extra = extra
     return net
-
-
-def _metadata(zf, header, path):
-    if header is None:
-        raise UsageError(f"model file {path} has no mlp-sweeps metadata; was it saved by MLP.save?")
-    info, shape, dtype, _ = header
-    if shape != () or dtype.kind != "U" or dtype.itemsize > MAX_META_BYTES:
-        raise UsageError(f"model file {path}: its metadata is not a JSON string of at most {MAX_META_BYTES >> 20} MiB")
-    _check_size("__meta__", header, path)
-    try:
-        meta = json.loads(str(_read(zf, info, path)))
-    except (ValueError, RecursionError):
-        meta = None
-    if not isinstance(meta, dict) or meta.get("format") != "mlp-sweeps":
-        raise UsageError(f"model file {path} has no mlp-sweeps metadata; was it saved by MLP.save?")
-    return meta
 
 
 def _mlp_spec(config):

@@ -18,15 +18,14 @@ Around the layers the network owns three things:
 Spec recipes for other networks (CNNs, stacks of a frozen model and a head) and their shapes and
 memory are in mlp.core.builders.
 """
-import json
 import math
 import numbers
-from pathlib import Path
+import re
 from typing import NamedTuple
 
 import numpy as np
 
-from mlp.core import activations, initializers, losses
+from mlp.core import activations, initializers, losses, npz
 from mlp.core.layers import Layer, from_spec, spec_of
 from mlp.errors import UsageError
 
@@ -266,7 +265,7 @@ class Network:
             if n < 2:
                 raise UsageError("this network has one layer: it has no penultimate layer")
             return n - 2
-        if isinstance(key, str) and key.lstrip("+-").isdigit():
+        if isinstance(key, str) and re.fullmatch(r"[+-]?[0-9]+", key):
             key = int(key)
         if isinstance(key, numbers.Integral) and not isinstance(key, bool):
             if not -n <= key < n:
@@ -325,12 +324,7 @@ class Network:
         meta = {"format": "mlp-sweeps", "version": FORMAT_VERSION, "network": self.spec(), "extra": extra or {}}
         if self.config is not None:
             meta["mlp"] = self.config
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, __meta__=np.array(json.dumps(meta)), **self.state_dict())
-        tmp.replace(path)
+        npz.write(path, meta, self.state_dict())     # OSError if it cannot (nothing left behind)
 
 
 def _shape(value, name):

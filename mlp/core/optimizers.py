@@ -199,15 +199,30 @@ class Optimizer:
         self._pending = pending
         self._flat = None  # the next step rebuilds its flat state from the restored arrays
 
-    def _bind(self, params):
-        pending, self._pending = self._pending, None
+    def check_state(self, params):
+        """UsageError unless the state from load_state_dict fits `params` (the ones the next step
+        gets): found when a state is loaded, not at the first step of a run that already began."""
+        if self._pending is not None:
+            self._fitted(params)
+
+    def _fitted(self, params):
+        """[(param, fresh state filled from the loaded one)], every shape checked first."""
+        pending = self._pending
         if len(pending) != len(params):
             raise UsageError(f"optimizer state is for {len(pending)} parameters; this step has {len(params)}")
+        out = []
         for i, (p, saved) in enumerate(zip(params, pending)):
             fresh = self.init_state(p)
             if set(saved) != set(fresh) or any(np.shape(saved[k]) != a.shape for k, a in fresh.items()):
                 raise UsageError(f"optimizer state of parameter {i} ({sorted(saved)}) does not fit a "
                                  f"parameter of shape {p.shape} ({sorted(fresh)})")
+            out.append((p, fresh, saved))
+        return out
+
+    def _bind(self, params):
+        fitted = self._fitted(params)
+        self._pending = None
+        for p, fresh, saved in fitted:
             for k, a in fresh.items():
                 a[...] = saved[k]
             self._set_state(p, fresh)

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from mlp import paths
+from mlp.errors import UsageError
 from mlp.report import registry
 from mlp.report.collect import check_out_dir, collect, comparison_sweep
 from mlp.report.figures import STYLE
@@ -27,7 +29,7 @@ def render_figures(data, out, log: Callable[[str], None] | None = None) -> dict:
     """Draw every registered figure that applies — to the sweep's task (its registry entry's
     `tasks`) and to its data (`draw` returns None otherwise) — and save it as out/NAME.png; returns
     {name: path} (also kept in data.figures). A figure that no longer applies must not linger from
-    an earlier report, so its old PNG is removed."""
+    an earlier report, so its old PNG is removed (make_report removes it from the published folder)."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
@@ -67,9 +69,19 @@ def make_report(store, sweep_id: str, out=None, compare: str | None = None, data
     out = check_inputs(store, sweep_id, out, compare)     # a UsageError before anything is written
     data = collect(store, sweep_id, compare=compare, data_dir=data_dir, log=log)
     check_out_dir(out)
-    figures = render_figures(data, out, log)
-    blocks = build_blocks(data)
-    html_path = write_html(blocks, figures, out / "index.html")
-    md_path = write_markdown(blocks, figures, out / "report.md")
+    try:
+        with paths.staged_folder(out) as stage:    # all files complete, or none replaced
+            staged = render_figures(data, stage, log)
+            blocks = build_blocks(data)
+            write_markdown(blocks, staged, stage / "report.md")
+            write_html(blocks, staged, stage / "index.html")     # the page appears last
+    except OSError as e:
+        raise UsageError(f"cannot write the report to {out}: {e.strerror or e}; free space or pass --out with "
+                         f"another folder") from None
+    for name in registry.FIGURES:                # a figure that no longer applies must not linger
+        if name not in staged:
+            (out / f"{name}.png").unlink(missing_ok=True)
+    figures = data.figures = {name: out / Path(path).name for name, path in staged.items()}
+    html_path, md_path = out / "index.html", out / "report.md"
     log(f"report of sweep {sweep_id}: {html_path} ({len(figures)} figures) and {md_path}")
     return {"out": out, "html": html_path, "markdown": md_path, "figures": figures, "data": data}

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mlp import paths
 from mlp.errors import UsageError
 from mlp.report import analysis as A
 from mlp.report import autoencoder as AE
@@ -106,7 +107,15 @@ class ReportData:
 def check_out_dir(out, create: bool = True) -> Path:
     """Prove the output folder can be written, or raise a one-line UsageError. With
     create=False nothing is made yet: the nearest existing ancestor must be a writable folder."""
-    out = Path(out)
+    out = paths.expand(out, "--out")
+    for name in ("index.html", "report.md"):     # what the report replaces must be plain files
+        target = out / name
+        if target.exists() and not target.is_file():
+            raise UsageError(f"cannot write the report to {out}: {target} is {paths.kind_of(target.stat().st_mode)}; "
+                             f"move it or pass --out with another folder")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"cannot write the report to {out}: it is {paths.kind_of(out.stat().st_mode)}, not a folder; "
+                         f"pass --out with a folder")
     if not create:
         probe = out.absolute()
         while not probe.exists() and probe != probe.parent:

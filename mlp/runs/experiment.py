@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp import config as C
+from mlp import config as C, paths
 from mlp.core import augment, averaging, optimizers, schedules
 from mlp.core.metrics import confusion_matrix
 from mlp.core.builders import stack
@@ -38,9 +37,10 @@ from mlp.runs import autoencoder, checkpoint, interrupts
 from mlp.runs.context import RunContext
 from mlp.runs import features as F
 from mlp.runs.data import load_dataset
-from mlp.runs.store import DEFAULT_STORE, Store, checkpoint_path_for, encode_json, model_path_for
+from mlp.runs.store import DEFAULT_STORE, Store, StoreError, checkpoint_path_for, encode_json, model_path_for
 from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 from mlp.runs.training import Diverged, FitOptions, fit
+from mlp.runs.wandb_access import check_wandb_environment
 from mlp.runs.wandb_api import connect, describe_wandb_sweep
 
 __all__ = ["EXIT_CODES", "RunResult", "build", "train", "run", "check_data", "check_output"]
@@ -147,54 +147,85 @@ class Prepared:
     wandb_mode: str
     store_path: str
     resume: checkpoint.Snapshot | None = None    # the checkpoint an interrupted run continues from
+    resume_data: dict | None = None              # ...and the data it was trained on (data_identity)
+    summary_written: bool = False                # --summary_json holds the run's outcome
 
 
-def check_output(path, what: str) -> None:
-    """An output file must be creatable: its folder exists (or can be made) and is writable, and
-    the path is not a folder. Checked before training, so a bad path loses no work."""
-    if path is None:
-        return
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise UsageError(f"{what} {path} is a folder; give a file path")
-    folder = target.parent.absolute()
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {path}: cannot write in {probe}; give a writable path")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise UsageError(f"{what} {path} exists and is not writable; give another path")
+def check_output(path, what: str, inputs=()) -> None:
+    """An output file must be creatable (mlp.paths.output_file: a regular file or none, in a
+    writable folder, not one of the command's `inputs`). Checked before training, so a bad path
+    loses no work."""
+    if path is not None:
+        paths.output_file(path, what, inputs)
+
+
+def _check_outputs(config, store_path) -> None:
+    """--save_model and --summary_json: writable, distinct, and neither the store nor the model
+    the features come from."""
+    inputs = [store_path] + ([C.split_features(config["features"])[0]] if config["features"] else [])
+    check_output(config["save_model"], "--save_model", inputs)
+    check_output(config["summary_json"], "--summary_json", inputs + [config["save_model"]])
+    if config["save_model"] and config["summary_json"] and \
+            os.path.realpath(paths.expand(config["save_model"], "--save_model")) == \
+            os.path.realpath(paths.expand(config["summary_json"], "--summary_json")):
+        raise UsageError("--save_model and --summary_json name the same file; give two paths")
 
 
 def prepare(config, context: RunContext) -> Prepared:
 
     if context.sweep_params:     # what the sweep chose for this run wins over argv (W&B's rule)
         config = C.resolve(context.sweep_params, base=config, source="the sweep's parameters (WANDB_SWEEP_PARAM_PATH)")
-    config, context, resume = resumption(config, context)
+    config, context, resume, resume_data = resumption(config, context)
     built = build(config)        # a bad combination fails before the data loads
     mode = resolve_wandb_mode(config["wandb_mode"])
+    if mode != "disabled":
+        check_wandb_environment()
     store_path = config["store"] or DEFAULT_STORE
-    check_output(config["save_model"], "--save_model")
-    check_output(config["summary_json"], "--summary_json")
+    _check_outputs(config, store_path)
     data = _load_data(config)
     check_data(config, data)
     inputs = built[0].input_shape if config["features"] else (data.x_train.shape[1],)   # a head takes features
     if (built[0].input_shape, built[0].n_outputs) != \
             (inputs, n_outputs(config, data.x_train.shape[1], len(data.class_names))):
         built = build(config, data.x_train.shape[1], len(data.class_names))
-    return Prepared(config, context, data, built, mode, store_path, resume)
+    if resume is not None:       # the checkpoint fits this data and this network, or nothing is reopened
+        where = checkpoint_path_for(store_path, context.run_id)
+        checkpoint.check_same_data(resume_data, config, data, where)
+        net, optimizer = built
+        checkpoint.restore(resume, net, optimizer, averaging.build(config["weight_averaging"], net), f"checkpoint {where}")
+        print(f"run {context.run_id}: continuing from its checkpoint after epoch {resume.fit.epoch}", file=sys.stderr,
+              flush=True)
+    _check_sweep_id(context, store_path)
+    return Prepared(config, context, data, built, mode, store_path, resume, resume_data)
+
+
+def _check_sweep_id(context: RunContext, store_path) -> None:
+    """A WANDB_SWEEP_ID must be a W&B sweep's (or a local sweep's that `mlp sync` uploaded): a
+    local sweep id there is a stray variable, refused before W&B starts."""
+    if not context.sweep_id or not os.path.exists(store_path):
+        return
+    with Store(store_path, create=True) as store:
+        try:
+            local = store.get_sweep(context.sweep_id)
+        except StoreError:
+            raise
+        except UsageError:           # not in this store: a W&B sweep seen for the first time
+            return
+        if local["origin"] != "wandb" and len(store.find_wandb_sweeps(context.sweep_id)) != 1:
+            raise UsageError(f"WANDB_SWEEP_ID={context.sweep_id} is a local sweep id in {store_path}; a run of "
+                             f"`mlp agent` does not set it — unset it")
 
 
 def resumption(config, context: RunContext):
-    """(config, context, checkpoint Snapshot or None): what an interrupted run continues with.
+    """(config, context, checkpoint Snapshot or None, its data identity or None): what an
+    interrupted run continues with.
     `--resume RUN_ID` names it (its row and checkpoint must be in the store; its own config is
     trained, flags only say where things go); a launcher's WANDB_RUN_ID of an interrupted run of
     this store with a checkpoint is W&B requeueing a preempted run, which continues the same way."""
     run_id, asked = config["resume"] or context.run_id, bool(config["resume"])
     store_path = config["store"] or DEFAULT_STORE
     if not run_id or (not asked and not os.path.exists(store_path)):
-        return config, context, None
+        return config, context, None, None
     if asked and not os.path.exists(store_path):
         raise UsageError(f"--resume {run_id}: store {store_path} does not exist; pass the --store the run ran with")
     # a launcher's run may open the store while a sibling run is still creating it: create=True
@@ -210,7 +241,7 @@ def resumption(config, context: RunContext):
     if why:
         if asked:
             raise UsageError(f"--resume: run {run_id} {why}")
-        return config, context, None
+        return config, context, None, None
     snap, meta = checkpoint.load(path)
     if asked:
         given = {k: v for k, v in config.items() if k not in C.PLUMBING and v != C.DEFAULTS[k]
@@ -219,12 +250,12 @@ def resumption(config, context: RunContext):
             raise UsageError(f"--resume {run_id} continues the run with its own config; drop "
                              f"{', '.join('--' + k for k in sorted(given))}")
     plumbing = {k: config[k] for k in C.PLUMBING if k in config}
-    plumbing["data_dir"] = config["data_dir"] or (row["params"] or {}).get("data_dir")
+    trained_on = meta.get("data") or {}
+    plumbing["data_dir"] = config["data_dir"] or trained_on.get("data_dir") or (row["params"] or {}).get("data_dir")
     resumed = C.resolve({**row["config"], **plumbing}, source=f"run {run_id}'s config")
     if C.hyperparameters(resumed) != C.hyperparameters(C.resolve(meta.get("config") or {}, base=resumed)):
         raise UsageError(f"checkpoint {path} is of another config than run {run_id}'s in the store")
-    print(f"run {run_id}: continuing from its checkpoint after epoch {snap.fit.epoch}", file=sys.stderr, flush=True)
-    return resumed, dataclasses.replace(context, run_id=run_id), snap
+    return resumed, dataclasses.replace(context, run_id=run_id), snap, meta.get("data")
 
 
 def _load_data(config):
@@ -255,11 +286,14 @@ def open_run(p: Prepared):
             p.config = config
             wandb.rename(C.run_name(config))
     except BaseException as e:
-        state = "killed" if isinstance(e, KeyboardInterrupt) else "failed"
-        code = EXIT_CODES["killed"] if state == "killed" else getattr(e, "exit_code", 1)
-        record.start(C.hyperparameters(p.config), C.run_name(p.config), wandb.offline_dir, wandb.where)
-        record.finish(state, exit_code=code, error=str(e) or type(e).__name__)
-        wandb.finish(state, exit_code=code)
+        with interrupts.finishing():
+            state = "killed" if isinstance(e, KeyboardInterrupt) else "failed"
+            code = EXIT_CODES["killed"] if state == "killed" else getattr(e, "exit_code", 1)
+            error = "interrupted" if state == "killed" else str(e) or type(e).__name__
+            record.start(C.hyperparameters(p.config), C.run_name(p.config), wandb.offline_dir, wandb.where)
+            _write_summary(p, record.run_id, state, error, {"state": state})
+            record.finish(state, exit_code=code, error=error)
+            wandb.finish(state, exit_code=code)
         raise
     record.start(C.hyperparameters(p.config), C.run_name(p.config), wandb.offline_dir, wandb.where)
     if p.context.sweep_id and p.wandb_mode == "online":   # W&B can tell the sweep's real config
@@ -276,14 +310,14 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
     context = context or RunContext.from_environment()
     p = prepare(config, context)
     store, record, wandb = open_run(p)
-    print(f"run {record.run_id} ({C.run_name(p.config)}): {p.data.name} from {p.data.source}, "
-          f"{len(p.data.x_train)} train / {len(p.data.x_val)} val / {len(p.data.x_test)} test; "
-          f"W&B {p.wandb_mode}", file=sys.stderr, flush=True)
     history, started = list(p.resume.fit.history) if p.resume else [], time.perf_counter()
     latest = [p.resume]          # the state at the end of the last epoch: what an interruption keeps
-    for row in history:          # a resumed run's epochs: all in the store (one cut short while logging too)
-        record.log(row)
     try:
+        print(f"run {record.run_id} ({C.run_name(p.config)}): {p.data.name} from {p.data.source}, "
+              f"{len(p.data.x_train)} train / {len(p.data.x_val)} val / {len(p.data.x_test)} test; "
+              f"W&B {p.wandb_mode}", file=sys.stderr, flush=True)
+        for row in history:      # a resumed run's epochs: all in the store (one cut short while logging too)
+            record.log(row)
         if p.wandb_mode != "disabled" and p.resume is None:
             first = [int(np.flatnonzero(p.data.y_train == c)[0]) for c in range(len(p.data.class_names))]
             wandb.log_samples(p.data.x_train[first], range(len(p.data.class_names)), p.data.class_names)
@@ -294,18 +328,18 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
             record.log(row)          # a store that fails now is reported once; training goes on
 
         net, state, error, diverged = None, "finished", None, None
-        # SIGTERM stops a run like Ctrl-C (the CLI's entry points make both a KeyboardInterrupt)
-        with interrupts.handled_by(signal.default_int_handler, signal.default_int_handler):
-            try:
-                net, _ = train(p.config, p.data, on_epoch=on_epoch, built=p.built, resume=p.resume,
-                               on_snapshot=lambda snap: latest.__setitem__(0, snap))
-            except Diverged as e:
-                state, error, diverged = "diverged", str(e), e
-            except KeyboardInterrupt:
-                state, error = "killed", "interrupted"
+        # SIGTERM stops a run like Ctrl-C (the CLI's entry points make both a KeyboardInterrupt;
+        # train.py's handler raises it once and ignores the rest: interrupts.interrupt_once)
+        try:
+            net, _ = train(p.config, p.data, on_epoch=on_epoch, built=p.built, resume=p.resume,
+                           on_snapshot=lambda snap: latest.__setitem__(0, snap))
+        except Diverged as e:
+            state, error, diverged = "diverged", str(e), e
+        except KeyboardInterrupt:
+            state, error = "killed", "interrupted"
         # test, save, record: a late SIGINT/SIGTERM (a hyperband stop racing the last epoch, a
         # second Ctrl-C) must not cut this short
-        with interrupts.handled_by(signal.SIG_IGN, signal.SIG_IGN):
+        with interrupts.finishing():
             stopped_by = None
             if state == "killed":
                 stopped_by = _stopped_early(p, record)
@@ -314,11 +348,17 @@ def run(config, context: RunContext | None = None, out=None) -> RunResult:
             return finish(p, record, wandb, net, state, error, history, started, out, diverged, latest[0], stopped_by)
     except BaseException as e:
         # anything else after the row exists: record it, keep what was computed, re-raise
-        if record.open:
-            state = "killed" if isinstance(e, KeyboardInterrupt) else "failed"
-            message = "interrupted" if state == "killed" else f"{type(e).__name__}: {e}"
-            record.finish(state, summary=_summary(history, started), exit_code=EXIT_CODES[state], error=message)
-            wandb.finish(state, exit_code=EXIT_CODES[state])
+        with interrupts.finishing():
+            if record.open:
+                state = "killed" if isinstance(e, KeyboardInterrupt) else "failed"
+                message = "interrupted" if state == "killed" else f"{type(e).__name__}: {e}"
+                summary = {**_summary(history, started), "state": state}
+                if state == "killed":
+                    _keep_checkpoint(p, record, latest[0])
+                if not p.summary_written:    # (finish may have written the outcome before the store failed)
+                    _write_summary(p, record.run_id, state, message, summary)
+                record.finish(state, summary=summary, exit_code=EXIT_CODES[state], error=message)
+                wandb.finish(state, exit_code=EXIT_CODES[state])
         raise
     finally:
         store.close()
@@ -346,11 +386,12 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
         target = config["save_model"] or (record.sweep_id and model_path_for(record.store.path, record.sweep_id,
                                                                               record.run_id))
         if target:  # a sweep's run keeps its model beside the store, so a report can load the best one
-            model_path = str(Path(target).expanduser().resolve())
             try:
+                model_path = str(paths.output_file(target, "--save_model"))
                 net.save(model_path, extra={**net.extra, "config": C.hyperparameters(config), "run_id": record.run_id})
-            except OSError as e:
-                state, error, model_path = "failed", f"could not save the model to {model_path}: {e.strerror or e}", None
+            except (OSError, UsageError) as e:
+                state, error = "failed", f"could not save the model to {target}: {getattr(e, 'strerror', None) or e}"
+                model_path = None
     if state == "finished":
         _log_model(wandb, net, model_path, config, record.run_id, summary)
         _drop_checkpoint(record)
@@ -361,12 +402,7 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
     summary["state"] = state
     code = RunResult(record.run_id, state, stopped_by=stopped_by).exit_code
     # every output on its own: one that fails (a full disk, a damaged store) does not cost the others
-    if config["summary_json"]:
-        try:
-            _write_json(config["summary_json"], {"run_id": record.run_id, "state": state, "error": error,
-                                                 "config": C.hyperparameters(config), "summary": summary})
-        except OSError as e:
-            print(f"warning: could not write {config['summary_json']}: {e.strerror or e}", file=sys.stderr)
+    _write_summary(p, record.run_id, state, error, summary)
     wandb.finish(state, {k: v for k, v in summary.items() if _loggable(v)}, confusion, exit_code=code)
     _print_result(state, summary, error if not stopped_by else f"stopped early by {stopped_by}", out)
     if wandb.offline_dir:
@@ -402,7 +438,8 @@ def _keep_checkpoint(p: Prepared, record, snapshot) -> None:
         return
     path = checkpoint_path_for(record.store.path, record.run_id)
     try:
-        checkpoint.save(path, snapshot, record.run_id, C.hyperparameters(p.config))
+        checkpoint.save(path, snapshot, record.run_id, C.hyperparameters(p.config),
+                        p.resume_data or checkpoint.data_identity(p.config, p.data))
     except OSError as e:
         print(f"warning: could not keep a checkpoint in {path} ({e.strerror or e}); the run cannot be continued",
               file=sys.stderr, flush=True)
@@ -455,16 +492,22 @@ def _loggable(value) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
-def _write_json(path, payload) -> None:
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+def _write_summary(p: Prepared, run_id, state, error, summary) -> None:
+    """--summary_json, if asked for: a failure to write it is a warning (the store and W&B hold the
+    result), and it never leaves a half-written file."""
+    config = p.config
+    if not config["summary_json"]:
+        return
+    p.summary_written = True
+    payload = {"run_id": run_id, "state": state, "error": error, "config": C.hyperparameters(config),
+               "summary": summary}
     try:
-        tmp.write_text(encode_json(payload, indent=2) + "\n")
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        target = paths.output_file(config["summary_json"], "--summary_json")
+        text = (encode_json(payload, indent=2) + "\n").encode()
+        paths.write_atomically(target, lambda f: f.write(text))
+    except (OSError, UsageError) as e:
+        print(f"warning: could not write {config['summary_json']}: {getattr(e, 'strerror', None) or e}",
+              file=sys.stderr, flush=True)
 
 
 def _print_result(state, summary, error, out) -> None:

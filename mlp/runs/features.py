@@ -10,7 +10,6 @@ mode (dropout off, batch norm with its running statistics), flattened in C, H, W
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp import config as C
+from mlp import config as C, paths
+from mlp.core import npz
 from mlp.core.model_file import load_model
 from mlp.core.network import Network
 from mlp.errors import UsageError
@@ -62,7 +62,7 @@ def load_frozen(text: str, n_inputs: int = 784, layer=None) -> Frozen:
     """The model and layer `MODEL.npz[:LAYER]` names (or `layer`, when given), checked: the file
     loads, the model takes `n_inputs` values per image, the layer exists."""
     path, named = C.split_features(text)
-    net = load_model(Path(path).expanduser())
+    net = load_model(path)
     if net.input_shape != (n_inputs,):
         raise UsageError(f"model {path} takes inputs of shape {net.input_shape}; these images have {n_inputs} pixels "
                          f"(was it trained on features itself?)")
@@ -117,16 +117,8 @@ def write_features(path, data, frozen: Frozen) -> Path:
         arrays[f"x_{part}"], arrays[f"y_{part}"] = x, getattr(data, f"y_{part}")
     meta = {"format": "mlp-sweeps-features", **frozen.describe(), "dataset": data.name, "source": data.source,
             "class_names": list(data.class_names)}
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
-        tmp.replace(path)
+        path = npz.write(paths.output_file(path, "--out"), meta, arrays)
     except OSError as e:
         raise UsageError(f"could not write {path}: {e.strerror or e}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -4,7 +4,12 @@ set that up), and these two blocks decide where it may land.
 * `handled_by(int_handler, term_handler)`: other handlers for a block (e.g. ignore both while a
   finished run is tested, saved and recorded), the previous ones back afterwards;
 * `held()`: an interrupt that arrives during the block lands right after it (a store transaction,
-  a claimed run not yet handed to the code that records it).
+  a claimed run not yet handed to the code that records it);
+* `finishing()`: neither lands in the block (a run being tested, saved and recorded); in a
+  program (train.py) they stay blocked to the end of the process, whose result is then decided;
+* `interrupt_once`: train.py's handler — the first signal is the KeyboardInterrupt, later ones
+  are ignored, so a burst of Ctrl-C stops a run once and never cuts its recording short;
+* `settle()`: a program's outcome is decided — block both signals until it exits.
 
 Python runs signal handlers in the main thread only; elsewhere both blocks do nothing.
 """
@@ -14,7 +19,10 @@ import contextlib
 import signal
 import threading
 
-__all__ = ["handled_by", "held"]
+__all__ = ["handled_by", "held", "interrupt_once", "finishing", "settle", "as_program"]
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_program = [False]           # [True] in a command-line program (as_program)
 
 
 def _main_thread() -> bool:
@@ -64,3 +72,36 @@ def held():
             signal.signal(sig, saved[sig])
         if caught:
             saved[caught[0]](caught[0], None)     # e.g. KeyboardInterrupt, now the block is over
+
+
+def interrupt_once(signum, frame):
+    """SIGINT/SIGTERM as one KeyboardInterrupt: the first raises it, and both are ignored from then
+    on (set inside the handler, so no second signal can slip in before the stop is handled)."""
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def as_program() -> None:
+    """This process is a command-line program (train.py, `python -m mlp`, a forked run), not a
+    library caller: `finishing` and `settle` may then block the signals for good."""
+    _program[0] = True
+
+
+def settle() -> None:
+    """A program's outcome is decided (recorded, printed): block SIGINT/SIGTERM until the process
+    exits, so a late one cannot kill it with the signal's exit code. Nothing for a library caller."""
+    if _program[0] and _main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(_SIGNALS))
+
+
+@contextlib.contextmanager
+def finishing():
+    """Neither signal lands in the block. In a program they stay blocked afterwards (`settle`);
+    a library caller gets its handlers back when the block ends."""
+    if _program[0]:
+        settle()
+        yield
+        return
+    with handled_by(signal.SIG_IGN, signal.SIG_IGN):
+        yield

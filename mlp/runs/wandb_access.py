@@ -11,31 +11,73 @@ wandb itself decides it.
   `http_proxy` / `https_proxy` settings (`WANDB_HTTP_PROXY`, `WANDB_HTTPS_PROXY`), else the standard
   `HTTP_PROXY` / `HTTPS_PROXY` / `NO_PROXY` variables — so a machine that reaches W&B only through a
   proxy is online, and one whose proxy cannot reach it is not.
+* `check_wandb_environment()` — the WANDB_* variables a run hands to wandb hold values wandb
+  accepts, checked before anything is written (wandb itself would refuse them only after the
+  run's row and W&B folder exist).
 """
 from __future__ import annotations
 
 import netrc
 import os
+import re
 import threading
 from urllib.parse import urlsplit
 
+from mlp import config as C, paths
 from mlp.errors import UsageError
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_S", "base_url", "credentials_exist", "unreachable", "timeout_seconds"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT_S", "base_url", "credentials_exist", "unreachable", "timeout_seconds",
+           "check_wandb_environment", "WANDB_MODES"]
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 DEFAULT_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")   # W&B's cloud, under its older and current names
 DEFAULT_TIMEOUT_S = 5.0
 PROXY_FAILURES = (502, 503, 504)     # what a proxy answers when it cannot reach the server
+MAX_TIMEOUT_S = 600.0
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")   # wandb.Settings.mode, exactly
+# the wandb service token of a parent process: "VERSION-PID-unix-PATH" or "VERSION-PID-tcp-localhost-PORT"
+_SERVICE_TOKEN = re.compile(r"\d+-\d+-(unix-.+|tcp-localhost-\d+)")
 
 
 def timeout_seconds() -> float:
-    """MLP_WANDB_TIMEOUT (seconds), default 5."""
+    """MLP_WANDB_TIMEOUT (seconds, in (0, 600]), default 5."""
+    text = os.environ.get("MLP_WANDB_TIMEOUT")
+    if not text:
+        return DEFAULT_TIMEOUT_S
     try:
-        value = float(os.environ.get("MLP_WANDB_TIMEOUT") or DEFAULT_TIMEOUT_S)
+        value = float(text)
     except ValueError:
-        raise UsageError(f"MLP_WANDB_TIMEOUT={os.environ['MLP_WANDB_TIMEOUT']!r} is not a number of seconds") from None
-    return value if value > 0 else DEFAULT_TIMEOUT_S
+        value = float("nan")
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise UsageError(f"MLP_WANDB_TIMEOUT={text!r:.40} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}]; "
+                         f"unset it for {DEFAULT_TIMEOUT_S:g}")
+    return value
+
+
+def check_wandb_environment() -> None:
+    """The WANDB_* variables wandb will read hold values it accepts: WANDB_MODE exactly one of
+    its modes, WANDB_PROJECT/WANDB_ENTITY names as -wp/-we take them, WANDB_SERVICE a service
+    token, WANDB_DIR a folder that can be written (or created)."""
+    env = os.environ
+    mode = env.get("WANDB_MODE")
+    if mode and mode not in WANDB_MODES:
+        raise UsageError(f"WANDB_MODE={mode!r:.40} is not a W&B mode; use one of {', '.join(WANDB_MODES)} "
+                         f"(lower case, as wandb reads it) or unset it")
+    for variable, kind in (("WANDB_PROJECT", "project"), ("WANDB_ENTITY", "entity")):
+        if env.get(variable):
+            try:
+                C.check_wandb_name(kind, env[variable])
+            except UsageError as e:
+                raise UsageError(f"{variable}: {e}; fix or unset it") from None
+    token = env.get("WANDB_SERVICE")
+    if token and not _SERVICE_TOKEN.fullmatch(token):
+        raise UsageError(f"WANDB_SERVICE={token!r:.60} is not a wandb service token (a wandb process sets it for its "
+                         f"children); unset it")
+    if env.get("WANDB_DIR"):
+        folder = paths.expand(env["WANDB_DIR"], "WANDB_DIR")
+        if folder.exists() and (not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK)):
+            raise UsageError(f"WANDB_DIR={env['WANDB_DIR']!r:.80} is not a writable folder; fix or unset it")
+    timeout_seconds()
 
 
 def _settings():

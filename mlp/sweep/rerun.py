@@ -24,7 +24,7 @@ from typing import Callable
 
 import yaml
 
-from mlp import config as C
+from mlp import config as C, paths
 from mlp.errors import UsageError
 from mlp.runs import results as R
 from mlp.runs.data import load_dataset
@@ -48,7 +48,7 @@ def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str |
     rerun that W&B's agents run on other machines): no folder of this machine — the source runs'
     data_dir is dropped (agents find the data through MLP_DATA_DIR, their cache or Debian's
     package), and a given `data_dir` must be relative (to each agent's folder)."""
-    if portable and data_dir is not None and Path(data_dir).expanduser().is_absolute():
+    if portable and data_dir is not None and paths.expand(data_dir, "--data_dir").is_absolute():
         raise UsageError(f"--data_dir {data_dir} is a folder of this machine, and W&B's agents run this rerun "
                          f"elsewhere: give a folder relative to train.py's (each agent's) folder, leave it out (agents "
                          f"find the data through MLP_DATA_DIR, their cache or Debian's package), or use --local")
@@ -61,7 +61,7 @@ def rerun_configs(runs, dataset: str, epochs: int | None = None, data_dir: str |
         if epochs is not None:
             config["epochs"] = int(epochs)
         if data_dir is not None:
-            config["data_dir"] = str(data_dir) if portable else str(Path(data_dir).expanduser().resolve())
+            config["data_dir"] = str(data_dir) if portable else str(paths.expand(data_dir, "--data_dir").resolve())
         configs.append(config)
     return configs
 

@@ -29,7 +29,8 @@ EDGES = {
     "float": NUMBER_EDGES,
     "bool": ["maybe", "2", "", "yes", "False"],
     "choice": ["", "nonexistent", "relu;rm -rf /", "ЯЯЯ", "x" * 1000],
-    "int_list": ["[]", "[0]", "[-1]", "[1e12]", "[a]", "[1,,2]", "[" + ",".join(["4"] * 2000) + "]", "[8, 4]"],
+    "int_list": ["[]", "[0]", "[-1]", "[1e12]", "[a]", "[1,,2]", "[" + ",".join(["4"] * 2000) + "]", "[8, 4]",
+                 "[[8]]", "[8]]", "((8))"],
     "str": ["", "\x01junk", "x" * 300],
 }
 # Flags whose values are paths or names: their own cases below (a value here would point the
@@ -139,6 +140,27 @@ def test_a_training_split_that_lacks_a_class_is_refused(work, capsys):
     ({"WANDB_MODE": "sometimes"}, "WANDB_MODE"),
     ({"MLP_STORE_TIMEOUT": "soon"}, "MLP_STORE_TIMEOUT"),
     ({"MLP_STORE_TIMEOUT": "-5"}, "MLP_STORE_TIMEOUT"),
+    # what wandb reads, checked before anything is written (wandb would refuse it after the row exists)
+    ({"WANDB_MODE": "Offline"}, "WANDB_MODE"),
+    ({"WANDB_MODE": "ONLINE"}, "WANDB_MODE"),
+    ({"WANDB_PROJECT": "a/b"}, "WANDB_PROJECT"),
+    ({"WANDB_PROJECT": "x" * 200}, "WANDB_PROJECT"),
+    ({"WANDB_PROJECT": "what?"}, "WANDB_PROJECT"),
+    ({"WANDB_ENTITY": "team:x"}, "WANDB_ENTITY"),
+    ({"WANDB_ENTITY": "%"}, "WANDB_ENTITY"),
+    ({"WANDB_SERVICE": "garbage"}, "WANDB_SERVICE"),
+    ({"WANDB_SERVICE": "3-12-tcp-localhost-"}, "WANDB_SERVICE"),
+    ({"WANDB_DIR": "{list}"}, "WANDB_DIR"),
+    ({"WANDB_DIR": "~nosuchuser-mlp/w"}, "WANDB_DIR"),
+    ({"MLP_WANDB_TIMEOUT": "inf"}, "MLP_WANDB_TIMEOUT"),
+    ({"MLP_WANDB_TIMEOUT": "1e308"}, "MLP_WANDB_TIMEOUT"),
+    ({"MLP_WANDB_TIMEOUT": "nan"}, "MLP_WANDB_TIMEOUT"),
+    ({"MLP_WANDB_TIMEOUT": "0"}, "MLP_WANDB_TIMEOUT"),
+    ({"MLP_WANDB_TIMEOUT": "-1"}, "MLP_WANDB_TIMEOUT"),
+    ({"MLP_WANDB_TIMEOUT": "soon"}, "MLP_WANDB_TIMEOUT"),
+    ({"MLP_DATA_DIR": "~nosuchuser-mlp/d"}, "MLP_DATA_DIR"),
+    ({"MLP_CACHE_DIR": "~nosuchuser-mlp/c"}, "MLP_CACHE_DIR"),
+    ({"MLP_STORE": "~nosuchuser-mlp/s.sqlite"}, "MLP_STORE"),
 ], ids=lambda v: str(v)[:40])
 def test_junk_in_the_environment_is_one_line_and_writes_nothing(work, capsys, monkeypatch, env, fragment):
     (work / "binary.yaml").write_bytes(bytes(range(256)) * 4)
@@ -150,7 +172,12 @@ def test_junk_in_the_environment_is_one_line_and_writes_nothing(work, capsys, mo
         monkeypatch.setenv(key, value.format(missing=work / "nope.yaml", binary=work / "binary.yaml",
                                              list=work / "list.yaml", badvalue=work / "badvalue.yaml",
                                              unknown=work / "unknown.yaml"))
-    code = train_main(TINY)
+    argv = list(TINY)
+    if any(k.startswith(("WANDB_", "MLP_WANDB")) for k in env):      # W&B's variables matter when W&B runs
+        argv += ["--wandb_mode", "offline"]
+    if "MLP_DATA_DIR" in env:                                         # ...and MLP_DATA_DIR without --data_dir
+        argv = argv[2:]
+    code = train_main(argv)
     out, err = capsys.readouterr()
     assert code == 2 and fragment in err, (code, err)
     check_promise(code, out, err, work, before)
@@ -177,7 +204,8 @@ SUBCOMMAND_CASES = [
     ["report", "nosuchid"], ["report", "{sweep}"], ["report", "{sweep}", "--out", "{textfile}"],
     ["rerun", "nosuchid"], ["rerun", "{sweep}", "--top", "0"], ["rerun", "{sweep}", "--dataset", "cifar"],
     ["rerun", "{sweep}"],
-    ["sync", "nosuchid"], ["sync", "{sweep}"],
+    ["sync", "nosuchid"], ["sync", "{sweep}"], ["sync", "{sweep}", "--project", "a/b", "--dry_run"],
+    ["sync", "{sweep}", "--entity", "x" * 200, "--dry_run"], [],
     ["evaluate"], ["evaluate", "{missing}"], ["evaluate", "{textfile}"], ["evaluate", "{dir}"],
     ["evaluate", "{textfile}", "-d", "svhn"],
 ]

@@ -265,7 +265,7 @@ def test_corrupted_member_is_a_usage_error(tmp_path):
     data[start + info.file_size - 3] ^= 0xFF  # inside the weights' data
 
     path.write_bytes(bytes(data))
-    with pytest.raises(UsageError, match="not an .npz model"):  # the zip's CRC check
+    with pytest.raises(UsageError, match="not an .npz written by mlp-sweeps"):  # the zip's CRC check
         load_model(path)
 
 

@@ -9,7 +9,7 @@ import ast
 from helpers.paths import ROOT
 
 PACKAGE = ROOT / "mlp"
-RANK = {"errors": -1, "core": 0, "networks": 0.5, "config": 1, "runs": 2, "sweep": 3, "report": 4, "cli": 5}
+RANK = {"errors": -1, "paths": -1, "core": 0, "networks": 0.5, "config": 1, "runs": 2, "sweep": 3, "report": 4, "cli": 5}
 FACADES = {"mlp", "mlp.__main__"}
 # Heavy or optional third-party imports that a module may defer into a function on purpose.
 DEFERRED_OK = {"wandb", "sklearn", "scipy", "matplotlib", "threadpoolctl", "torch", "tqdm", "sweeps"}

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import os
 import http.server
 import shutil
 import socket
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlp.runs.data import sources, splits
+from mlp.runs.data import splits
 from mlp.runs.data import DATASETS, SPLIT_SEED, encode_idx, load_dataset, parse_idx, read_idx
 from mlp.errors import UsageError
 from helpers.paths import DATA, FASHION_SUBSET, SHARED_MNIST
@@ -593,16 +594,6 @@ def test_partial_cache_is_completed(isolated, no_debian, serve, gz_dir, subset_c
     assert [p.name for p in files_in(cache)] == sorted(FILES)
 
 
-def test_atomic_write_leaves_nothing_on_crash(monkeypatch, tmp_path):
-    def crash(fd):
-        raise OSError("disk on fire")
-
-    monkeypatch.setattr(sources.os, "fsync", crash)
-    with pytest.raises(OSError):
-        sources._write_atomic(tmp_path / "f", b"x" * 1000)
-    assert files_in(tmp_path) == []
-
-
 # ------------------------------------------------------------------------------------------
 # the full real datasets
 # ------------------------------------------------------------------------------------------
@@ -695,3 +686,101 @@ def test_an_unwritable_cache_is_skipped(tmp_path):
     blocker.write_text("a file where the cache folder would go")
     ds = load_dataset(data_dir=DATA, download=False, cache_dir=blocker)
     assert len(ds.y_train) == 1800 and blocker.is_file()
+
+
+# ---- a damaged split cache is converted again, never trusted ---------------------------------------
+
+def _entry(cache):
+    (entry,) = (cache / "splits").iterdir()
+    return entry
+
+
+def _restamp(entry):
+    """After tampering with an entry's arrays, make its meta.json's size/mtime stamps match again
+    (as if the tampering had been done carefully): only the content checks can catch it."""
+    import json as _json
+    meta = _json.loads((entry / "meta.json").read_text())
+    for part in meta["files"]:
+        st = (entry / f"{part}.npy").stat()
+        meta["files"][part] = [st.st_size, st.st_mtime_ns]
+    (entry / "meta.json").write_text(_json.dumps(meta))
+
+
+CACHE_DAMAGE = {
+    "meta a list": lambda e: (e / "meta.json").write_text("[]"),
+    "meta null": lambda e: (e / "meta.json").write_text("null"),
+    "meta a number": lambda e: (e / "meta.json").write_text("1"),
+    "meta deeply nested": lambda e: (e / "meta.json").write_text("[" * 100_000 + "]" * 100_000),
+    "meta not JSON": lambda e: (e / "meta.json").write_text("{"),
+    "meta files not an object": lambda e: (e / "meta.json").write_text('{"version": 1, "files": 5}'),
+    "meta a folder": lambda e: ((e / "meta.json").unlink(), (e / "meta.json").mkdir()),
+    "x_test 0-d": lambda e: (np.save(e / "x_test.npy", np.float32(1)), _restamp(e)),
+    "y_train labels out of range": lambda e: (np.save(e / "y_train.npy", np.load(e / "y_train.npy") + 10),
+                                              _restamp(e)),
+    "y_val negative": lambda e: (np.save(e / "y_val.npy", np.load(e / "y_val.npy") - 1), _restamp(e)),
+    "x_train of another width": lambda e: (np.save(e / "x_train.npy", np.load(e / "x_train.npy")[:, :100]),
+                                           _restamp(e)),
+    "y_test shorter than x_test": lambda e: (np.save(e / "y_test.npy", np.load(e / "y_test.npy")[:-1]), _restamp(e)),
+    "x_val of integers": lambda e: (np.save(e / "x_val.npy", np.load(e / "x_val.npy").astype(np.int64)), _restamp(e)),
+    "an array pickled": lambda e: (np.save(e / "val_index.npy", np.array([None], dtype=object), allow_pickle=True),
+                                   _restamp(e)),
+    "an array file a FIFO": lambda e: ((e / "y_test.npy").unlink(), os.mkfifo(e / "y_test.npy")),
+}
+
+
+@pytest.mark.parametrize("damage", list(CACHE_DAMAGE))
+def test_a_damaged_split_cache_entry_is_rebuilt(tmp_path, damage):
+    cache = tmp_path / "cache"
+    fresh = load_dataset(data_dir=DATA, download=False, cache_dir=cache)
+    entry = _entry(cache)
+    CACHE_DAMAGE[damage](entry)
+    again = load_dataset(data_dir=DATA, download=False, cache_dir=cache)       # no error: converted again
+    for part in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert np.array_equal(getattr(again, part), getattr(fresh, part)), part
+    third = load_dataset(data_dir=DATA, download=False, cache_dir=cache)       # ...and the entry replaced
+    assert isinstance(third.x_train, np.memmap) and np.array_equal(third.y_test, fresh.y_test)
+    assert [p.name for p in (cache / "splits").iterdir()] == [entry.name]
+
+
+# ---- data files that cannot be data ----------------------------------------------------------------------
+
+def _copy_subset(tmp_path):
+    folder = tmp_path / "d" / "fashion_mnist"
+    shutil.copytree(DATA / "fashion_mnist", folder)
+    return folder
+
+
+def _sparse(path, size):
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+DATA_FILE_DAMAGE = {
+    "a 20 GB sparse raw file": lambda f: (f.unlink(), _sparse(f.with_suffix(""), 20 << 30)),
+    "a 20 GB sparse .gz file": lambda f: _sparse(f, 20 << 30),
+    "a FIFO": lambda f: (f.unlink(), os.mkfifo(f)),
+    "a folder": lambda f: (f.unlink(), f.mkdir()),
+    "IDX with 255 dimensions": lambda f: f.write_bytes(gzip.compress(bytes([0, 0, 8, 255]) + b"\0\0\0\1" * 255 + b"x")),
+    "IDX with 33 dimensions": lambda f: f.write_bytes(gzip.compress(bytes([0, 0, 8, 33]) + b"\0\0\0\1" * 33 + b"x")),
+    "a gzip bomb header": lambda f: f.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + b"\xff\xff\xff\xff" * 3)),
+    "empty": lambda f: f.write_bytes(b""),
+}
+
+
+@pytest.mark.parametrize("damage", list(DATA_FILE_DAMAGE))
+def test_a_data_file_that_cannot_be_data_is_one_error(tmp_path, damage):
+    import signal as _signal
+    folder = _copy_subset(tmp_path)
+    DATA_FILE_DAMAGE[damage](folder / "train-images-idx3-ubyte.gz")
+
+    def hung(signum, frame):
+        raise KeyboardInterrupt("blocked on a data file")
+    previous = _signal.signal(_signal.SIGALRM, hung)
+    _signal.alarm(20)
+    try:
+        with pytest.raises(UsageError) as e:
+            load_dataset(data_dir=folder.parent, download=False, use_cache=False)
+    finally:
+        _signal.alarm(0)
+        _signal.signal(_signal.SIGALRM, previous)
+    assert "train-images" in str(e.value) and "\n" not in str(e.value), str(e.value)

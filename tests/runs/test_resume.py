@@ -5,10 +5,15 @@ finishes the run bit for bit as if it had never been interrupted (one BLAS threa
 reproducible only under the same threads)."""
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +132,142 @@ def test_resume_says_what_it_cannot_continue(interrupted, tmp_path):
     finally:
         checkpoint.write_bytes(saved)
     assert store_contents(cwd / "s.sqlite") == before                # nothing written by any of them
+
+
+# ---- a damaged checkpoint is refused before the run's row is reopened ----------------------------------------
+
+def _rewrite(path, meta_fn=None, arrays_fn=None, meta_text=None):
+    """Rewrite a checkpoint with its JSON header and/or arrays changed (as a hostile or damaged file)."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"]))
+        found = {k: z[k] for k in z.files if k != "__meta__"}
+    meta = meta_fn(meta) if meta_fn else meta
+    found = arrays_fn(found) if arrays_fn else found
+    with zipfile.ZipFile(path, "w") as out:
+        with out.open("__meta__.npy", "w") as f:
+            np.lib.format.write_array(f, np.array(meta_text if meta_text is not None else json.dumps(meta)))
+        for key, value in found.items():
+            with out.open(f"{key}.npy", "w") as f:
+                if isinstance(value, bytes):             # a raw member (a header that lies)
+                    f.write(value)
+                else:
+                    np.lib.format.write_array(f, value, allow_pickle=True)
+
+
+def _set(path_keys, value):
+    def change(meta):
+        target = meta
+        for key in path_keys[:-1]:
+            target = target[key]
+        target[path_keys[-1]] = value(target[path_keys[-1]]) if callable(value) else value
+        return meta
+    return change
+
+
+def _drop(prefix, every=False):
+    def change(arrays):
+        keys = [k for k in arrays if k.startswith(prefix)]
+        for key in keys if every else keys[:1]:
+            del arrays[key]
+        return arrays
+    return change
+
+
+def _shrink(prefix):
+    def change(arrays):
+        key = next(k for k in arrays if k.startswith(prefix) and arrays[k].ndim)
+        arrays[key] = arrays[key][:1]
+        return arrays
+    return change
+
+
+def _lying_header(arrays):
+    key = next(k for k in arrays if k.startswith("net/"))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10 ** 11,)})
+    arrays[key] = np.lib.format.magic(1, 0) + header.getvalue()[8:] + b"\0" * 16
+    return arrays
+
+
+DAMAGE = {
+    "history of numbers": dict(meta_fn=_set(["fit", "history"], [1, 2, 3])),
+    "history rows without epoch": dict(meta_fn=_set(["fit", "history"], lambda h: [{} for _ in h])),
+    "history one row short": dict(meta_fn=_set(["fit", "history"], lambda h: h[:-1])),
+    "history with text": dict(meta_fn=_set(["fit", "history"], lambda h: [{**r, "val_loss": "x"} for r in h])),
+    "loop generator a string": dict(meta_fn=_set(["fit", "rng"], "garbage")),
+    "loop generator of another kind": dict(meta_fn=_set(["fit", "rng"], {"bit_generator": "MT19937", "state": {}})),
+    "network generator a number": dict(meta_fn=_set(["net_rng"], 5)),
+    "optimizer of another kind": dict(meta_fn=_set(["optimizer", "optimizer"], "sgd")),
+    "optimizer without its step": dict(meta_fn=lambda m: (m["optimizer"].pop("step"), m)[1]),
+    "averaging missing": dict(meta_fn=_set(["averager"], None)),
+    "negative epoch": dict(meta_fn=_set(["fit", "epoch"], -1)),
+    "best epoch out of range": dict(meta_fn=_set(["fit", "best"], [0.5, 99])),
+    "header a list": dict(meta_text="[]"),
+    "header not JSON": dict(meta_text="{not json"),
+    "header deeply nested": dict(meta_text="[" * 100_000 + "]" * 100_000),
+    "another format": dict(meta_fn=_set(["format"], "something-else")),
+    "another version": dict(meta_fn=_set(["version"], 99)),
+    "network array missing": dict(arrays_fn=_drop("net/")),
+    "network array of another shape": dict(arrays_fn=_shrink("net/")),
+    "network array unexpected": dict(arrays_fn=lambda a: {**a, "net/99.W": np.zeros(3, np.float32)}),
+    "optimizer arrays missing": dict(arrays_fn=_drop("opt/", every=True)),
+    "optimizer array of another shape": dict(arrays_fn=_shrink("opt/")),
+    "header declaring 400 GB": dict(arrays_fn=_lying_header),
+    "an object array": dict(arrays_fn=lambda a: {**a, next(iter(a)): np.array([None], dtype=object)}),
+}
+
+
+@pytest.fixture
+def copy_of(interrupted, tmp_path, monkeypatch):
+    """The interrupted run's store and checkpoint, copied into a fresh folder (the cwd)."""
+    cwd, killed, _ = interrupted
+    shutil.copytree(cwd, tmp_path / "c")
+    for key in [k for k in os.environ if k.startswith("WANDB_")] + ["MLP_DATA_DIR", "MLP_STORE"]:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path / "c")
+    return tmp_path / "c", killed
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_checkpoint_is_refused_before_the_row_is_reopened(copy_of, capsys, damage):
+    from mlp.cli import train_main
+    cwd, killed = copy_of
+    checkpoint = cwd / "mlp-checkpoints" / f"{killed}.npz"
+    _rewrite(checkpoint, **DAMAGE[damage])
+    before, files = store_contents(cwd / "s.sqlite"), sorted(p.name for p in cwd.rglob("*"))
+    code = train_main(["--resume", killed, "--store", "s.sqlite", "--data_dir", str(DATA)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "checkpoint" in err, err
+    assert store_contents(cwd / "s.sqlite") == before and sorted(p.name for p in cwd.rglob("*")) == files
+    assert before[0][0]["state"] == "killed" or any(r["state"] == "killed" for r in before[0])
+
+
+def _smaller_copy(dst: Path) -> Path:
+    """Every other training image of the subset (all classes kept), its own checksum manifest."""
+    from mlp.runs.data import MANIFEST_NAME, encode_idx, read_idx
+    (dst / "fashion_mnist").mkdir(parents=True)
+    sums = []
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        data = read_idx(DATA / "fashion_mnist" / f"{name}.gz")
+        raw = encode_idx(data[::2] if name.startswith("train") else data)
+        (dst / "fashion_mnist" / name).write_bytes(raw)
+        sums.append(f"{hashlib.sha256(raw).hexdigest()}  {name}\n")
+    (dst / "fashion_mnist" / MANIFEST_NAME).write_text("".join(sums))
+    return dst
+
+
+def test_a_resumed_run_trains_on_the_data_it_was_interrupted_on(copy_of, capsys, tmp_path):
+    """Without --data_dir it continues on the folder its checkpoint names (not the default
+    data); with another folder it is refused, before anything is reopened."""
+    from mlp.cli import train_main
+    cwd, killed = copy_of
+    before = store_contents(cwd / "s.sqlite")
+    other = _smaller_copy(tmp_path / "other")
+    assert train_main(["--resume", killed, "--store", "s.sqlite", "--data_dir", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint") and "other data" in err and err.count("\n") == 1, err
+    assert store_contents(cwd / "s.sqlite") == before
+    assert train_main(["--resume", killed, "--store", "s.sqlite", "--wandb_mode", "disabled"]) == 0
+    err = capsys.readouterr().err
+    assert f"from {DATA / 'fashion_mnist'} (--data_dir)" in err, err

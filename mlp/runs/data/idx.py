@@ -3,6 +3,8 @@ reading a file plain or gzipped, size-limited."""
 from __future__ import annotations
 
 import math
+import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -10,12 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from mlp.errors import UsageError
+from mlp.paths import kind_of
 from mlp.runs.data.catalogue import _MAX_FILE_BYTES, DataError
 
 
 _IDX_TYPES = {0x08: "unsigned byte", 0x09: "signed byte", 0x0B: "int16", 0x0C: "int32",
               0x0D: "float32", 0x0E: "float64"}
 _FIX_FILE = "fix: replace it with an intact copy of the official file"
+_MAX_DIMS = 8
 
 
 def _idx_view(raw: bytes, what: str) -> np.ndarray:
@@ -31,8 +35,9 @@ def _idx_view(raw: bytes, what: str) -> np.ndarray:
         kind = _IDX_TYPES.get(code, "unknown")
         raise DataError(f"{what} has IDX type code 0x{code:02x} ({kind}); only 0x08 (unsigned "
                         f"byte) is supported, as in (Fashion-)MNIST; {_FIX_FILE}")
-    if ndim == 0:
-        raise DataError(f"{what} declares 0 dimensions; {_FIX_FILE}")
+    if not 1 <= ndim <= _MAX_DIMS:
+        raise DataError(f"{what} declares {ndim} dimensions; an IDX image or label file has 1 to {_MAX_DIMS} "
+                        f"(these have 3 and 1); {_FIX_FILE}")
     header = 4 + 4 * ndim
     if n < header:
         raise DataError(f"{what} is truncated: its {ndim}-d IDX header needs {header} bytes, the "
@@ -95,8 +100,16 @@ def _gunzip(data: bytes, what: str, limit: int = _MAX_FILE_BYTES) -> bytes:
 
 
 def _read_idx_bytes(path: Path) -> bytes:
-    """The decompressed IDX bytes of `path` (gzip recognised by its magic number)."""
+    """The decompressed IDX bytes of `path` (gzip recognised by its magic number). Only a regular
+    file is read (a FIFO would block), and only one no larger than any (Fashion-)MNIST file could
+    be — checked before a byte is read."""
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{path} is {kind_of(st.st_mode)}, not a data file; fix: put the IDX file itself there")
+        if st.st_size > _MAX_FILE_BYTES:
+            raise DataError(f"{path} is {st.st_size / 2**20:,.0f} MiB, far more than any (Fashion-)MNIST file "
+                            f"({_MAX_FILE_BYTES // 2**20} MiB at most); {_FIX_FILE}")
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; fix: check the path") from None

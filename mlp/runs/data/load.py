@@ -42,7 +42,7 @@ def load_dataset(name: str = "fashion_mnist", data_dir=None, split: str = "stand
     entry = None
     if use_cache and local[0] is not None:
         entry = _split_cache_dir(spec, local[0], split, val_fraction, split_seed, cache_dir)
-        cached = _read_split_cache(entry)
+        cached = _read_split_cache(entry, len(spec.class_names))
         if cached is not None:
             return Dataset(name=spec.name, class_names=list(spec.class_names), source=local[0][2], split=split,
                            **cached)

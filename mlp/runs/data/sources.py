@@ -9,7 +9,6 @@ import http.client
 import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from mlp.paths import expand, write_atomically
 from mlp.runs.data.catalogue import _MAX_FILE_BYTES, DATASETS, DOWNLOAD_TIMEOUT, MANIFEST_NAME, DataError, DatasetSpec
 from mlp.runs.data.idx import _gunzip, _idx_view, _read_idx_bytes
 
@@ -111,12 +111,12 @@ def _read_local(spec: DatasetSpec, directory: Path, found: Mapping[str, Path],
 
 def _cache_root(cache_dir) -> Path:
     if cache_dir is not None:
-        return Path(cache_dir).expanduser()
+        return expand(cache_dir, "the cache folder")
     env = os.environ.get("MLP_CACHE_DIR")
     if env:
-        return Path(env).expanduser()
+        return expand(env, "MLP_CACHE_DIR")
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    base = expand(xdg, "XDG_CACHE_HOME") if xdg else expand("~", "the home folder (HOME)") / ".cache"
     return base / "mlp-sweeps"
 
 
@@ -152,23 +152,6 @@ def _fetch(url: str, report: Callable[[str], object]) -> bytes:
     if total is not None and got != total:
         raise _DownloadFailed(f"{url}: connection closed after {got} of {total} bytes")
     return b"".join(chunks)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` is either absent/old or complete, never partial."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _describe(exc: BaseException, url: str) -> str:
@@ -223,7 +206,7 @@ def _download(spec: DatasetSpec, mirrors: Sequence[str], cache: Path,
     try:
         cache.mkdir(parents=True, exist_ok=True)
         for fname, data in fetched.items():
-            _write_atomic(cache / fname, data)
+            write_atomically(cache / fname, lambda f, data=data: f.write(data))
             stale = cache / (fname + ".gz")
             if stale.exists():
                 stale.unlink()
@@ -248,7 +231,7 @@ def _local_source(spec: DatasetSpec, data_dir, cache_dir) -> tuple[tuple | None,
     raw_dir = data_dir if explicit else (os.environ.get("MLP_DATA_DIR") or None)
     if raw_dir is not None:
         label = "--data_dir" if explicit else "MLP_DATA_DIR"
-        root = Path(raw_dir).expanduser()
+        root = expand(raw_dir, label)
         if not root.is_dir():
             what = "is not a directory" if root.exists() else "does not exist"
             raise DataError(f"data directory {root} ({label}) {what}; fix: point {label} at a "

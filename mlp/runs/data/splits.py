@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -106,20 +107,43 @@ def _split_cache_dir(spec: DatasetSpec, local, split: str, val_fraction: float, 
     return _cache_root(cache_dir) / "splits" / f"{spec.name}-{digest}"
 
 
-def _read_split_cache(entry: Path) -> dict[str, np.ndarray] | None:
-    """The cached split (x_* memory-mapped, read-only), or None if absent or stale. (Its meta.json
-    also records where the files were found when it was written; a load names where they are
-    found now.)"""
+def _read_split_cache(entry: Path, n_classes: int) -> dict[str, np.ndarray] | None:
+    """The cached split (x_* memory-mapped, read-only), or None if absent, stale or damaged — an
+    entry that is not exactly what `_write_split_cache` writes is converted again, never trusted.
+    (Its meta.json also records where the files were found when it was written; a load names
+    where they are found now.)"""
     try:
-        meta = json.loads((entry / "meta.json").read_text())
-        if meta.get("version") != SPLIT_CACHE_VERSION or any(
-                _stamp(entry / f"{part}.npy") != meta["files"][part] for part in _PARTS):
+        meta = json.loads(_small_text(entry / "meta.json"))
+        if not isinstance(meta, dict) or meta.get("version") != SPLIT_CACHE_VERSION or \
+                not isinstance(meta.get("files"), dict) or \
+                any(_stamp(entry / f"{part}.npy") != meta["files"].get(part) for part in _PARTS):
             return None
         arrays = {part: np.load(entry / f"{part}.npy", mmap_mode="r" if part.startswith("x_") else None,
                                 allow_pickle=False) for part in _PARTS}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, MemoryError):
         return None
-    return arrays
+    return arrays if _well_formed(arrays, n_classes) else None
+
+
+def _small_text(path: Path, limit: int = 1 << 20) -> str:
+    if not path.is_file() or path.stat().st_size > limit:
+        raise ValueError(f"{path} is not a small file")
+    return path.read_text()
+
+
+def _well_formed(arrays: Mapping[str, np.ndarray], n_classes: int) -> bool:
+    """Images (n, pixels) of floats and labels (n,) of integers in range, per part; the same
+    pixels per image in every part; the validation indices a vector of integers."""
+    widths = set()
+    for part in ("train", "val", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.ndim != 2 or x.dtype.kind != "f" or y.ndim != 1 or y.dtype.kind not in "iu" or len(x) != len(y):
+            return False
+        if len(y) and not (0 <= int(y.min()) and int(y.max()) < n_classes):
+            return False
+        widths.add(x.shape[1])
+    index = arrays["val_index"]
+    return len(widths) == 1 and index.ndim == 1 and index.dtype.kind in "iu"
 
 
 def _write_split_cache(entry: Path, arrays: Mapping[str, np.ndarray], source: str) -> None:
@@ -134,13 +158,13 @@ def _write_split_cache(entry: Path, arrays: Mapping[str, np.ndarray], source: st
             files[part] = _stamp(tmp / f"{part}.npy")
         (tmp / "meta.json").write_text(json.dumps({"version": SPLIT_CACHE_VERSION, "source": source,
                                                    "files": files}))
-        if entry.exists():
-            return                           # another process got there first
+        if entry.exists():                   # damaged (or just written by another process): replaced
+            stale = entry.with_name(f".{entry.name}.{os.getpid()}.stale")
+            os.replace(entry, stale)
+            shutil.rmtree(stale, ignore_errors=True)
         os.replace(tmp, entry)
     except OSError:
         pass
     finally:
         if tmp.exists():
-            for f in tmp.iterdir():
-                f.unlink()
-            tmp.rmdir()
+            shutil.rmtree(tmp, ignore_errors=True)

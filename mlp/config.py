@@ -55,27 +55,57 @@ class ConfigError(UsageError):
 
 # ---- value kinds: text (the command line, W&B's `--key=value`) or native (YAML, W&B config) ----------
 
+# Numbers as text: ASCII decimal only. Python's int() and float() also take "1_0" and other
+# scripts' digits ("١"), which a typo or a paste can produce; a flag must not read them as 10 or 1.
+_SPACE = " \t\n\r\f\v"
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)",
+                         re.ASCII | re.IGNORECASE)
+
+
+def _shown(number) -> str:
+    """A number for a one-line message: an int of any size (formatting it as a float overflows
+    past 1e308, and str() refuses ints of more than 4,300 digits), a float with :g."""
+    if isinstance(number, int):
+        if abs(number) < 10 ** 15:
+            return str(number)
+        sign = "negative " if number < 0 else ""
+        try:
+            return f"a {sign}{len(str(abs(number)))}-digit number"
+        except ValueError:
+            return f"a {sign}number of thousands of digits"
+    return f"{number:g}"
+
+
 def _number(value, integer: bool):
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is a boolean, not a number")
     if isinstance(value, str):
-        text = value.strip()
-        try:
-            number = int(text) if integer and re.fullmatch(r"[+-]?\d+", text) else float(text)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a number") from None
+        text = value.strip(_SPACE)
+        if integer and _INT_TEXT.fullmatch(text):
+            try:
+                number = int(text)
+            except ValueError:     # past sys.get_int_max_str_digits() (4,300): far beyond every range
+                raise ValueError(f"a {len(text.lstrip('+-'))}-digit number is out of range") from None
+        elif _FLOAT_TEXT.fullmatch(text):
+            number = float(text)
+        elif re.search(r"[\d_]", text):
+            raise ValueError(f"{value!r:.40} is not a plain number: write it with the digits 0-9, no _ "
+                             f"(e.g. 10, 0.5, 1e-3)")
+        else:
+            raise ValueError(f"{value!r:.40} is not a number")
     elif isinstance(value, (int, float)) or hasattr(value, "__float__") and hasattr(value, "dtype"):
         number = value.item() if hasattr(value, "item") else value
     else:
-        raise ValueError(f"{value!r} is not a number")
+        raise ValueError(f"{value!r:.40} is not a number")
     if isinstance(number, float):
         if math.isnan(number):
             raise ValueError("NaN is not allowed")
         if math.isinf(number):
-            raise ValueError(f"{value!r} is infinite")
+            raise ValueError(f"{value!r:.40} is infinite")
         if integer:
             if not number.is_integer():
-                raise ValueError(f"{value!r} is not a whole number")
+                raise ValueError(f"{value!r:.40} is not a whole number")
             number = int(number)
     return number
 
@@ -101,13 +131,38 @@ def _text(value):
     return value
 
 
+_BRACKETS = {"[": "]", "(": ")"}
+
+
+def _list_items(text: str) -> list[str]:
+    """The items of a list written as text: '[128, 64]' (W&B's argv, YAML and JSON), '(128, 64)'
+    (a Python tuple) or '128,64'; one trailing comma inside brackets, as Python and YAML allow.
+    Anything else ('[8, 16', '(8, 16]', '8 16', '[1,,2]') is refused, not guessed at."""
+    text = text.strip(_SPACE)
+    if re.search(r"[\[(].*[\[(]|[\])].*[\])]", text):
+        raise ValueError(f"{text!r:.40} is nested; give one list of widths, e.g. [128, 64]")
+    malformed = ValueError(f"{text!r:.40} is not a list of integers; write it as [128, 64] or 128,64")
+    closer = _BRACKETS.get(text[:1])
+    if closer is not None:
+        if len(text) < 2 or text[-1] != closer:
+            raise malformed
+        text = text[1:-1].strip(_SPACE)
+    if re.search(r"[\[\]()]", text):
+        raise malformed
+    if not text:
+        return []
+    items = [item.strip(_SPACE) for item in text.split(",")]
+    if closer is not None and len(items) > 1 and not items[-1]:
+        items.pop()
+    if any(not item or re.search(r"\s", item) for item in items):
+        raise malformed
+    return items
+
+
 def _int_list(value):
-    """[128, 64] (YAML / W&B config), '[128, 64]' (W&B's argv), '128,64' or '128 64'."""
+    """[128, 64] (YAML / W&B config), or text as `_list_items` reads it."""
     if isinstance(value, str):
-        text = value.strip()
-        if re.search(r"[\[(].*[\[(]|[\])].*[\])]", text):
-            raise ValueError(f"{text!r:.40} is nested; give one list of widths, e.g. [128, 64]")
-        parts = [p for p in re.split(r"[\s,]+", text.strip("[]()")) if p]
+        parts = _list_items(value)
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     else:
@@ -117,8 +172,9 @@ def _int_list(value):
     if len(parts) > MAX_DEPTH:
         raise ValueError(f"{len(parts)} layers; at most {MAX_DEPTH}")
     sizes = [_number(p, integer=True) for p in parts]
-    if any(s < 1 or s > MAX_WIDTH for s in sizes):
-        raise ValueError(f"layer widths must be in [1, {MAX_WIDTH}]; got {sizes}")
+    bad = [s for s in sizes if s < 1 or s > MAX_WIDTH]
+    if bad:
+        raise ValueError(f"layer widths must be in [1, {MAX_WIDTH}]; got {_shown(bad[0])}")
     return sizes
 
 
@@ -140,6 +196,7 @@ class Param:
     check: Callable[[Any], Any] | None = None   # a further rule on the parsed value (raises UsageError)
     nullable: bool = False                     # None is a value (means "not set")
     empty_is_none: bool = False                # int_list: an empty list ([], "[]") means None
+    path: bool = False                         # str: a file or folder (an empty one is "the path is empty")
     plumbing: bool = False                     # where things go, not what is trained
     group: str = "assignment"                  # the flag table it belongs to in --help
 
@@ -148,30 +205,43 @@ class Param:
         return tuple(self.choices() if callable(self.choices) else self.choices or ())
 
     def range_text(self) -> str:
-        lo = "" if self.low is None else f"{'>' if self.low_open else '≥'} {self.low:g}"
-        hi = "" if self.high is None else f"{'<' if self.high_open else '≤'} {self.high:g}"
+        def bound(x):   # whole bounds in full (a seed's ≤ 4294967295, not ≤ 4.29497e+09)
+            return _shown(int(x)) if float(x).is_integer() else _shown(float(x))
+        lo = "" if self.low is None else f"{'>' if self.low_open else '≥'} {bound(self.low)}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '≤'} {bound(self.high)}"
         return " and ".join(filter(None, [lo, hi]))
 
     def parse(self, value):
         """The typed value of `value` (text or native); ValueError with a one-line reason."""
-        if value is None or (isinstance(value, str) and self.nullable and value.strip().lower() in ("none", "null", "")):
+        if value is None:
             if self.nullable:
                 return None
             raise ValueError("a value is required")
+        if isinstance(value, str) and not value.strip(_SPACE) and not (self.kind == "int_list" and self.empty_is_none):
+            # given, but empty: not the same as leaving it out (`--data_dir ''` is not "no --data_dir")
+            if self.path:
+                raise ValueError("the path is empty; give a file or folder path, or leave it out")
+            if self.nullable:
+                raise ValueError("the value is empty; give one, or leave it out")
+        if isinstance(value, str) and self.nullable and value.strip(_SPACE).lower() in ("none", "null"):
+            return None
         kind = self.kind
         if kind in ("int", "float"):
             number = _number(value, integer=kind == "int")
-            if kind == "float":
-                number = float(number)
+            if kind == "float" and isinstance(number, int):
+                try:
+                    number = float(number)
+                except OverflowError:
+                    raise ValueError(f"{_shown(number)} is out of range; it must be {self.range_text()}") from None
             if (self.low is not None and (number <= self.low if self.low_open else number < self.low)) or \
                (self.high is not None and (number >= self.high if self.high_open else number > self.high)):
-                raise ValueError(f"{number:g} is out of range; it must be {self.range_text()}")
+                raise ValueError(f"{_shown(number)} is out of range; it must be {self.range_text()}")
             return number
         if kind == "bool":
             return _boolean(value)
         if kind == "int_list":
             if self.empty_is_none and (isinstance(value, (list, tuple)) and not value or isinstance(value, str)
-                                       and not value.strip().strip("[]()").strip()):
+                                       and not _list_items(value)):
                 return None
             return _int_list(value)
         text = _text(value)
@@ -200,9 +270,12 @@ def _task_loss(name):
 
 
 def check_wandb_name(kind: str, text: str) -> str:
-    """W&B's own rule for project and entity names: 1-128 characters, none of / \\ # ? % :"""
-    if not text or len(text) > 128 or re.search(r"[/\\#?%:]", text):
-        raise UsageError(f"{kind} name {text!r:.60} must be 1-128 characters without / \\ # ? % :")
+    """W&B's own rule for project and entity names: 1-128 characters, none of / \\ # ? % : — and
+    printable ones only (no newline, tab or other control or invisible character), for a flag and
+    for WANDB_PROJECT/WANDB_ENTITY alike."""
+    if not text.strip() or len(text) > 128 or re.search(r"[/\\#?%:]", text) or not text.isprintable():
+        raise UsageError(f"{kind} name {text!r:.60} must be 1-128 printable characters without / \\ # ? % : "
+                         f"or control characters")
     return text
 
 
@@ -255,15 +328,16 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("split", "choice", "standard", "standard: official test set; 80-10-10: stratified over all 70,000 images",
           choices=SPLITS),
     Param("data_dir", "str", None, "directory with the IDX files (else MLP_DATA_DIR, cache, Debian, download)",
-          nullable=True, plumbing=True),
+          nullable=True, path=True, plumbing=True),
     Param("wandb_mode", "choice", "auto", "auto = online when W&B has credentials and its server answers (through "
           "the proxy wandb uses), else offline; never prompts",
           choices=WANDB_MODES, plumbing=True),
     Param("store", "str", None, "SQLite run store (else MLP_STORE, else ./mlp-runs.sqlite)", nullable=True,
+          path=True, plumbing=True),
+    Param("save_model", "str", None, "write the trained model to this .npz", nullable=True, path=True,
           plumbing=True),
-    Param("save_model", "str", None, "write the trained model to this .npz", nullable=True, plumbing=True),
     Param("summary_json", "str", None, "write final metrics and config to this JSON file", nullable=True,
-          plumbing=True),
+          path=True, plumbing=True),
     # ---- beyond the assignment ----
     Param("preset", "choice", None, "a named configuration; explicit flags override it", choices=("best", "cnn"),
           nullable=True, plumbing=True, group="beyond"),
@@ -290,7 +364,7 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("pool", "choice", "max", "after every conv block: 2×2 max or avg pooling; global = global average "
           "pooling before the dense head; none", choices=POOLS, group="beyond"),
     Param("features", "str", None, "train the MLP on a frozen model's features: MODEL.npz[:LAYER] (index or name, "
-          "see `mlp features MODEL.npz --list`; default: the model's last hidden layer)", nullable=True,
+          "see `mlp features MODEL.npz --list`; default: the model's last hidden layer)", nullable=True, path=True,
           check=lambda text: split_features(text) and text, group="beyond"),
     # ---- the task (issue 15) ----
     Param("task", "choice", "classify", "classify: labels; autoencoder: reconstruct the image (784 outputs, squared "
@@ -316,13 +390,14 @@ CONFIGURATION = "configuration"
 
 # Named configurations (`--preset NAME`); values given explicitly override a preset's.
 PRESETS: dict[str, dict] = {
-    # the strongest plain MLP found for Fashion-MNIST, selected on validation (README, "Accuracy")
+    # the strongest plain MLP found for Fashion-MNIST, selected on validation (docs/accuracy.md)
     "best": {
-        "hidden_sizes": [1024, 1024, 1024], "batch_norm": True, "dropout": 0.2, "label_smoothing": 0.1,
+        "hidden_sizes": [1024, 1024, 1024], "batch_norm": True, "dropout": 0.1, "label_smoothing": 0.1,
         "optimizer": "adam", "learning_rate": 2e-3, "lr_schedule": "onecycle", "batch_size": 128,
-        "weight_init": "he", "activation": "relu", "weight_decay": 0.0, "epochs": 40, "augment_flip": True,
+        "weight_init": "he", "activation": "relu", "weight_decay": 0.0, "epochs": 50, "augment_flip": True,
+        "augment_shift": 1,
     },
-    # the best validation CNN found for Fashion-MNIST (README, "CNN")
+    # the best validation CNN found for Fashion-MNIST (docs/cnn.md)
     "cnn": {
         "conv_filters": [32, 64], "kernel_size": 3, "padding": "same", "pool": "max", "batch_norm": True,
         "hidden_sizes": [256], "dropout": 0.3, "label_smoothing": 0.1, "optimizer": "adam", "learning_rate": 2e-3,

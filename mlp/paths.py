@@ -132,7 +132,11 @@ def output_file(text, what: str, inputs: Iterable = ()) -> Path:
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"{what} {_show(text)}: cannot write in {probe}; give a writable path")
     for other in inputs:
-        if st is not None and other is not None and os.path.exists(other) and os.path.samefile(target, other):
+        if other is None:
+            continue
+        same = (os.path.samefile(target, other) if st is not None and os.path.exists(other)
+                else os.path.realpath(os.path.expanduser(other)) == str(target))   # e.g. a store not made yet
+        if same:
             raise UsageError(f"{what} {_show(text)} is the input file {_show(other)}; writing it would destroy "
                              f"the input — give another path")
     return target

@@ -20,11 +20,12 @@ SWEEP_REF = "a sweep id, or a W&B sweep: its id if the store knows it, or ENTITY
 def _store_path(text):
     """--store, else MLP_STORE, else ./mlp-runs.sqlite: decided here, at the edge, and passed down."""
     from mlp.runs.store import default_store_path
-    return str(paths.expand(text or default_store_path(), "--store" if text else "the store (MLP_STORE)"))
+    return str(paths.expand(default_store_path() if text is None else text,
+                            "the store (MLP_STORE)" if text is None else "--store"))
 
 
 def _store_arg(p):
-    p.add_argument("--store", default=None, type=lambda text: text or None,
+    p.add_argument("--store", default=None,
                    help="SQLite store (else MLP_STORE, else ./mlp-runs.sqlite)")
 
 
@@ -123,9 +124,9 @@ def command_parsers():
     p = parsers["sync"] = Parser(prog="mlp sync", description="Upload a sweep's offline runs with `wandb sync`, then "
                                  "create the W&B sweep that holds them (once; its URL is printed).")
     p.add_argument("sweep_id")
-    p.add_argument("--project", type=lambda text: C.check_wandb_name("project", text),
+    p.add_argument("--project", type=_param("wandb_project"),   # its message, not "invalid <lambda> value"
                    help="W&B project for the runs and the sweep (default: the one the runs logged to)")
-    p.add_argument("--entity", type=lambda text: C.check_wandb_name("entity", text),
+    p.add_argument("--entity", type=_param("wandb_entity"),
                    help="W&B entity (default: the runs', else your default entity)")
     p.add_argument("--dry_run", action="store_true", help="print the wandb sync command instead of running it")
     _store_arg(p)

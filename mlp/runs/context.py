@@ -53,6 +53,7 @@ class RunContext:
     entity: str | None = None                 # WANDB_ENTITY / WANDB_PROJECT: where that sweep lives
     project: str | None = None
     sweep_params: Mapping = field(default_factory=dict)   # from WANDB_SWEEP_PARAM_PATH: {name: value}
+    param_path: str | None = None             # ...that file, an input no output may overwrite
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "RunContext":
@@ -66,7 +67,7 @@ class RunContext:
                              f"disabled (or unset it)")
         return cls(run_id=run_id, sweep_id=sweep_id, entity=env.get("WANDB_ENTITY") or None,
                    project=env.get("WANDB_PROJECT") or None,
-                   sweep_params=read_sweep_params(path) if path else {})
+                   sweep_params=read_sweep_params(path) if path else {}, param_path=path)
 
 
 def _identifier(value: str | None, name: str) -> str | None:
@@ -129,7 +130,7 @@ def read_sweep_params(path) -> dict:
         raise UsageError(f"{where} is larger than 1 MiB; it is not a sweep parameter file")
     try:
         doc = yaml.safe_load(raw.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError):
+    except (UnicodeDecodeError, yaml.YAMLError, ValueError, OverflowError):   # ValueError: a 5,000-digit int
         raise UsageError(f"{where} is not a YAML text file of sweep parameters") from None
     except RecursionError:
         raise UsageError(f"{where} is nested too deeply to be a sweep parameter file") from None

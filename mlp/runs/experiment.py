@@ -159,16 +159,39 @@ def check_output(path, what: str, inputs=()) -> None:
         paths.output_file(path, what, inputs)
 
 
-def _check_outputs(config, store_path) -> None:
-    """--save_model and --summary_json: writable, distinct, and neither the store nor the model
-    the features come from."""
-    inputs = [store_path] + ([C.split_features(config["features"])[0]] if config["features"] else [])
+def _check_outputs(config, store_path, context: RunContext) -> None:
+    """--save_model and --summary_json: writable, distinct, and none of the run's inputs — the
+    store (its side files and checkpoint folder too, made or not yet), the model the features
+    come from, the data files, the sweep's parameter file."""
+    checkpoints = checkpoint_path_for(store_path, "run").parent
+    if checkpoints.exists() and not checkpoints.is_dir():
+        raise UsageError(f"{checkpoints} is not a folder, but the store {store_path} keeps interrupted runs' "
+                         f"checkpoints there; move it away")
+    inputs = [store_path, *(store_path + end for end in ("-journal", "-wal", "-shm")), str(checkpoints),
+              context.param_path, *_data_files(config)]
+    if config["features"]:
+        inputs.append(C.split_features(config["features"])[0])
     check_output(config["save_model"], "--save_model", inputs)
-    check_output(config["summary_json"], "--summary_json", inputs + [config["save_model"]])
+    check_output(config["summary_json"], "--summary_json", inputs)
     if config["save_model"] and config["summary_json"] and \
             os.path.realpath(paths.expand(config["save_model"], "--save_model")) == \
             os.path.realpath(paths.expand(config["summary_json"], "--summary_json")):
         raise UsageError("--save_model and --summary_json name the same file; give two paths")
+
+
+def _data_files(config) -> list[str]:
+    """The files of the run's data folder (--data_dir, else MLP_DATA_DIR) and of its sub-folders."""
+    folder, what = (config["data_dir"], "--data_dir") if config["data_dir"] else (os.environ.get("MLP_DATA_DIR"),
+                                                                                  "MLP_DATA_DIR")
+    found = []
+    try:
+        for entry in os.scandir(paths.expand(folder, what)) if folder else ():
+            found.append(entry.path)
+            if entry.is_dir():
+                found += [inner.path for inner in os.scandir(entry.path)]
+    except OSError:              # no such folder, or unreadable: the data loading says so
+        pass
+    return found
 
 
 def prepare(config, context: RunContext) -> Prepared:
@@ -181,7 +204,7 @@ def prepare(config, context: RunContext) -> Prepared:
     if mode != "disabled":
         check_wandb_environment()
     store_path = config["store"] or DEFAULT_STORE
-    _check_outputs(config, store_path)
+    _check_outputs(config, store_path, context)
     data = _load_data(config)
     check_data(config, data)
     inputs = built[0].input_shape if config["features"] else (data.x_train.shape[1],)   # a head takes features
@@ -450,7 +473,11 @@ def _keep_checkpoint(p: Prepared, record, snapshot) -> None:
 
 
 def _drop_checkpoint(record) -> None:
-    checkpoint_path_for(record.store.path, record.run_id).unlink(missing_ok=True)
+    try:
+        checkpoint_path_for(record.store.path, record.run_id).unlink(missing_ok=True)
+    except OSError as e:         # e.g. its folder was replaced by a file during the run
+        print(f"warning: could not remove run {record.run_id}'s old checkpoint ({e.strerror or e})", file=sys.stderr,
+              flush=True)
 
 
 def _log_model(wandb, net, model_path, config, run_id, summary) -> None:

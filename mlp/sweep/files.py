@@ -153,6 +153,9 @@ def load_sweep_file(path, machine_memory: bool = True) -> tuple[dict, str]:
         raise UsageError(f"sweep file {path} is not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     except RecursionError:
         raise UsageError(f"sweep file {path} is nested too deeply to be a sweep config") from None
+    except (ValueError, OverflowError) as e:    # a scalar YAML cannot build: a 5,000-digit int, a 13th month
+        what = "an integer of thousands of digits" if "digits" in str(e) else str(e).splitlines()[0][:200]
+        raise UsageError(f"sweep file {path} holds a value YAML cannot read: {what}") from None
     validate_sweep_config(config, str(path), machine_memory=machine_memory)
     return config, text
 

@@ -79,6 +79,77 @@ def test_paths_and_names_that_cannot_work_are_refused_before_training(work, caps
     check_promise(code, out, err, work, before)
 
 
+# ---- spellings a tester found accepted or crashing: each is one line naming the flag, exit 2 ----------
+
+BIG = "9" * 400                      # beyond a float (1.8e308): a message formatting it as one overflowed
+SPELLINGS = {
+    "integers beyond a float": [("-e", BIG), ("--epochs", "-" + BIG), ("--seed", BIG), ("--kernel_size", BIG),
+                                ("--augment_shift", BIG), ("--early_stopping", BIG), ("-b", BIG), ("-nhl", BIG),
+                                ("-sz", BIG), ("-e", "9" * 5000), ("-lr", BIG), ("--hidden_sizes", f"[{BIG}]"),
+                                ("--conv_filters", f"[4, {BIG}]")],
+    "malformed lists": [("--hidden_sizes", "[8, 16"), ("--hidden_sizes", "(8, 16]"), ("--hidden_sizes", "8 16"),
+                        ("--hidden_sizes", "[8 16]"), ("--hidden_sizes", "[8,,16]"), ("--hidden_sizes", "8,16,"),
+                        ("--hidden_sizes", ",8"), ("--hidden_sizes", "["), ("--hidden_sizes", "8]"),
+                        ("--hidden_sizes", "[8;16]"), ("--conv_filters", "[4,"), ("--conv_filters", "(4"),
+                        ("--conv_filters", "["), ("--conv_filters", "4 8"), ("--conv_filters", "[,]")],
+    "odd digits": [("-e", "1_0"), ("-e", "١"), ("-e", "１０"), ("--seed", "٣"), ("-b", "0x10"), ("-e", "1 0"),
+                   ("-lr", "1_0e-3"), ("-lr", "١e-3"), ("--dropout", "0.1_0"), ("--hidden_sizes", "[1_6]"),
+                   ("--hidden_sizes", "[١٦]"), ("--conv_filters", "[٤]")],
+    "empty values": [("--data_dir", ""), ("--store", ""), ("--save_model", ""), ("--summary_json", ""),
+                     ("--resume", ""), ("--features", ""), ("--data_dir", "  "), ("--wandb_entity", ""),
+                     ("--preset", ""), ("--output_activation", ""), ("--hidden_sizes", ""), ("--store", " ")],
+    "W&B names": [("-we", "ü\x01"), ("-we", "a\nb"), ("-wp", "a\tb"), ("-wp", "x\x7f"), ("-we", "a\u200bb"),
+                  ("--wandb_project", "\x1b[31mred")],
+}
+SPELLING_CASES = [(kind, flag, value) for kind, cases in SPELLINGS.items() for flag, value in cases]
+
+
+def _flag_name(flag):
+    """The long name argparse's message shows: -e is --epochs."""
+    return next(f"--{p.name}" for p in C.PARAMS.values() if flag in (p.short, f"--{p.name}"))
+
+
+@pytest.mark.parametrize("kind,flag,value", SPELLING_CASES, ids=[f"{k}: {f} {v[:10]!r}" for k, f, v in SPELLING_CASES])
+def test_bad_spellings_are_one_line_naming_the_flag(work, capsys, kind, flag, value):
+    before = files_in(work)
+    code = train_main([*TINY, flag, value])
+    out, err = capsys.readouterr()
+    assert code == 2, (code, out, err)
+    check_promise(code, out, err, work, before)
+    assert _flag_name(flag) in err and len(err) < 400, err
+    if kind == "empty values" and flag in ("--data_dir", "--store", "--save_model", "--summary_json", "--features"):
+        assert "the path is empty" in err, err
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["-e", "10"], {"epochs": 10}), (["-e", "+10"], {"epochs": 10}), (["--epochs=10.0"], {"epochs": 10}),
+    (["-e", "1e1"], {"epochs": 10}), (["--seed", "4294967295"], {"seed": 4294967295}),
+    (["--learning_rate", "1e-3"], {"learning_rate": 1e-3}), (["-lr", "5E-4"], {"learning_rate": 5e-4}),
+    (["-lr", ".5"], {"learning_rate": 0.5}), (["-lr", "2."], {"learning_rate": 2.0}),
+    (["--hidden_sizes", "[8,16]"], {"hidden_sizes": [8, 16]}), (["--hidden_sizes=[8, 16]"], {"hidden_sizes": [8, 16]}),
+    (["--hidden_sizes", "8,16"], {"hidden_sizes": [8, 16]}), (["--hidden_sizes", " 8 , 16"], {"hidden_sizes": [8, 16]}),
+    (["--hidden_sizes", "(8,16)"], {"hidden_sizes": [8, 16]}),
+    (["--hidden_sizes", "[8,16,]"], {"hidden_sizes": [8, 16]}),
+    (["--hidden_sizes", "(8,)"], {"hidden_sizes": [8]}), (["--hidden_sizes", "8"], {"hidden_sizes": [8]}),
+    (["--hidden_sizes", "None"], {"hidden_sizes": None}), (["--conv_filters", ""], {"conv_filters": None}),
+    (["--conv_filters", "[]"], {"conv_filters": None}), (["--conv_filters", "[4, 8]"], {"conv_filters": [4, 8]}),
+    (["--data_dir", "d"], {"data_dir": "d"}), (["-we", "ü-team"], {"wandb_entity": "ü-team"}),
+    (["-wp", "my project"], {"wandb_project": "my project"}), ([], {"data_dir": None, "store": None, "resume": None}),
+], ids=lambda v: " ".join(v)[:30] if isinstance(v, list) else "")
+def test_valid_spellings_still_parse(argv, expected):
+    from mlp.cli.flags import parse_train_args
+    config = parse_train_args(argv)
+    assert {k: config[k] for k in expected} == expected
+
+
+def test_valid_spellings_still_train(work, capsys):
+    code = train_main(["--data_dir", str(DATA), "-e", "1", "--hidden_sizes", "(8, 4,)", "--learning_rate", "1e-3",
+                       "--seed", "+7", "--wandb_mode", "disabled"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    check_promise(code, out, err, work, set())
+
+
 def test_epochs_zero_is_bad_input_not_a_finished_run(work, capsys):
     before = files_in(work)
     assert train_main([*TINY, "-e", "0"]) == 2
@@ -148,6 +219,10 @@ def test_a_training_split_that_lacks_a_class_is_refused(work, capsys):
     ({"WANDB_PROJECT": "what?"}, "WANDB_PROJECT"),
     ({"WANDB_ENTITY": "team:x"}, "WANDB_ENTITY"),
     ({"WANDB_ENTITY": "%"}, "WANDB_ENTITY"),
+    ({"WANDB_ENTITY": "x\ny"}, "WANDB_ENTITY"),        # control characters: refused as -we refuses them
+    ({"WANDB_ENTITY": "ü\x01"}, "WANDB_ENTITY"),
+    ({"WANDB_PROJECT": "a\tb"}, "WANDB_PROJECT"),
+    ({"WANDB_PROJECT": "p\x7f"}, "WANDB_PROJECT"),
     ({"WANDB_SERVICE": "garbage"}, "WANDB_SERVICE"),
     ({"WANDB_SERVICE": "3-12-tcp-localhost-"}, "WANDB_SERVICE"),
     ({"WANDB_DIR": "{list}"}, "WANDB_DIR"),
@@ -244,6 +319,31 @@ def test_every_subcommand_with_bad_arguments(work, capsys, argv):
     assert code == 2, (argv, code, out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out + err, err
+    assert files_in(work) == before
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["agent", "{sweep}", "--count", BIG], "--count"), (["agent", "{sweep}", "--count", "9" * 5000], "--count"),
+    (["agent", "{sweep}", "--count", "1_0"], "--count"), (["agent", "{sweep}", "--count", "١"], "--count"),
+    (["sweep", "x.yaml", "--count", BIG], "--count"), (["sweep", "x.yaml", "--jobs", BIG], "--jobs"),
+    (["sweep", "x.yaml", "--seed", BIG], "--seed"), (["rerun", "{sweep}", "--top", BIG], "--top"),
+    (["rerun", "{sweep}", "--epochs", "-" + BIG], "--epochs"), (["baselines", "--jobs", BIG], "--jobs"),
+    (["sync", "{sweep}", "--project", "a/b", "--dry_run"], "--project"),
+    (["sync", "{sweep}", "--project", "a\nb", "--dry_run"], "--project"),
+    (["sync", "{sweep}", "--project", "", "--dry_run"], "--project"),
+    (["sync", "{sweep}", "--entity", "ü\x01", "--dry_run"], "--entity"),
+    (["sync", "{sweep}", "--entity", "", "--dry_run"], "--entity"),
+], ids=lambda a: " ".join(a)[:40] if isinstance(a, list) else a)
+def test_subcommand_numbers_and_names_are_one_line_naming_the_flag(work, capsys, argv, flag):
+    """argparse's own wording for a type that raised ("invalid <lambda> value") or a traceback
+    (an OverflowError is no ValueError) never reaches the user: the schema's message does."""
+    argv = [a.format(sweep=_store(work)) for a in argv]
+    before = files_in(work)
+    code = mlp_main(argv)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, out, err)
+    assert f"argument {flag}:" in err and "invalid" not in err and "<lambda>" not in err and len(err) < 400, err
     assert files_in(work) == before
 
 

@@ -142,6 +142,46 @@ def test_train_outputs_never_overwrite_an_input(w, capsys, flag):
     assert "same file" in line
 
 
+# the run's other inputs, each an output may not land on (made or not yet): name -> (argv, env, the path)
+RUN_INPUTS = {
+    "a store not made yet": lambda w: ([*TINY, "--store", str(w / "new.sqlite")], {}, w / "new.sqlite"),
+    "the default store not made yet": lambda w: (TINY, {}, w / "mlp-runs.sqlite"),
+    "MLP_STORE not made yet": lambda w: (TINY, {"MLP_STORE": str(w / "env.sqlite")}, w / "env.sqlite"),
+    "the store's write-ahead log": lambda w: (TINY, {}, w / "mlp-runs.sqlite-wal"),
+    "the store's journal": lambda w: (TINY, {}, w / "mlp-runs.sqlite-journal"),
+    "the checkpoint folder": lambda w: (TINY, {}, w / "mlp-checkpoints"),
+    "a data file": lambda w: ([*TINY[:1], str(w / "data"), *TINY[2:]], {},
+                              w / "data" / "fashion_mnist" / "train-labels-idx1-ubyte.gz"),
+    "the sweep's parameter file": lambda w: (TINY, {"WANDB_SWEEP_PARAM_PATH": str(w / "p.yaml")}, w / "p.yaml"),
+}
+
+
+@pytest.mark.parametrize("flag", ["--save_model", "--summary_json"])
+@pytest.mark.parametrize("kind", _ids(RUN_INPUTS))
+def test_train_outputs_never_land_on_the_runs_inputs(w, capsys, monkeypatch, flag, kind):
+    """Found by an adversarial run: an output named like a store that did not exist yet replaced
+    the store the run had just created (its row lost), and one on a data file replaced the data."""
+    import shutil
+    shutil.copytree(DATA, w / "data")
+    (w / "p.yaml").write_text("epochs:\n  value: 1\n")
+    monkeypatch.chdir(w)
+    monkeypatch.delenv("MLP_STORE", raising=False)
+    argv, env, target = RUN_INPUTS[kind](w)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    before = target.read_bytes() if target.is_file() else None
+    line = _refused(w, capsys, lambda: train_main([*argv, flag, str(target)]))
+    assert "input" in line and (target.read_bytes() if target.is_file() else None) == before
+
+
+def test_a_file_where_the_checkpoints_go_is_refused_before_training(w, capsys, monkeypatch):
+    monkeypatch.chdir(w)
+    monkeypatch.delenv("MLP_STORE", raising=False)
+    (w / "mlp-checkpoints").write_text("not a folder")
+    line = _refused(w, capsys, lambda: train_main(TINY))
+    assert "mlp-checkpoints is not a folder" in line
+
+
 @pytest.mark.parametrize("kind", _ids(INPUT_DIR))
 def test_train_data_dir(w, capsys, kind):
     _refused(w, capsys, lambda: train_main([*TINY, "--data_dir", _case(w, INPUT_DIR[kind])]))

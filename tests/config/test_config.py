@@ -77,10 +77,132 @@ def test_plumbing_is_not_a_hyperparameter():
     assert not set(C.hyperparameters(C.resolve(where))) & set(where)     # where things go is never "what is trained"
 
 
-@pytest.mark.parametrize("project", ["", "a/b", "x" * 129, "what?"])
+@pytest.mark.parametrize("project", ["", "a/b", "x" * 129, "what?", " ", "a\nb"])
 def test_wandb_names_follow_wandbs_rules(project):
     with pytest.raises(UsageError, match="wandb_project"):
         C.parse_value("wandb_project", project)
+
+
+# ---- spellings a tester found accepted or crashing -------------------------------------------------------
+
+def _refused(name, value, fragment=""):
+    """One line ConfigError naming the parameter (never OverflowError, never a value)."""
+    with pytest.raises(C.ConfigError) as e:
+        C.parse_value(name, value)
+    message = str(e.value)
+    assert message.startswith(f"{name}: ") and "\n" not in message and len(message) < 300, message
+    assert fragment in message, message
+    return message
+
+
+def _yaml_int(text):
+    import yaml
+    return yaml.safe_load(f"v: {text}")["v"]
+
+
+HUGE = [10 ** 400, -(10 ** 400), 10 ** 5000, "9" * 400, "-" + "9" * 400, "9" * 5000,
+        _yaml_int("0x" + "f" * 400), _yaml_int("9" * 400)]
+
+
+@pytest.mark.parametrize("name", INT_PARAMS + FLOAT_PARAMS)
+@pytest.mark.parametrize("value", HUGE, ids=lambda v: f"{type(v).__name__}-{str(v)[:6]}" if not isinstance(v, int)
+                         or abs(v) < 10 ** 4000 else "int-10**5000")
+def test_numbers_beyond_a_float_are_out_of_range_not_a_crash(name, value):
+    _refused(name, value)
+
+
+def test_out_of_range_messages_show_the_number_and_the_range():
+    assert _refused("epochs", "9" * 400) == \
+        "epochs: a 400-digit number is out of range; it must be ≥ 1 and ≤ 100000"
+    assert "a negative 400-digit number" in _refused("seed", -(10 ** 399))
+    assert _refused("seed", 2 ** 32).endswith("4294967296 is out of range; it must be ≥ 0 and ≤ 4294967295")
+    assert _refused("hidden_sizes", [8, 10 ** 400]).endswith("got a 401-digit number")
+    assert "a 5000-digit number" in _refused("epochs", "9" * 5000)
+    assert C.PARAMS["learning_rate"].range_text() == "> 0" and C.PARAMS["dropout"].range_text() == "≥ 0 and < 1"
+
+
+@pytest.mark.parametrize("name", INT_PARAMS + FLOAT_PARAMS)
+@pytest.mark.parametrize("value", ["1_0", "١", "١٠", "１", "٣.٥", "1_0.5", "1e1_0", "0x10", "1 0", "1,0", "²"])
+def test_numbers_are_ascii_decimal(name, value):
+    _refused(name, value)
+
+
+@pytest.mark.parametrize("name,value,expected", [
+    ("epochs", "10", 10), ("epochs", " 10 ", 10), ("epochs", "+10", 10), ("epochs", "10.0", 10), ("epochs", "1e1", 10),
+    ("epochs", 10, 10), ("epochs", 10.0, 10), ("epochs", "00010", 10), ("seed", "4294967295", 2 ** 32 - 1),
+    ("learning_rate", "1e-3", 1e-3), ("learning_rate", "1E-3", 1e-3), ("learning_rate", ".5", 0.5),
+    ("learning_rate", "2.", 2.0), ("learning_rate", "+0.25", 0.25), ("learning_rate", "1e+2", 100.0),
+    ("weight_decay", "0", 0.0), ("dropout", "0.5", 0.5),
+])
+def test_ascii_number_spellings_still_parse(name, value, expected):
+    parsed = C.parse_value(name, value)
+    assert parsed == expected and type(parsed) is type(expected)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "NaN"])
+def test_nan_and_infinity_keep_their_messages(value):
+    _refused("learning_rate", value, "NaN" if "nan" in value.lower() else "infinite")
+
+
+@pytest.mark.parametrize("name", ["hidden_sizes", "conv_filters"])
+@pytest.mark.parametrize("value", ["[8, 16", "(8, 16]", "8 16", "[8 16]", "[8,,16]", "8,16,", ",8", "[", "]", "(",
+                                   "8]", "[8;16]", "[8, 16)", "{8, 16}", "[[8]]", "[8]]", "((8))", "[,]", "[8,16]x"])
+def test_malformed_lists_are_refused(name, value):
+    _refused(name, value)
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("[8,16]", [8, 16]), ("[8, 16]", [8, 16]), ("8,16", [8, 16]), (" 8 , 16 ", [8, 16]), ("(8, 16)", [8, 16]),
+    ("[8, 16,]", [8, 16]), ("(8,)", [8]), ("8", [8]), ("[8]", [8]), ("[8.0, 16]", [8, 16]), ([8, 16], [8, 16]),
+    ((8, 16), [8, 16]), (8, [8]), ("None", None), ("null", None), (None, None),
+])
+def test_well_formed_lists_parse(value, expected):
+    assert C.parse_value("hidden_sizes", value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "[]", "()", "[ ]", "none", None, []])
+def test_an_empty_conv_filters_is_an_mlp(value):
+    assert C.parse_value("conv_filters", value) is None
+
+
+TEXT_NULLABLE = [n for n, p in C.PARAMS.items() if p.nullable and not p.empty_is_none]
+
+
+@pytest.mark.parametrize("name", TEXT_NULLABLE)
+@pytest.mark.parametrize("value", ["", " ", "\t"])
+def test_an_explicitly_empty_value_is_not_the_same_as_leaving_it_out(name, value):
+    message = _refused(name, value, "empty")
+    if C.PARAMS[name].path:
+        assert "the path is empty" in message
+    assert C.parse_value(name, None) is None      # absent (a W&B config's null) is still allowed
+    assert C.resolve({name: None})[name] is None or name == "output_activation"
+
+
+def test_the_path_params_are_the_paths():
+    assert {n for n, p in C.PARAMS.items() if p.path} == {"data_dir", "store", "save_model", "summary_json", "features"}
+
+
+@pytest.mark.parametrize("name", ["\x01", "a\nb", "ü\x01", "a\tb", "x\x7f", "a\u200bb", "\x1b[31mred", "a\u00a0b",
+                                  "a\u2028b"])
+@pytest.mark.parametrize("param", ["wandb_project", "wandb_entity"])
+def test_wandb_names_are_printable(param, name):
+    assert "printable" in _refused(param, name)
+
+
+@pytest.mark.parametrize("variable", ["WANDB_ENTITY", "WANDB_PROJECT"])
+@pytest.mark.parametrize("name", ["x\ny", "ü\x01", "a\tb"])
+def test_wandb_names_in_the_environment_are_printable_too(monkeypatch, variable, name):
+    from mlp.runs.wandb_access import check_wandb_environment
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+    monkeypatch.setenv(variable, name)
+    with pytest.raises(UsageError, match=variable):
+        check_wandb_environment()
+
+
+@pytest.mark.parametrize("name", ["ü-team", "my project", "team_1", "a" * 128, "日本"])
+def test_printable_wandb_names_are_accepted(name):
+    assert C.parse_value("wandb_entity", name) == C.check_wandb_name("entity", name) == name
 
 
 # ---- W&B mode and the run's context ------------------------------------------------------------------

@@ -190,3 +190,10 @@ def test_run_context_reads_a_good_file(tmp_path):
     path = _write(tmp_path / "p.yaml", _entries(epochs=3, activation="tanh", data_dir="tests/data"))
     ctx = RunContext.from_environment({"WANDB_SWEEP_PARAM_PATH": str(path)})
     assert dict(ctx.sweep_params) == {"epochs": 3, "activation": "tanh", "data_dir": "tests/data"}
+
+
+def test_a_parameter_file_with_an_unreadable_scalar_is_one_line(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("seed:\n  value: " + "9" * 5000 + "\n")
+    with pytest.raises(UsageError, match="is not a YAML text file"):
+        read_sweep_params(f)

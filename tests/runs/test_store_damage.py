@@ -522,3 +522,22 @@ def test_an_existing_empty_file_is_never_removed(tmp_path, monkeypatch):
     with pytest.raises(StoreError, match="cannot be written"):
         Store(path)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("config", [{"hidden_size": -5}, {"epochs": "x"}, {"learning_rate": float("inf")},
+                                    {"activation": "relux"}, {"hidden_sizes": "[8,"}])
+def test_a_run_config_with_invalid_values_is_a_damaged_row(tmp_path, config, capsys):
+    """Values of train.py's parameters that train.py could never have recorded (a row edited by
+    hand, a damaged disk) are one line naming the run, in every command that reads the runs."""
+    from mlp.cli import main
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        sweep = store.create_sweep({"method": "grid", "parameters": {"epochs": {"value": 1}}}, "", name="s")
+        run = store.create_run({"epochs": 1, **config}, sweep_id=sweep)
+        store.finish_run(run, "finished", summary={"val_accuracy": 0.5, "epochs_run": 1})
+    for argv in (["runs", sweep], ["report", sweep, "--out", str(tmp_path / "r")], ["rerun", sweep, "--local"]):
+        assert main([*argv, "--store", str(path)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: store {path} is damaged") and err.count("\n") == 1, err
+        assert repr(run) in err and repr(next(iter(config))) in err, err
+    assert not (tmp_path / "r").exists()

@@ -482,3 +482,16 @@ def test_mlp_agent_on_a_bad_stored_config_exits_2_with_one_line(tmp_path, change
     assert store_rows(tmp_path / "s.sqlite") == []
     with Store(tmp_path / "s.sqlite", create=False) as again:
         assert again.get_sweep(sweep_id)["state"] == "pending"
+
+
+@pytest.mark.parametrize("value, fragment", [("9" * 5000, "thousands of digits"), ("2020-13-45", "month")])
+def test_a_scalar_yaml_cannot_build_is_one_line(tmp_path, value, fragment, capsys):
+    """PyYAML raises ValueError (not YAMLError) for an integer past Python's digit limit or an
+    impossible date: still one line, and no sweep is made."""
+    from mlp.cli import main
+    f = tmp_path / "s.yaml"
+    f.write_text(f"program: train.py\nmethod: grid\nparameters:\n  epochs:\n    value: 1\n  seed:\n    value: {value}\n")
+    assert main(["sweep", str(f), "--count", "1", "--store", str(tmp_path / "st.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: sweep file {f} holds a value YAML cannot read") and fragment in err
+    assert err.count("\n") == 1 and not (tmp_path / "st.sqlite").exists()

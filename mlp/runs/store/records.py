@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from mlp.errors import UsageError
+
 __all__ = ["DEFAULT_STORE", "default_store_path", "model_path_for", "checkpoint_path_for", "Retry", "RerunPlan",
            "new_id", "encode_json", "decode_json", "parse_json", "describe_value", "DamagedRow", "MAX_JSON_DEPTH"]
 
@@ -37,7 +39,10 @@ MAX_JSON_DEPTH = 64          # nesting of a stored JSON value; what the store wr
 
 def default_store_path() -> str:
     """The store used when no path is given: ``$MLP_STORE`` or ``./mlp-runs.sqlite``."""
-    return os.environ.get("MLP_STORE") or DEFAULT_STORE
+    value = os.environ.get("MLP_STORE")
+    if value is not None and not value.strip():
+        raise UsageError("MLP_STORE is set but empty; give it a store path, or unset it")
+    return value or DEFAULT_STORE
 
 
 def model_path_for(store_path: str | os.PathLike, sweep_id: str, run_id: str) -> Path:

@@ -22,6 +22,7 @@ import sqlite3
 from dataclasses import asdict
 from typing import Any, Callable, Iterable
 
+from mlp import config as C
 from mlp.runs.store.records import DamagedRow, RerunPlan, _one_line, describe_value, encode_json, parse_json
 
 __all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "RUN_STATES", "ACTIVE_STATES", "FINAL_STATES", "SWEEP_STATES",
@@ -262,6 +263,20 @@ def _object(value: Any) -> dict:
     return decoded
 
 
+def _run_config(value: Any) -> dict:
+    """A run's effective config: an object whose values of train.py's parameters are each valid
+    for its parameter (a row written by hand or by a damaged disk would otherwise surface as a
+    TypeError deep in a report)."""
+    config = _object(value)
+    for key, item in config.items():
+        if key in C.PARAMS:
+            try:
+                C.parse_value(key, item)
+            except ValueError as e:
+                raise _entry(key, f"is not a valid value: {_one_line(str(e))}") from None
+    return config
+
+
 def _entry(key: str, problem: str) -> ValueError:
     return ValueError(f"has {key!r} that {problem}")
 
@@ -372,7 +387,7 @@ _SWEEP_READERS = {
 }
 _RUN_READERS = {
     "id": ("id", _required_text), "sweep_id": ("sweep_id", _text), "seq": ("seq", _required_integer),
-    "name": ("name", _text), "config_json": ("config", _object), "state": ("state", _one_of(RUN_STATES)),
+    "name": ("name", _text), "config_json": ("config", _run_config), "state": ("state", _one_of(RUN_STATES)),
     "pid": ("pid", _integer), "host": ("host", _text), "created_at": ("created_at", _required_number),
     "started_at": ("started_at", _number), "heartbeat_at": ("heartbeat_at", _number),
     "finished_at": ("finished_at", _number), "exit_code": ("exit_code", _integer),

@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 
 from mlp.errors import UsageError
 
-__all__ = ["expand", "input_file", "output_file", "write_atomically", "staged_folder", "kind_of"]
+__all__ = ["expand", "input_file", "output_file", "write_atomically", "staged_folder", "kind_of", "under_kernel_interface"]
 
 PSEUDO_ROOTS = ("/proc", "/sys", "/dev")     # kernel interfaces: never a place for our files
 
@@ -106,8 +106,9 @@ def input_file(text, what: str) -> Path:
     return path
 
 
-def _under_pseudo(path: Path) -> bool:
-    text = str(path)
+def under_kernel_interface(path) -> bool:
+    """Whether `path` (resolved: symlinks followed) lies in /proc, /sys or /dev, where no output goes."""
+    text = os.path.realpath(path)
     return any(text == root or text.startswith(root + "/") for root in PSEUDO_ROOTS)
 
 
@@ -118,7 +119,7 @@ def output_file(text, what: str, inputs: Iterable = ()) -> Path:
     command's own input files, e.g. the model features are computed from)."""
     path = expand(text, what)
     target = Path(os.path.realpath(path))
-    if _under_pseudo(target):
+    if under_kernel_interface(target):
         raise UsageError(f"{what} {_show(text)} is inside {target.parts[1] and '/' + target.parts[1]}, a kernel "
                          f"interface, not a place for files; give another path")
     st = _stat(target, what, text)

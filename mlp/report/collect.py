@@ -108,6 +108,9 @@ def check_out_dir(out, create: bool = True) -> Path:
     """Prove the output folder can be written, or raise a one-line UsageError. With
     create=False nothing is made yet: the nearest existing ancestor must be a writable folder."""
     out = paths.expand(out, "--out")
+    if paths.under_kernel_interface(out):
+        raise UsageError(f"cannot write the report to {out}: it is inside a kernel interface (/proc, /sys, /dev), "
+                         f"not a place for files; pass --out with another folder")
     for name in ("index.html", "report.md"):     # what the report replaces must be plain files
         target = out / name
         if target.exists() and not target.is_file():

@@ -281,7 +281,9 @@ def sweep(w):
 REPORT_OUT = {**CANNOT_NAME, "a file": lambda w: str(w / "afile"), "a FIFO": lambda w: str(w / "fifo"),
               "index.html is a folder": lambda w: (w / "rep" / "index.html").mkdir(parents=True) or str(w / "rep"),
               "report.md is a FIFO": lambda w: (w / "rep2").mkdir() or os.mkfifo(w / "rep2" / "report.md")
-              or str(w / "rep2")}
+              or str(w / "rep2"),
+              "in /proc": lambda w: "/proc/mlp-report", "in /sys": lambda w: "/sys/mlp-report",
+              "a link into /proc": lambda w: os.symlink("/proc/self", w / "toproc") or str(w / "toproc" / "rep")}
 
 
 @pytest.mark.parametrize("kind", _ids(REPORT_OUT))

@@ -349,6 +349,9 @@ PARAMS: dict[str, Param] = {p.name: p for p in [
     Param("input_dropout", "float", 0.0, "dropout on the input pixels", group="beyond", **_UNIT),
     Param("augment_shift", "int", 0, "shift each training image by up to ±k pixels", low=0, high=8, group="beyond"),
     Param("augment_flip", "bool", False, "mirror training images left-right (fashion_mnist only)", group="beyond"),
+    Param("augment_test", "bool", False, "test-time augmentation: predict an image's mean probability over its one-pixel "
+          "shifts and mirror image (as --augment_shift/--augment_flip train); used by the final val/test scores "
+          "and the saved model", group="beyond"),
     Param("early_stopping", "int", 0, "patience in epochs on val_accuracy (autoencoder: val_r2; 0 = off); restores "
           "the best epoch's weights",
           low=0, high=100_000, group="beyond"),
@@ -395,7 +398,7 @@ PRESETS: dict[str, dict] = {
         "hidden_sizes": [1024, 1024, 1024], "batch_norm": True, "dropout": 0.1, "label_smoothing": 0.1,
         "optimizer": "adam", "learning_rate": 2e-3, "lr_schedule": "onecycle", "batch_size": 128,
         "weight_init": "he", "activation": "relu", "weight_decay": 0.0, "epochs": 50, "augment_flip": True,
-        "augment_shift": 1,
+        "augment_shift": 1, "augment_test": True,
     },
     # the best validation CNN found for Fashion-MNIST (docs/cnn.md)
     "cnn": {
@@ -464,7 +467,7 @@ def _check_task(config: dict, where: str) -> None:
         if config["loss"] in losses.CLASSIFICATION:
             raise ConfigError(f"{where}--task autoencoder trains with regression_squared_error (squared error on the "
                               f"pixels), not {config['loss']}; leave --loss out")
-        for flag in ("augment_shift", "augment_flip"):
+        for flag in ("augment_shift", "augment_flip", "augment_test"):
             if config[flag]:
                 raise ConfigError(f"{where}--{flag} changes the input but not the target; it is not available with "
                                   f"--task autoencoder")
@@ -491,6 +494,9 @@ def _check_together(config: dict, source: str) -> None:
     if config["augment_flip"] and config["dataset"] != "fashion_mnist":
         raise ConfigError(f"{where}--augment_flip mirrors images, which changes what digits mean; use it with "
                           f"fashion_mnist only")
+    if config["augment_test"] and not (config["augment_shift"] or config["augment_flip"]):
+        raise ConfigError(f"{where}--augment_test averages over the training augmentation's views; it needs "
+                          f"--augment_shift or --augment_flip")
     if config["features"] and (config["augment_shift"] or config["augment_flip"]):
         raise ConfigError(f"{where}--augment_shift/--augment_flip move image pixels, but with --features the inputs "
                           f"are a frozen model's features; drop the augmentation")

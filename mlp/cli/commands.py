@@ -358,6 +358,7 @@ def cmd_evaluate(args):
     from mlp.core.model_file import load_model
     from mlp.runs.data import load_dataset
     from mlp.core.metrics import confusion_matrix
+    from mlp.core.augment import view_offsets as augment_views
     net = load_model(args.model)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     inputs, outputs = net.input_shape, net.n_outputs
@@ -372,7 +373,9 @@ def cmd_evaluate(args):
         print(_dump_json({"model": args.model, "dataset": data.name, "test_loss": loss, "test_accuracy": accuracy,
                           "confusion_matrix": confusion_matrix(data.y_test, pred, len(data.class_names)).tolist()}))
     else:
-        print(f"{data.name} test: accuracy {accuracy:.4f}, loss {loss:.4f} ({len(data.y_test)} images)")
+        views = net.test_views and len(augment_views(**net.test_views))
+        how = f", each the mean over {views} shifted/mirrored views" if views else ""
+        print(f"{data.name} test: accuracy {accuracy:.4f}, loss {loss:.4f} ({len(data.y_test)} images{how})")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Files are `.npz` read with `allow_pickle=False`. Version 2 holds the network spec (and, for an MLP,
 its constructor arguments) as JSON plus named arrays "{layer}.{name}" (`Network.save` writes it);
-version 1 (MLP kwargs, arrays param_{i} / buffer_{layer}_{key}) still loads. Every array's .npy
+version 1 (MLP kwargs, arrays param_{i} / buffer_{layer}_{key}) still loads. A network saved
+with test-time views (`Network.set_test_views`) keeps them under "test_views". Every array's .npy
 header is checked against the spec before any data is read, and a malformed file of any kind is
 one UsageError.
 """
@@ -66,7 +67,22 @@ def _load(reader: npz.Reader):
     net = MLP(**config, seed=0) if config is not None else Network(**spec, seed=0)
     net.load_state_dict({ours: reader.array(key) for key, ours in names.items()}, source=str(path))
     net.extra = extra
+    _set_test_views(net, meta.get("test_views"), path)
     return net
+
+
+def _set_test_views(net, views, path):
+    """A file's test-time views ({"shift": int, "flip": bool}; absent: none), strictly checked."""
+    if views is None:
+        return
+    if not isinstance(views, dict) or set(views) != {"shift", "flip"} or type(views["shift"]) is not int \
+            or not 0 <= views["shift"] <= 64 or type(views["flip"]) is not bool:
+        raise UsageError(f"model file {path}: test_views must be {{\"shift\": 0-64, \"flip\": true/false}}; "
+                         f"got {views!r:.80}")
+    try:
+        net.set_test_views(views["shift"], views["flip"])
+    except UsageError as e:
+        raise UsageError(f"model file {path}: {e}") from None
 
 
 def _mlp_spec(config):

@@ -13,7 +13,10 @@ Around the layers the network owns three things:
   layer declares (the caller's input array is never overwritten);
 - save: an `.npz` (no pickled objects) holding the network spec (and, for an MLP, its
   constructor arguments) as JSON plus named arrays "{layer}.{name}" — format version 2, read back
-  by mlp.core.model_file.load_model.
+  by mlp.core.model_file.load_model — and its test-time views, if set.
+
+Test-time augmentation (`set_test_views`) changes evaluation only: predictions average the
+probabilities over shifted and mirrored copies of each image (mlp.core.augment.views).
 
 Spec recipes for other networks (CNNs, stacks of a frozen model and a head) and their shapes and
 memory are in mlp.core.builders.
@@ -25,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mlp.core import activations, initializers, losses, npz
+from mlp.core import activations, augment, initializers, losses, npz
 from mlp.core.layers import Layer, from_spec, spec_of
 from mlp.errors import UsageError
 
@@ -56,6 +59,7 @@ class Network:
     stays float64. `seed` drives initialisation (each layer in order) and dropout masks."""
 
     config = None  # an MLP's constructor arguments; None for other networks
+    test_views = None  # {"shift": k, "flip": bool}: predictions average over these views (`set_test_views`)
 
     def __init__(self, layers, input_shape, loss="cross_entropy", weight_decay=0.0, label_smoothing=0.0,
                  dtype="float32", seed=0, weight_init="xavier"):
@@ -221,10 +225,36 @@ class Network:
         step = self.train_pass(X, y)
         return step.data_loss + step.l2, step.grads
 
+    def set_test_views(self, shift, flip):
+        """Test-time augmentation: from now on a classifier of 28×28 images predicts, for each
+        image, the mean of its predicted probabilities over the views of mlp.core.augment.views
+        (one-pixel shifts when `shift` ≥ 1, mirror images when `flip`); None/0 and False: off.
+        Training is unaffected; the saved model keeps the setting."""
+        if isinstance(shift, bool) or not isinstance(shift, numbers.Integral) or shift < 0 or not isinstance(flip, bool):
+            raise UsageError(f"test views need a shift ≥ 0 and a flip flag; got {shift!r:.20}, {flip!r:.20}")
+        if not shift and not flip:
+            self.test_views = None
+            return
+        if not self.is_classifier or self.input_shape != (augment.SIDE * augment.SIDE,):
+            raise UsageError("test-time augmentation needs a classifier of 28×28 images (784 inputs)")
+        self.test_views = {"shift": int(shift), "flip": flip}
+
+    def _eval_outputs(self, X):
+        """Evaluation-mode outputs of one chunk: the logits, or with test views the log of the mean
+        probability over the views (its softmax is that mean, so losses and argmax apply as to logits)."""
+        if self.test_views is None:
+            return self.forward(X)
+        total, n = None, 0
+        for view in augment.views(X, self.test_views["shift"], self.test_views["flip"]):
+            p = losses.softmax(self.forward(view))
+            total = p if total is None else np.add(total, p, out=total)
+            n += 1
+        return np.log(np.maximum(total / n, np.finfo(self.dtype).tiny))
+
     def predict_outputs(self, X, batch_size=None):
         X = self._as_input(X)
         batch_size = batch_size or self.eval_batch_size
-        return np.concatenate([self.forward(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]) \
+        return np.concatenate([self._eval_outputs(X[i:i + batch_size]) for i in range(0, len(X), batch_size)]) \
             if len(X) else np.zeros((0, self.n_outputs), self.dtype)
 
     def predict_proba(self, X, batch_size=None):
@@ -322,6 +352,8 @@ class Network:
     def save(self, path, extra=None):
         """Write the spec and the named arrays to an .npz (no pickled objects), atomically."""
         meta = {"format": "mlp-sweeps", "version": FORMAT_VERSION, "network": self.spec(), "extra": extra or {}}
+        if self.test_views is not None:
+            meta["test_views"] = dict(self.test_views)
         if self.config is not None:
             meta["mlp"] = self.config
         npz.write(path, meta, self.state_dict())     # OSError if it cannot (nothing left behind)

@@ -133,6 +133,8 @@ def train(config, data, on_epoch=None, progress=None, built=None, resume=None, o
     if frozen is not None:
         net = stack(frozen.net, frozen.index, net)
         net.extra = {"features": frozen.describe()}
+    if config["augment_test"]:          # after training: the epochs' validation stays one view
+        net.set_test_views(config["augment_shift"], config["augment_flip"])
     return net, history
 
 
@@ -401,6 +403,8 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
         test_loss, test_r2, _ = autoencoder.evaluate(net, data.x_test)
         summary.update(test_loss=test_loss, test_r2=test_r2)
     elif state == "finished":
+        if net.test_views is not None and len(data.x_val):   # the final model as it predicts: with its views
+            summary["tta_val_loss"], summary["tta_val_accuracy"], _ = net.evaluate(data.x_val, data.y_val)
         test_loss, test_accuracy, pred = net.evaluate(data.x_test, data.y_test)
         summary.update(test_loss=test_loss, test_accuracy=test_accuracy,
                        confusion_matrix=confusion_matrix(data.y_test, pred, len(data.class_names)).tolist())
@@ -542,7 +546,8 @@ def _print_result(state, summary, error, out) -> None:
         print(f"val_r2 {summary['val_r2']:.4f}  test_r2 {summary['test_r2']:.4f}  test_loss {summary['test_loss']:.4f}  "
               f"({summary['epochs_run']} epochs, {summary['seconds']:.1f}s)", file=out, flush=True)
     elif state == "finished":
-        print(f"val_accuracy {summary['val_accuracy']:.4f}  test_accuracy {summary['test_accuracy']:.4f}  "
+        views = f"tta_val_accuracy {summary['tta_val_accuracy']:.4f}  " if "tta_val_accuracy" in summary else ""
+        print(f"val_accuracy {summary['val_accuracy']:.4f}  test_accuracy {summary['test_accuracy']:.4f}  {views}"
               f"({summary['epochs_run']} epochs, {summary['seconds']:.1f}s)", file=out, flush=True)
     else:
         print(f"run {state}: {error}", file=out, flush=True)

@@ -205,6 +205,42 @@ def test_run_with_every_training_feature(tmp_path):
     assert s["state"] == "finished" and s["config"]["weight_averaging"] == "swa" and s["summary"]["test_accuracy"] > 0.3
 
 
+def test_test_time_augmentation_scores_the_model_as_it_is_saved(tmp_path):
+    """--augment_test: the run's test accuracy and confusion matrix are those of the saved model
+    (which keeps its views: `mlp evaluate` gives the same numbers), its final validation score with
+    views is reported beside the epochs' plain one, and the views changed the predictions."""
+    args = ["-e", "2", "-nhl", "1", "-sz", "32", "--augment_shift", "1", "--augment_flip", "--wandb_mode", "disabled",
+            "--seed", "4"]
+    p = train(tmp_path, *args, "--augment_test", "--save_model", "m.npz", "--summary_json", "s.json")
+    assert p.returncode == 0, p.stderr
+    s = json.loads((tmp_path / "s.json").read_text())["summary"]
+    assert "tta_val_accuracy" in p.stdout and 0 < s["tta_val_accuracy"] <= 1 and s["tta_val_loss"] > 0
+    e = subprocess.run([sys.executable, "-m", "mlp", "evaluate", "m.npz", "--data_dir", str(DATA), "--json"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert e.returncode == 0, e.stderr
+    scored = json.loads(e.stdout)
+    assert scored["test_accuracy"] == s["test_accuracy"] and scored["confusion_matrix"] == s["confusion_matrix"]
+    assert load_model(tmp_path / "m.npz").test_views == {"shift": 1, "flip": True}
+    # the same training without views: the same epochs, other test predictions
+    q = train(tmp_path, *args, "--save_model", "plain.npz", "--summary_json", "plain.json")
+    assert q.returncode == 0, q.stderr
+    plain = json.loads((tmp_path / "plain.json").read_text())["summary"]
+    assert plain["val_accuracy"] == s["val_accuracy"] and "tta_val_accuracy" not in plain
+    assert plain["confusion_matrix"] != s["confusion_matrix"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--augment_test"], "needs --augment_shift or --augment_flip"),
+    (["--augment_test", "--task", "autoencoder", "--augment_shift", "1"], "not available with --task autoencoder"),
+    (["--augment_test=maybe", "--augment_flip"], "augment_test"),
+])
+def test_test_time_augmentation_needs_views_and_a_classifier(tmp_path, args, message):
+    p = train(tmp_path, *args, "--wandb_mode", "disabled")
+    assert p.returncode == 2 and message in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("error: ")
+    assert not (tmp_path / "runs.sqlite").exists()
+
+
 def test_flip_is_refused_for_digits(tmp_path):
     # refused from the config alone, before any data is looked for: the folder does not even exist
     p = train(tmp_path, "-d", "mnist", "--augment_flip", "--data_dir", str(tmp_path / "no-such-folder"))

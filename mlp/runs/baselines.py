@@ -155,6 +155,23 @@ def fit_twin(config, data, jobs=1):
         torch.set_num_threads(threads)
 
 
+def torch_predict(model, x, torch, views=None):
+    """The twin's predicted classes for a tensor of images, in evaluation mode; with `views` =
+    (shift, flip) the class of the mean probability over the views, as Network.set_test_views."""
+    def scores(chunk):
+        if views is None:
+            return model(chunk)
+        return sum(torch.softmax(model(torch.from_numpy(np.ascontiguousarray(v))), 1)
+                   for v in augmentation.views(chunk.numpy(), *views))
+
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([scores(x[i:i + 4096]).argmax(1) for i in range(0, len(x), 4096)]).numpy() \
+            if len(x) else np.zeros(0, int)
+    model.train()
+    return pred
+
+
 def _train_twin(config, data, torch):
     torch.manual_seed(config["seed"])
     net, _ = build(config, data.x_train.shape[1], len(data.class_names))
@@ -170,12 +187,8 @@ def _train_twin(config, data, torch):
     lam, smoothing = config["weight_decay"], config["label_smoothing"]
     x_val, x_test = torch.from_numpy(data.x_val), torch.from_numpy(data.x_test)
 
-    def accuracy(x, y):
-        model.eval()
-        with torch.no_grad():
-            pred = torch.cat([model(x[i:i + 4096]).argmax(1) for i in range(0, len(x), 4096)]).numpy() \
-                if len(x) else np.zeros(0, int)
-        model.train()
+    def accuracy(x, y, views=None):
+        pred = torch_predict(model, x, torch, views)
         return float(np.mean(pred == y)) if len(y) else None
 
     best, step, patience = None, 0, config["early_stopping"]
@@ -213,6 +226,8 @@ def _train_twin(config, data, torch):
         model.load_state_dict(best[2])
     seconds = time.perf_counter() - started
     settings = {"config": C.hyperparameters(config), "torch_threads": torch.get_num_threads()}
-    return {"settings": settings, "val_accuracy": accuracy(x_val, data.y_val),
-            "test_accuracy": accuracy(x_test, data.y_test), "train_seconds": seconds,
+    # test-time augmentation: the final scores only, as the fit loop's run does
+    views = (config["augment_shift"], config["augment_flip"]) if config["augment_test"] else None
+    return {"settings": settings, "val_accuracy": accuracy(x_val, data.y_val, views),
+            "test_accuracy": accuracy(x_test, data.y_test, views), "train_seconds": seconds,
             "library": f"torch {torch.__version__}"}

@@ -98,6 +98,21 @@ def test_the_twin_of_eve_or_averaging_is_refused_with_the_reason():
 
 
 @pytest.mark.torch
+def test_the_twin_scores_with_the_same_test_time_views():
+    torch = pytest.importorskip("torch", reason="the live comparison needs torch (pip install '.[torch]')")
+    config = C.resolve({"hidden_sizes": [32], "augment_shift": 1, "augment_flip": True, "augment_test": True})
+    net, _ = build(config, 784, 10)
+    model = RB.torch_model(net, torch)
+    x = np.random.default_rng(0).random((300, 784), dtype=np.float32)
+    plain = RB.torch_predict(model, torch.from_numpy(x), torch)
+    viewed = RB.torch_predict(model, torch.from_numpy(x), torch, (1, True))
+    np.testing.assert_array_equal(plain, net.predict(x))
+    net.set_test_views(1, True)
+    np.testing.assert_array_equal(viewed, net.predict(x))
+    assert (viewed != plain).any()
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("values", [
     {"optimizer": "adam", "weight_decay": 0.01},
     {"optimizer": "nag", "batch_norm": True, "loss": "mean_squared_error"},

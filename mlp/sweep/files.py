@@ -140,13 +140,36 @@ def _count_nodes(obj, budget: list) -> None:
             _count_nodes(v, budget)
 
 
+class _SafeUniqueKeys(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only), except that a key given twice in one mapping is an
+    error: plain YAML keeps the last one, so a second `learning_rate:` would silently replace the
+    first."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()                        # the mapping's own keys (one may override a merged `<<` one)
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:               # an unhashable key: construct_mapping reports it
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {str(key)[:80]!r} is given twice",
+                                                            key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_sweep_file(path, machine_memory: bool = True) -> tuple[dict, str]:
     """Read and validate a sweep YAML to run on this machine; returns (config dict, YAML text).
     Bad files -> UsageError. `machine_memory`: also refuse networks this machine cannot train."""
     path = Path(path)
     text = _read_bounded(path)
     try:
-        config = yaml.safe_load(text)
+        config = yaml.load(text, Loader=_SafeUniqueKeys)     # safe: SafeLoader's plain data only
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

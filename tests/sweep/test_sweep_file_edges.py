@@ -495,3 +495,24 @@ def test_a_scalar_yaml_cannot_build_is_one_line(tmp_path, value, fragment, capsy
     err = capsys.readouterr().err
     assert err.startswith(f"error: sweep file {f} holds a value YAML cannot read") and fragment in err
     assert err.count("\n") == 1 and not (tmp_path / "st.sqlite").exists()
+
+
+@pytest.mark.parametrize("text, line, key", [
+    ("method: grid\nmethod: random\nparameters:\n  epochs: {value: 1}\n", 2, "method"),
+    ("method: grid\nparameters:\n  epochs: {value: 1}\n  seed: {values: [1]}\n  seed: {values: [2]}\n", 5, "seed"),
+    ("method: grid\nparameters:\n  epochs: {value: 1, value: 2}\n", 3, "value"),
+])
+def test_a_key_given_twice_is_one_line_not_the_last_one_silently(tmp_path, text, line, key, capsys):
+    from mlp.cli import main
+    f = tmp_path / "s.yaml"
+    f.write_text("program: train.py\n" + text)
+    assert main(["sweep", str(f), "--count", "1", "--store", str(tmp_path / "st.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: sweep file {f} is not valid YAML at line {line + 1}") and f"'{key}' is given twice" in err
+    assert err.count("\n") == 1 and not (tmp_path / "st.sqlite").exists()
+
+
+def test_a_merge_key_may_still_be_overridden():
+    from mlp.sweep.files import _SafeUniqueKeys
+    text = "base: &b {epochs: {value: 1}, seed: {value: 3}}\nparameters:\n  <<: *b\n  epochs: {value: 2}\n"
+    assert yaml.load(text, Loader=_SafeUniqueKeys)["parameters"] == {"epochs": {"value": 2}, "seed": {"value": 3}}

@@ -65,7 +65,12 @@ def _load(reader: npz.Reader):
         reader.check_size(key)
     # every declared size is now bounded and matches the spec: build, then read
     net = MLP(**config, seed=0) if config is not None else Network(**spec, seed=0)
-    net.load_state_dict({ours: reader.array(key) for key, ours in names.items()}, source=str(path))
+    arrays = {ours: reader.array(key) for key, ours in names.items()}
+    bad = next((key for key, ours in names.items() if not np.isfinite(arrays[ours]).all()), None)
+    if bad is not None:
+        raise UsageError(f"model file {path}: array {bad!r} holds NaN or infinite values; a model with them "
+                         f"cannot predict (was it saved from a diverged run?)")
+    net.load_state_dict(arrays, source=str(path))
     net.extra = extra
     _set_test_views(net, meta.get("test_views"), path)
     return net

@@ -287,3 +287,17 @@ def test_member_that_is_not_an_array(tmp_path):
         zf.writestr("README.txt", "hello")
     with pytest.raises(UsageError, match="not an .npy array"):
         load_model(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("which", ["weights", "buffer"])
+def test_non_finite_weights_or_statistics_are_refused(tmp_path, value, which):
+    """A model that would predict NaN for every image (a diverged run's weights, a damaged file)
+    is refused when it is loaded — `mlp evaluate` would otherwise score it as if it were a model."""
+    MLP([4, 5, 2], batch_norm=True, seed=0).save(tmp_path / "s.npz")
+    meta, arrays = members_of(tmp_path / "s.npz")
+    key = next(k for k in arrays if k.endswith("running_var" if which == "buffer" else ".W"))
+    arrays[key] = arrays[key].copy()
+    arrays[key].flat[3] = value
+    error = load_crafted(tmp_path, meta, arrays, "holds NaN or infinite values")
+    assert repr(key) in str(error)

@@ -313,6 +313,14 @@ def cmd_import(args):
     return 0
 
 
+def _check_data_dir(args) -> None:
+    """A --data_dir that is not a folder is refused before any work (a report or a rerun loads its
+    data only after importing, computing and training have begun)."""
+    if args.data_dir is not None:
+        from mlp.runs.data import check_data_dir
+        check_data_dir(args.data_dir)
+
+
 def cmd_report(args):
     """Import (a W&B sweep, and a W&B comparison sweep), make the best model available (its file,
     its W&B artifact or a retrain), then write the report, which only reads."""
@@ -321,6 +329,7 @@ def cmd_report(args):
     from mlp.runs.wandb_api import SweepPath
     from mlp.sweep.bridge import resolve
     from mlp.sweep.models import ensure_best_model
+    _check_data_dir(args)
     with _store_for(args) as store:
         sweep_id = resolve(store, args.sweep_id)
         where = store.get_sweep(sweep_id)["wandb_path"]      # a bare --compare id may live beside it in W&B
@@ -334,6 +343,7 @@ def cmd_report(args):
 
 def cmd_rerun(args):
     from mlp.sweep.rerun import rerun
+    _check_data_dir(args)
     with _store_for(args) as store:
         return rerun(store, args.sweep_id, top=args.top, dataset=args.dataset, epochs=args.epochs,
                      data_dir=args.data_dir, local=args.local)["exit_code"]

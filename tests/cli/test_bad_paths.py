@@ -292,10 +292,21 @@ def test_report_out(w, sweep, capsys, kind):
     _refused(w, capsys, lambda: mlp_main(["report", sweep, "--out", out, "--data_dir", str(DATA)]))
 
 
-@pytest.mark.parametrize("kind", _ids(CANNOT_NAME))
+REPORT_DATA_DIR = INPUT_DIR
+
+
+@pytest.mark.parametrize("kind", _ids(REPORT_DATA_DIR))
 def test_rerun_data_dir(w, sweep, capsys, kind):
+    """Refused before any work: no "checking that mnist is available" line before the error."""
     _refused(w, capsys, lambda: mlp_main(["rerun", sweep, "--dataset", "mnist", "--local", "--data_dir",
-                                          _case(w, CANNOT_NAME[kind])]))
+                                          _case(w, REPORT_DATA_DIR[kind])]))
+
+
+@pytest.mark.parametrize("kind", _ids(REPORT_DATA_DIR))
+def test_report_data_dir(w, sweep, capsys, kind):
+    """Refused before any work: no import, no parameter importance, no progress line first."""
+    _refused(w, capsys, lambda: mlp_main(["report", sweep, "--out", str(w / "rep"), "--data_dir",
+                                          _case(w, REPORT_DATA_DIR[kind])]))
 
 
 # ---- the functions themselves --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from mlp.runs.data.catalogue import (CLASS_NAMES, DATASETS, MANIFEST_NAME, SPLIT
                                      DatasetSpec)
 from mlp.runs.data.idx import encode_idx, parse_idx, read_idx
 from mlp.runs.data.load import load_dataset
+from mlp.runs.data.sources import check_data_dir
 
-__all__ = ["CLASS_NAMES", "DATASETS", "MANIFEST_NAME", "SPLIT_SEED", "SPLITS", "DataError", "Dataset", "DatasetSpec",
+__all__ = ["check_data_dir", "CLASS_NAMES", "DATASETS", "MANIFEST_NAME", "SPLIT_SEED", "SPLITS", "DataError", "Dataset", "DatasetSpec",
            "encode_idx", "load_dataset", "parse_idx", "read_idx"]

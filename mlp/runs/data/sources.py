@@ -220,6 +220,18 @@ def _download(spec: DatasetSpec, mirrors: Sequence[str], cache: Path,
     return views, f"downloaded from {mirror_list} ({where})"
 
 
+def check_data_dir(raw_dir, label: str = "--data_dir") -> Path:
+    """The folder a --data_dir (or MLP_DATA_DIR) names, or one DataError when it is not a folder:
+    commands that load data late (a report, a rerun) call it first, before any other work."""
+    root = expand(raw_dir, label)
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise DataError(f"data directory {root} ({label}) {what}; fix: point {label} at a "
+                        f"folder holding the four IDX files (or their .gz), or drop it to "
+                        f"use the cache, the Debian package or a download")
+    return root
+
+
 def _local_source(spec: DatasetSpec, data_dir, cache_dir) -> tuple[tuple | None, list[str]]:
     """The first local place holding all four files, found without reading them:
     ((directory, {file name: path}, source label, fix hint) or None, places searched)."""
@@ -231,12 +243,7 @@ def _local_source(spec: DatasetSpec, data_dir, cache_dir) -> tuple[tuple | None,
     raw_dir = data_dir if explicit else (os.environ.get("MLP_DATA_DIR") or None)
     if raw_dir is not None:
         label = "--data_dir" if explicit else "MLP_DATA_DIR"
-        root = expand(raw_dir, label)
-        if not root.is_dir():
-            what = "is not a directory" if root.exists() else "does not exist"
-            raise DataError(f"data directory {root} ({label}) {what}; fix: point {label} at a "
-                            f"folder holding the four IDX files (or their .gz), or drop it to "
-                            f"use the cache, the Debian package or a download")
+        root = check_data_dir(raw_dir, label)
         best: tuple[Path, list[str]] | None = None
         for directory in [root / sub for sub in spec.dir_names] + [root]:
             if not directory.is_dir():

@@ -45,7 +45,8 @@ representatives make at most `MAX_COMBINATIONS` (4,096) combinations, every comb
 resolved as a run would be (`mlp.config.resolve`: the task's loss, label smoothing, augmentation,
 features, conv shapes, even kernels with `same` padding, …) and, for a sweep that runs on this
 machine (`mlp sweep`, `mlp agent`), checked against its memory as train.py checks it before
-building the network (`mlp.networks.check_memory`). A larger space is checked on every pair of
+building the network (`mlp.networks.check_memory`), and its `features` models must load with
+the layer they name. A larger space is checked on every pair of
 representatives of two parameters with all the others at their first values, and again with all
 the others at their largest (the biggest network), or — if that is more than 4,096 checks too —
 on each representative alone against those two bases. The rules grow monotonically with sizes
@@ -69,6 +70,7 @@ from mlp import config as C
 from mlp.errors import UsageError
 from mlp.networks import check_memory
 from mlp.runs.context import SWEEPABLE_PLUMBING, sweepable
+from mlp.runs.features import load_frozen
 from mlp.sweep.engine import (ARGS_MACROS, MACROS, MAX_GRID_POINTS, dry_run_propose, dry_run_stop, engine,
                               engine_config, extreme_values, grid_size, hyperband_brackets, parameter_values)
 
@@ -441,6 +443,7 @@ def _check_together(config: dict, source: str, machine_memory: bool) -> None:
         combos = itertools.product(*(range(k) for k in sizes))
     else:
         combos = _cover(reps)
+    frozen_checked: set = set()
     for combo in combos:
         values = {}
         for name, options, i in zip(names, reps, combo):
@@ -453,10 +456,20 @@ def _check_together(config: dict, source: str, machine_memory: bool) -> None:
             resolved = C.resolve(values)
             if machine_memory:
                 check_memory(resolved)
+                _check_features_model(resolved["features"], frozen_checked)
         except UsageError as e:
             shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
             shown = shown if len(shown) <= 240 else shown[:239] + "…"
             raise UsageError(f"{source}: runs with {shown} would fail: {e}") from None
+
+
+def _check_features_model(text, checked: set) -> None:
+    """A sweep that runs here must name a features model that loads and has the layer (each value
+    once): else every run would fail at its start."""
+    if not text or text in checked:
+        return
+    checked.add(text)
+    load_frozen(text)
 
 
 def _cover(reps: list) -> list:

@@ -516,3 +516,27 @@ def test_a_merge_key_may_still_be_overridden():
     from mlp.sweep.files import _SafeUniqueKeys
     text = "base: &b {epochs: {value: 1}, seed: {value: 3}}\nparameters:\n  <<: *b\n  epochs: {value: 2}\n"
     assert yaml.load(text, Loader=_SafeUniqueKeys)["parameters"] == {"epochs": {"value": 2}, "seed": {"value": 3}}
+
+
+@pytest.mark.parametrize("value, words", [("{dir}/nowhere.npz", "nowhere.npz"), ("/etc/passwd", "not an .npz"),
+                                          ("{dir}/m.npz:dense_9", "no layer named 'dense_9'"),
+                                          ("{dir}/small.npz", "takes inputs of shape (20,)")])
+def test_a_sweep_that_runs_here_refuses_a_features_model_its_runs_cannot_load(tmp_path, value, words):
+    from mlp import MLP
+    MLP([784, 8, 10]).save(tmp_path / "m.npz")
+    MLP([20, 8, 10]).save(tmp_path / "small.npz")
+    config = {"method": "grid", "metric": METRIC, "parameters": {
+        **SMALL, "features": {"values": [str(tmp_path / "m.npz"), value.format(dir=tmp_path)]}}}
+    with pytest.raises(UsageError, match="would fail") as info:
+        validate_sweep_config(config, "s.yaml", machine_memory=True)
+    assert words in str(info.value) and "\n" not in str(info.value)
+    # a sweep made for W&B's agents on other machines is not checked against this one's files
+    validate_sweep_config(config, "s.yaml", machine_memory=False)
+
+
+def test_a_features_model_that_loads_is_accepted(tmp_path):
+    from mlp import MLP
+    MLP([784, 8, 10]).save(tmp_path / "m.npz")
+    config = {"method": "grid", "metric": METRIC, "parameters": {
+        **SMALL, "features": {"values": [str(tmp_path / "m.npz"), str(tmp_path / "m.npz") + ":dense_1"]}}}
+    validate_sweep_config(config, "s.yaml", machine_memory=True)

@@ -784,3 +784,19 @@ def test_a_data_file_that_cannot_be_data_is_one_error(tmp_path, damage):
         _signal.alarm(0)
         _signal.signal(_signal.SIGALRM, previous)
     assert "train-images" in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_huge_manifest_is_refused_without_being_read_whole(tmp_path):
+    """A sparse 2 GiB checksums file: one line, and memory stays small (it is not read whole)."""
+    import tracemalloc
+    d = write_set(tmp_path / "d", 10, 5)
+    with open(d / "checksums.sha256", "r+b") as f:
+        f.truncate(2 << 30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(UsageError, match="larger than 1 MiB") as info:
+            load_dataset(data_dir=d, download=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(info.value) and peak < 16 << 20

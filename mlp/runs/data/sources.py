@@ -21,10 +21,18 @@ from mlp.runs.data.catalogue import _MAX_FILE_BYTES, DATASETS, DOWNLOAD_TIMEOUT,
 from mlp.runs.data.idx import _gunzip, _idx_view, _read_idx_bytes
 
 
+MAX_MANIFEST_BYTES = 1 << 20       # a manifest lists a few files: read no more than this
+
+
 def _read_manifest(path: Path) -> dict[str, str]:
     """Parse a sha256sum-style manifest: `<hex>  <name>` per line -> {name without .gz: hex}."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise DataError(f"the checksum manifest {path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB; a manifest "
+                            f"holds one '<sha256>  <file>' line per data file; fix: regenerate it with sha256sum")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read the checksum manifest {path} ({exc}); fix: repair or "
                         f"delete it") from None

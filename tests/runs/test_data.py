@@ -800,3 +800,13 @@ def test_a_huge_manifest_is_refused_without_being_read_whole(tmp_path):
     finally:
         tracemalloc.stop()
     assert "\n" not in str(info.value) and peak < 16 << 20
+
+
+@pytest.mark.parametrize("mirror", ["notaurl", "ftp://host/x/", "http://", "https:// host/", "//host/x"])
+def test_a_malformed_mirror_variable_is_one_line_before_any_download(isolated, no_debian, monkeypatch, mirror):
+    monkeypatch.setenv("MLP_DATA_MIRROR", mirror)
+    said = []
+    with pytest.raises(UsageError, match="MLP_DATA_MIRROR=.* is not an http://, https:// or file:// URL") as info:
+        load_dataset(progress=said.append)
+    assert said == [] and "\n" not in str(info.value)
+    assert not isolated.exists() or not any(isolated.rglob("*"))

@@ -306,6 +306,9 @@ def _locate(spec: DatasetSpec, data_dir, download: bool, mirrors, cache_dir,
     if download:
         if mirrors is None:
             env = (os.environ.get("MLP_DATA_MIRROR") or "").strip()
+            if env and not re.fullmatch(r"(?:https?://[^/\s]+|file://)\S*", env, flags=re.IGNORECASE):
+                raise DataError(f"MLP_DATA_MIRROR={env[:80]!r} is not an http://, https:// or file:// URL; fix: set it "
+                                f"to the base URL the four .gz files are under, or unset it")
             mirrors = [env] if env else list(spec.mirrors)
         elif isinstance(mirrors, str):
             mirrors = [mirrors]

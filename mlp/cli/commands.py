@@ -314,8 +314,8 @@ def cmd_import(args):
 
 
 def _check_data_dir(args) -> None:
-    """A --data_dir that is not a folder is refused before any work (a report or a rerun loads its
-    data only after importing, computing and training have begun)."""
+    """A --data_dir that is not a folder is refused before any work (a report loads its data only
+    after importing and computing have begun; a rerun that trains here checks it the same way)."""
     if args.data_dir is not None:
         from mlp.runs.data import check_data_dir
         check_data_dir(args.data_dir)
@@ -343,7 +343,6 @@ def cmd_report(args):
 
 def cmd_rerun(args):
     from mlp.sweep.rerun import rerun
-    _check_data_dir(args)
     with _store_for(args) as store:
         return rerun(store, args.sweep_id, top=args.top, dataset=args.dataset, epochs=args.epochs,
                      data_dir=args.data_dir, local=args.local)["exit_code"]

@@ -98,7 +98,7 @@ class WandbTracker:
                                   **({"resume": "allow"} if resume else {}))
         except Exception as e:  # wandb raises many types (CommError, UsageError, ...) when it cannot start
             hint = "; try --wandb_mode offline" if self.mode == "online" else ""
-            raise UsageError(f"W&B could not start a {self.mode} run ({type(e).__name__}: {str(e)[:300]}){hint}") from None
+            raise UsageError(f"W&B could not start a {self.mode} run ({type(e).__name__}: {' '.join(str(e).split())[:300]}){hint}") from None
         if settings is not None:
             self._save_requirements(installed_packages())
         effective = dict(wandb.config)

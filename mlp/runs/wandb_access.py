@@ -78,6 +78,43 @@ def check_wandb_environment() -> None:
         if folder.exists() and (not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK)):
             raise UsageError(f"WANDB_DIR={env['WANDB_DIR']!r:.80} is not a writable folder; fix or unset it")
     timeout_seconds()
+    _check_with_wandb({k: v for k, v in env.items() if k.startswith("WANDB_")})
+
+
+def _check_with_wandb(variables: dict) -> None:
+    """The rest of the WANDB_* variables as wandb's own Settings read them (WANDB_INIT_TIMEOUT a
+    number, WANDB_CONSOLE one of its modes, …): a value it refuses is one line naming the variable,
+    now, rather than a multi-line pydantic error after the run's row exists. A wandb without
+    Settings.update_from_env_vars is not asked."""
+    try:
+        from wandb.sdk.wandb_settings import Settings
+    except Exception:
+        return
+    if not hasattr(Settings, "update_from_env_vars"):
+        return
+    try:
+        Settings().update_from_env_vars(dict(variables))
+        return
+    except ValueError as e:                  # pydantic's ValidationError is a ValueError
+        together = _first_error(e)
+    for name, value in sorted(variables.items()):
+        try:
+            Settings().update_from_env_vars({name: value})
+        except ValueError as e:
+            raise UsageError(f"{name}={value!r:.60} is not a value wandb accepts ({_first_error(e)}); fix or "
+                             f"unset it") from None
+    raise UsageError(f"the WANDB_* variables hold values wandb does not accept together ({together}); fix or "
+                     f"unset them")
+
+
+def _first_error(e: ValueError) -> str:
+    errors = getattr(e, "errors", None)
+    try:
+        first = errors()[0] if callable(errors) else None
+    except Exception:
+        first = None
+    text = first["msg"] if isinstance(first, dict) and "msg" in first else (str(e).splitlines() or [""])[0]
+    return " ".join(str(text).split())[:160]
 
 
 def _settings():

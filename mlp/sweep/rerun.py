@@ -27,7 +27,7 @@ import yaml
 from mlp import config as C, paths
 from mlp.errors import UsageError
 from mlp.runs import results as R
-from mlp.runs.data import load_dataset
+from mlp.runs.data import check_data_dir, load_dataset
 from mlp.runs.store import RerunPlan
 from mlp.runs.wandb_api import SweepPath, WandbUnreachable, sweep_url
 from mlp.sweep import bridge
@@ -166,10 +166,12 @@ def rerun(store, sweep_id: str, top: int = 3, dataset: str = "mnist", epochs: in
         raise UsageError(f"sweep {sweep_id} has no finished runs with a {metric} to rerun; run it first with "
                          f"`mlp agent {sweep_id}`")
     chosen = best[:int(top)]
+    api = _online(parent, local, log)
+    if api is None and data_dir is not None:
+        check_data_dir(data_dir)       # the rerun trains here: a folder that is not one is refused first
     if len(chosen) < top:
         them = "it" if len(chosen) == 1 else "those"
         log(f"sweep {sweep_id} has only {len(chosen)} run{'' if len(chosen) == 1 else 's'} with a {metric}; rerunning {them}")
-    api = _online(parent, local, log)
     if api is not None:
         return _rerun_online(store, api, parent, chosen, top, dataset, epochs, data_dir, log, out)
     log(f"checking that {dataset} is available ...")

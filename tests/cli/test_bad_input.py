@@ -226,6 +226,12 @@ def test_a_training_split_that_lacks_a_class_is_refused(work, capsys):
     ({"WANDB_SERVICE": "garbage"}, "WANDB_SERVICE"),
     ({"WANDB_SERVICE": "3-12-tcp-localhost-"}, "WANDB_SERVICE"),
     ({"WANDB_DIR": "{list}"}, "WANDB_DIR"),
+    # the rest as wandb's own Settings read them: one line naming the variable, before any row
+    ({"WANDB_INIT_TIMEOUT": "soon"}, "WANDB_INIT_TIMEOUT='soon' is not a value wandb accepts"),
+    ({"WANDB_CONSOLE": "bogus"}, "WANDB_CONSOLE='bogus' is not a value wandb accepts"),
+    ({"WANDB_DISABLE_CODE": "maybe"}, "WANDB_DISABLE_CODE='maybe' is not a value wandb accepts"),
+    ({"WANDB_SILENT": "2"}, "WANDB_SILENT='2' is not a value wandb accepts"),
+    ({"WANDB_X_STATS_SAMPLING_INTERVAL": "often"}, "WANDB_X_STATS_SAMPLING_INTERVAL"),
     ({"WANDB_DIR": "~nosuchuser-mlp/w"}, "WANDB_DIR"),
     ({"MLP_WANDB_TIMEOUT": "inf"}, "MLP_WANDB_TIMEOUT"),
     ({"MLP_WANDB_TIMEOUT": "1e308"}, "MLP_WANDB_TIMEOUT"),

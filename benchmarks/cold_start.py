@@ -13,8 +13,10 @@ boundaries of the phases:
 
     python      launch → the child's first line (interpreter start-up, site-packages)
     imports     import of train.py's entry point (NumPy, the mlp package)
-    prepare     flags → config, network built, output paths checked, data loaded (split cache)
-    W&B import  `import wandb` (train.py does it inside the next two phases; done first here)
+    W&B import  train.py's flags read, then `import wandb` (train.py imports it while checking the
+                WANDB_* variables with wandb's own settings, early in the next phase; done first
+                here; with W&B disabled there is no import, only the flags)
+    prepare     config checked, network built, output paths checked, data loaded (split cache)
     store       the local store opened and the run's row created
     W&B init    `wandb.init` (offline: it starts W&B's service process), config read back
     samples     one sample image per class logged to W&B (W&B imports pandas here if installed)
@@ -38,7 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASES = ("python", "imports", "prepare", "W&B import", "store", "W&B init", "samples", "to batch")
+PHASES = ("python", "imports", "W&B import", "prepare", "store", "W&B init", "samples", "to batch")
 TARGET_S = 0.6
 
 
@@ -59,15 +61,15 @@ def child(stamp_file: str, launched: float, args: list[str]) -> int:
             return result
         return timed
 
-    experiment.prepare = after("prepare", experiment.prepare)
-    open_run = after("W&B init", experiment.open_run)
+    prepare = after("prepare", experiment.prepare)
 
-    def import_then_open(p):
-        if p.wandb_mode != "disabled":
+    def import_then_prepare(config, context):
+        if os.environ.get("WANDB_MODE") != "disabled":
             import wandb  # noqa: F401
         stamps["W&B import"] = time.time()
-        return open_run(p)
-    experiment.open_run = import_then_open
+        return prepare(config, context)
+    experiment.prepare = import_then_prepare
+    experiment.open_run = after("W&B init", experiment.open_run)
     tracking.StoreTracker.claim = staticmethod(after("store", tracking.StoreTracker.claim))
     tracking.WandbTracker.log_samples = after("samples", tracking.WandbTracker.log_samples)
     train_pass = Network.train_pass

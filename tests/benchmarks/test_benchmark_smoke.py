@@ -60,14 +60,17 @@ def test_cold_start_quick_times_every_phase(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cold_start.py"), "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = {}
+    rows, header = {}, None
     for line in out.read_text().splitlines():
-        if line.startswith("| offline") or line.startswith("| disabled"):
-            cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
-            rows[cells[0]] = [float(c.removesuffix(" s")) for c in cells[1:]]
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if line.startswith("| W&B |"):
+            header = cells[1:]
+        elif line.startswith("| offline") or line.startswith("| disabled"):
+            rows[cells[0]] = dict(zip(header, (float(c.removesuffix(" s")) for c in cells[1:]), strict=True))
     assert set(rows) == {"offline", "disabled"}
+    assert header[-1] == "total" and header[:3] == ["python", "imports", "W&B import"]
     for phases in rows.values():
-        assert len(phases) == 9 and all(x >= 0 for x in phases)
-        assert abs(sum(phases[:-1]) - phases[-1]) < 0.01          # medians of one round: an exact sum
-    assert rows["disabled"][6] == 0.0                 # W&B disabled: no samples phase at all
-    assert rows["offline"][3] > 0 and rows["offline"][5] > 0 and rows["offline"][6] > 0   # import, init, samples
+        assert len(phases) == 9 and all(x >= 0 for x in phases.values())
+        assert abs(sum(phases.values()) - 2 * phases["total"]) < 0.01      # medians of one round: an exact sum
+    assert rows["disabled"]["samples"] == 0.0                  # W&B disabled: no samples phase at all
+    assert rows["offline"]["W&B import"] > 0 and rows["offline"]["W&B init"] > 0 and rows["offline"]["samples"] > 0

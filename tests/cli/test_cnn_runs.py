@@ -40,7 +40,9 @@ def test_flags_and_defaults():
     assert C.run_name(C.resolve({"conv_filters": [8, 16], "pool": "avg"})).startswith("cf_8-16_k_3_same_avg_hl_5")
     p = C.resolve({"preset": "cnn"})
     assert p["conv_filters"] and p["augment_flip"] and p["batch_norm"]
-    assert C.resolve({"preset": "cnn", "dataset": "mnist"})["augment_flip"] is False
+    assert p["augment_test"] and p["epochs"] == 30
+    on_mnist = C.resolve({"preset": "cnn", "dataset": "mnist"})      # no flips, so no flipped test views
+    assert on_mnist["augment_flip"] is False and on_mnist["augment_test"] is False
     assert C.resolve({"preset": "cnn", "epochs": 2})["epochs"] == 2
 
 

@@ -112,11 +112,12 @@ def under_kernel_interface(path) -> bool:
     return any(text == root or text.startswith(root + "/") for root in PSEUDO_ROOTS)
 
 
-def output_file(text, what: str, inputs: Iterable = ()) -> Path:
+def output_file(text, what: str, inputs: Iterable = (), folders: Iterable = ()) -> Path:
     """Where a file will be written: the resolved path (symlinks followed, so a link keeps
     pointing at the new file). Refused, before any work: a folder, device, FIFO or socket at the
     path; a path in /proc, /sys or /dev; a folder that cannot be written; one of `inputs` (the
-    command's own input files, e.g. the model features are computed from)."""
+    command's own input files, e.g. the model features are computed from); a path inside one of
+    `folders` (folders the program manages itself, made or not yet, e.g. the checkpoint folder)."""
     path = expand(text, what)
     target = Path(os.path.realpath(path))
     if under_kernel_interface(target):
@@ -140,6 +141,11 @@ def output_file(text, what: str, inputs: Iterable = ()) -> Path:
         if same:
             raise UsageError(f"{what} {_show(text)} is the input file {_show(other)}; writing it would destroy "
                              f"the input — give another path")
+    for folder in folders:
+        inside = os.path.realpath(os.path.expanduser(folder))
+        if str(target).startswith(inside.rstrip("/") + "/"):
+            raise UsageError(f"{what} {_show(text)} is inside {_show(folder)}, a folder this program manages "
+                             f"(its files are replaced and removed); give another path")
     return target
 
 

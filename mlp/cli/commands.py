@@ -392,7 +392,8 @@ def cmd_features(args):
     from mlp.runs import features as F
     from mlp.runs.data import load_dataset
     from mlp.networks import physical_memory
-    from mlp.runs.experiment import check_output
+    from mlp.runs.experiment import check_output, data_files, store_files
+    from mlp.runs.store import default_store_path
     path, named = C.split_features(args.model)
     if named is not None and args.layer is not None:
         raise UsageError(f"the layer is given twice ({args.model} and --layer {args.layer}); give it once")
@@ -406,7 +407,7 @@ def cmd_features(args):
     # data, and must not steer the path: no separators, no dots to climb with)
     out = args.out or str(Path(path).with_suffix("")) + "." + re.sub(r"[^A-Za-z0-9_-]", "_", frozen.name) + \
         ".features.npz"
-    check_output(out, "--out", inputs=[path])
+    check_output(out, "--out", inputs=[path, *data_files(args.data_dir), *store_files(default_store_path())])
     F.check_memory(frozen, have=physical_memory())
     data = load_dataset(args.dataset, data_dir=args.data_dir, split=args.split, val_fraction=args.val_fraction)
     written = F.write_features(out, data, frozen)

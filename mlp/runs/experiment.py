@@ -153,12 +153,17 @@ class Prepared:
     summary_written: bool = False                # --summary_json holds the run's outcome
 
 
-def check_output(path, what: str, inputs=()) -> None:
+def check_output(path, what: str, inputs=(), folders=()) -> None:
     """An output file must be creatable (mlp.paths.output_file: a regular file or none, in a
-    writable folder, not one of the command's `inputs`). Checked before training, so a bad path
-    loses no work."""
+    writable folder, not one of the command's `inputs`, not inside one of `folders`). Checked
+    before training, so a bad path loses no work."""
     if path is not None:
-        paths.output_file(path, what, inputs)
+        paths.output_file(path, what, inputs, folders)
+
+
+def store_files(store_path) -> list[str]:
+    """The store and its SQLite side files (made or not yet): never an output."""
+    return [str(store_path), *(str(store_path) + end for end in ("-journal", "-wal", "-shm"))]
 
 
 def _check_outputs(config, store_path, context: RunContext) -> None:
@@ -169,22 +174,20 @@ def _check_outputs(config, store_path, context: RunContext) -> None:
     if checkpoints.exists() and not checkpoints.is_dir():
         raise UsageError(f"{checkpoints} is not a folder, but the store {store_path} keeps interrupted runs' "
                          f"checkpoints there; move it away")
-    inputs = [store_path, *(store_path + end for end in ("-journal", "-wal", "-shm")), str(checkpoints),
-              context.param_path, *_data_files(config)]
+    inputs = [*store_files(store_path), str(checkpoints), context.param_path, *data_files(config["data_dir"])]
     if config["features"]:
         inputs.append(C.split_features(config["features"])[0])
-    check_output(config["save_model"], "--save_model", inputs)
-    check_output(config["summary_json"], "--summary_json", inputs)
+    check_output(config["save_model"], "--save_model", inputs, [str(checkpoints)])
+    check_output(config["summary_json"], "--summary_json", inputs, [str(checkpoints)])
     if config["save_model"] and config["summary_json"] and \
             os.path.realpath(paths.expand(config["save_model"], "--save_model")) == \
             os.path.realpath(paths.expand(config["summary_json"], "--summary_json")):
         raise UsageError("--save_model and --summary_json name the same file; give two paths")
 
 
-def _data_files(config) -> list[str]:
-    """The files of the run's data folder (--data_dir, else MLP_DATA_DIR) and of its sub-folders."""
-    folder, what = (config["data_dir"], "--data_dir") if config["data_dir"] else (os.environ.get("MLP_DATA_DIR"),
-                                                                                  "MLP_DATA_DIR")
+def data_files(data_dir) -> list[str]:
+    """The files of a data folder (--data_dir, else MLP_DATA_DIR) and of its sub-folders."""
+    folder, what = (data_dir, "--data_dir") if data_dir else (os.environ.get("MLP_DATA_DIR"), "MLP_DATA_DIR")
     found = []
     try:
         for entry in os.scandir(paths.expand(folder, what)) if folder else ():

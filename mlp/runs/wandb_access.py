@@ -95,19 +95,20 @@ def _check_with_wandb(variables: dict) -> None:
     try:
         Settings().update_from_env_vars(dict(variables))
         return
-    except ValueError as e:                  # pydantic's ValidationError is a ValueError
+    except Exception as e:                   # pydantic's ValidationError (a ValueError), wandb's UsageError
         together = _first_error(e)
     for name, value in sorted(variables.items()):
         try:
             Settings().update_from_env_vars({name: value})
-        except ValueError as e:
-            raise UsageError(f"{name}={value!r:.60} is not a value wandb accepts ({_first_error(e)}); fix or "
+        except Exception as e:
+            shown = "(hidden)" if re.search(r"KEY|TOKEN|SECRET|PASSWORD", name) else f"{value!r:.60}"
+            raise UsageError(f"{name}={shown} is not a value wandb accepts ({_first_error(e)}); fix or "
                              f"unset it") from None
     raise UsageError(f"the WANDB_* variables hold values wandb does not accept together ({together}); fix or "
                      f"unset them")
 
 
-def _first_error(e: ValueError) -> str:
+def _first_error(e: Exception) -> str:
     errors = getattr(e, "errors", None)
     try:
         first = errors()[0] if callable(errors) else None
@@ -139,7 +140,12 @@ def credentials_exist(url: str | None = None) -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     url = url or base_url()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname
+    except ValueError as e:
+        raise UsageError(f"the W&B server {url!r:.80} is not a URL ({e}); fix WANDB_BASE_URL or "
+                         f"`wandb login --host`") from None
     names = [parts.netloc, parts.hostname]
     if parts.hostname in DEFAULT_HOSTS:
         names += list(DEFAULT_HOSTS)

@@ -232,6 +232,13 @@ def test_a_training_split_that_lacks_a_class_is_refused(work, capsys):
     ({"WANDB_DISABLE_CODE": "maybe"}, "WANDB_DISABLE_CODE='maybe' is not a value wandb accepts"),
     ({"WANDB_SILENT": "2"}, "WANDB_SILENT='2' is not a value wandb accepts"),
     ({"WANDB_X_STATS_SAMPLING_INTERVAL": "often"}, "WANDB_X_STATS_SAMPLING_INTERVAL"),
+    # ...including the ones wandb refuses with its own UsageError, not pydantic's (they were tracebacks)
+    ({"WANDB_RUN_ID": ""}, "WANDB_RUN_ID='' is not a value wandb accepts"),
+    ({"WANDB_SWEEP_ID": ""}, "WANDB_SWEEP_ID='' is not a value wandb accepts"),
+    ({"WANDB__SERVICE_WAIT": "-1"}, "WANDB__SERVICE_WAIT='-1' is not a value wandb accepts"),
+    ({"WANDB_X_STATS_SAMPLING_INTERVAL": "0.01"}, "WANDB_X_STATS_SAMPLING_INTERVAL='0.01' is not"),
+    ({"WANDB_API_KEY": " abc "}, "WANDB_API_KEY=(hidden) is not a value wandb accepts"),   # a key is never shown
+    ({"WANDB_BASE_URL": "http://[::1"}, "WANDB_BASE_URL"),
     ({"WANDB_DIR": "~nosuchuser-mlp/w"}, "WANDB_DIR"),
     ({"MLP_WANDB_TIMEOUT": "inf"}, "MLP_WANDB_TIMEOUT"),
     ({"MLP_WANDB_TIMEOUT": "1e308"}, "MLP_WANDB_TIMEOUT"),

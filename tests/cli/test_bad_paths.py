@@ -10,6 +10,7 @@ so each has a deadline that raises instead).
 """
 import contextlib
 import os
+import shutil
 import signal
 import stat
 from pathlib import Path
@@ -239,6 +240,37 @@ def test_features_out_is_never_the_model(w, capsys):
     os.symlink(w / "model.npz", w / "link.npz")
     _refused(w, capsys, lambda: mlp_main(["features", str(w / "model.npz"), "--data_dir", str(DATA),
                                           "--out", str(w / "link.npz")]))
+
+
+def test_features_out_is_never_a_data_file_or_the_store(w, capsys, monkeypatch):
+    """The data folder's files (--data_dir, else MLP_DATA_DIR) and the store with its side files:
+    `--out` on any of them would have replaced it with the features."""
+    data = w / "data"
+    shutil.copytree(DATA / "fashion_mnist", data / "fashion_mnist")
+    files = sorted((data / "fashion_mnist").iterdir())
+    before = {f: f.read_bytes() for f in files}
+    assert len(files) == 5
+    for f in files:
+        line = _refused(w, capsys, lambda: mlp_main(["features", str(w / "model.npz"), "--data_dir", str(data),
+                                                     "--out", str(f)]))
+        assert "input file" in line
+    monkeypatch.setenv("MLP_DATA_DIR", str(data))
+    _refused(w, capsys, lambda: mlp_main(["features", str(w / "model.npz"), "--out", str(files[0])]))
+    assert {f: f.read_bytes() for f in files} == before
+    monkeypatch.setenv("MLP_STORE", str(w / "s.sqlite"))
+    for end in ("", "-wal", "-journal"):
+        _refused(w, capsys, lambda: mlp_main(["features", str(w / "model.npz"), "--data_dir", str(DATA),
+                                              "--out", str(w / "s.sqlite") + end]))
+
+
+def test_a_saved_model_never_goes_into_the_checkpoint_folder(w, capsys):
+    """mlp-checkpoints/ beside the store is the program's: a model saved there was removed with the
+    run's checkpoint (the store then pointed at a missing file)."""
+    (w / "mlp-checkpoints").mkdir()
+    for name in ("run.npz", "sub/x.npz"):
+        line = _refused(w, capsys, lambda: train_main([*TINY, "--store", str(w / "s.sqlite"), "--save_model",
+                                                       str(w / "mlp-checkpoints" / name)]))
+        assert "a folder this program manages" in line
 
 
 @pytest.mark.parametrize("tag", ["/../../../../../../{escape}", "../up", "a/b", "..", "x\x00y"])

@@ -119,6 +119,8 @@ def output_file(text, what: str, inputs: Iterable = (), folders: Iterable = ()) 
     command's own input files, e.g. the model features are computed from); a path inside one of
     `folders` (folders the program manages itself, made or not yet, e.g. the checkpoint folder)."""
     path = expand(text, what)
+    if os.fspath(text).endswith(("/", "/.")):
+        raise UsageError(f"{what} {_show(text)} names a folder (it ends with /); give a file path")
     target = Path(os.path.realpath(path))
     if under_kernel_interface(target):
         raise UsageError(f"{what} {_show(text)} is inside {target.parts[1] and '/' + target.parts[1]}, a kernel "

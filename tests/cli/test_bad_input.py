@@ -247,6 +247,8 @@ def test_a_training_split_that_lacks_a_class_is_refused(work, capsys):
     ({"MLP_WANDB_TIMEOUT": "-1"}, "MLP_WANDB_TIMEOUT"),
     ({"MLP_WANDB_TIMEOUT": "soon"}, "MLP_WANDB_TIMEOUT"),
     ({"MLP_DATA_DIR": "~nosuchuser-mlp/d"}, "MLP_DATA_DIR"),
+    ({"MLP_DATA_DIR": ""}, "MLP_DATA_DIR: the path is empty"),         # set but empty is not "unset"
+    ({"MLP_CACHE_DIR": ""}, "MLP_CACHE_DIR: the path is empty"),
     ({"MLP_CACHE_DIR": "~nosuchuser-mlp/c"}, "MLP_CACHE_DIR"),
     ({"MLP_STORE": "~nosuchuser-mlp/s.sqlite"}, "MLP_STORE"),
 ], ids=lambda v: str(v)[:40])

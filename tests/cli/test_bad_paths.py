@@ -263,6 +263,14 @@ def test_features_out_is_never_a_data_file_or_the_store(w, capsys, monkeypatch):
                                               "--out", str(w / "s.sqlite") + end]))
 
 
+@pytest.mark.parametrize("flag", ["--save_model", "--summary_json"])
+def test_an_output_ending_in_a_slash_names_a_folder(w, capsys, flag):
+    """`--save_model sub/` wrote a file named `sub`."""
+    for text in ("sub/", "sub/.", "adir/"):
+        line = _refused(w, capsys, lambda: train_main([*TINY, flag, f"{w}/{text}"]))
+        assert "names a folder" in line or "is a folder" in line
+
+
 def test_a_saved_model_never_goes_into_the_checkpoint_folder(w, capsys):
     """mlp-checkpoints/ beside the store is the program's: a model saved there was removed with the
     run's checkpoint (the store then pointed at a missing file)."""

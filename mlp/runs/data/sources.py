@@ -121,7 +121,7 @@ def _cache_root(cache_dir) -> Path:
     if cache_dir is not None:
         return expand(cache_dir, "the cache folder")
     env = os.environ.get("MLP_CACHE_DIR")
-    if env:
+    if env is not None:                    # set but empty is refused by expand, never read as unset
         return expand(env, "MLP_CACHE_DIR")
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = expand(xdg, "XDG_CACHE_HOME") if xdg else expand("~", "the home folder (HOME)") / ".cache"
@@ -248,7 +248,7 @@ def _local_source(spec: DatasetSpec, data_dir, cache_dir) -> tuple[tuple | None,
 
     # 1. --data_dir / MLP_DATA_DIR
     explicit = data_dir is not None
-    raw_dir = data_dir if explicit else (os.environ.get("MLP_DATA_DIR") or None)
+    raw_dir = data_dir if explicit else os.environ.get("MLP_DATA_DIR")      # set but empty: refused
     if raw_dir is not None:
         label = "--data_dir" if explicit else "MLP_DATA_DIR"
         root = check_data_dir(raw_dir, label)

@@ -59,8 +59,11 @@ def prepare_sweep(path, workdir=None):
 def create_sweep(store, path, prepared, name=None, seed=None):
     config, text, workdir = prepared
     seed = int(seed) if seed is not None else random.SystemRandom().randrange(2 ** 31)
-    return store.create_sweep(config, text, name=name or config.get("name") or Path(path).stem, seed=seed,
-                              workdir=workdir, source_file=Path(path).resolve())
+    name = name if name is not None else str(config.get("name") or Path(path).stem)
+    if not name.strip() or len(name) > 256 or not name.isprintable():
+        raise UsageError(f"sweep name {name!r:.60} must be 1-256 printable characters (no newline, tab or other "
+                         f"control character); give another with --name")
+    return store.create_sweep(config, text, name=name, seed=seed, workdir=workdir, source_file=Path(path).resolve())
 
 
 class Agent:

@@ -159,7 +159,8 @@ def test_bad_features_are_one_line_and_write_nothing(work, capsys):
     for argv, match in ((["features", "cnn.npz", "--layer", "x"], "no layer named"),
                         (["features", "cnn.npz:1", "--layer", "2"], "given twice"),
                         (["features", "missing.npz"], "does not exist"),
-                        (["features", "cnn.npz", "--out", "adir/"], "is a folder"),
+                        (["features", "cnn.npz", "--out", "adir/"], "names a folder"),
+                        (["features", "cnn.npz", "--out", "adir"], "is a folder"),
                         (["features", "cnn.npz", "--data_dir", str(work / "nowhere")], "")):
         (work / "adir").mkdir(exist_ok=True)
         before = files_in(work)

@@ -541,3 +541,21 @@ def test_a_run_config_with_invalid_values_is_a_damaged_row(tmp_path, config, cap
         assert err.startswith(f"error: store {path} is damaged") and err.count("\n") == 1, err
         assert repr(run) in err and repr(next(iter(config))) in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_store_in_a_folder_that_cannot_be_written_is_not_called_damaged(tmp_path, capsys):
+    """SQLite cannot open a store whose folder it cannot write in (its journal goes there): one line
+    saying so — the store itself is intact, so "damaged; move it aside" would mislead."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    with Store(folder / "s.sqlite") as store:
+        store.create_sweep({"method": "grid", "parameters": {"epochs": {"value": 1}}}, "", name="s")
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here (a folder root cannot write in otherwise)")
+    try:
+        for argv in (["sweeps"], ["runs", "x"]):
+            code = mlp_main([*argv, "--store", str(folder / "s.sqlite")])
+            line = one_line_error((code, capsys.readouterr().err), "not writable", str(folder))
+            assert "damaged" not in line
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

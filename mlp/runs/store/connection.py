@@ -348,6 +348,10 @@ class Connection:
         if "readonly" in text or "read-only" in text:
             return StoreError(f"store {path} is read-only ({text}); fix its permissions or pass --store with a "
                               f"writable path")
+        folder = os.path.dirname(os.path.abspath(path))
+        if "unable to open" in text and not os.access(folder, os.W_OK | os.X_OK):
+            return StoreError(f"store {path} cannot be opened: its folder {folder} is not writable (SQLite keeps "
+                              f"its journal there); fix the folder's permissions or pass --store elsewhere")
         return StoreError(f"store {path} is damaged ({text}); {_DAMAGED}")
 
     @contextlib.contextmanager

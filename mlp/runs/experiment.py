@@ -37,7 +37,8 @@ from mlp.runs import autoencoder, checkpoint, interrupts
 from mlp.runs.context import RunContext
 from mlp.runs import features as F
 from mlp.runs.data import load_dataset
-from mlp.runs.store import DEFAULT_STORE, Store, StoreError, checkpoint_path_for, encode_json, model_path_for
+from mlp.runs.store import (DEFAULT_STORE, Store, StoreError, checkpoint_path_for, encode_json, model_path_for,
+                            rescue_path_for)
 from mlp.runs.tracking import StoreTracker, WandbTracker, resolve_wandb_mode
 from mlp.runs.training import Diverged, FitOptions, fit
 from mlp.runs.wandb_access import check_wandb_environment
@@ -416,14 +417,11 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
         target = config["save_model"] or (record.sweep_id and model_path_for(record.store.path, record.sweep_id,
                                                                               record.run_id))
         if target:  # a sweep's run keeps its model beside the store, so a report can load the best one
-            try:
-                model_path = str(paths.output_file(target, "--save_model"))
-                net.save(model_path, extra={**net.extra, "config": C.hyperparameters(config), "run_id": record.run_id})
-            except (OSError, UsageError) as e:
-                state, error = "failed", f"could not save the model to {target}: {getattr(e, 'strerror', None) or e}"
-                model_path = None
+            model_path, error = _save_model(net, config, record, target)
+            state = "finished" if error is None else "failed"
+        if net is not None:                  # trained: W&B gets the model even when its file could not be written
+            _log_model(wandb, net, model_path, config, record.run_id, summary)
     if state == "finished":
-        _log_model(wandb, net, model_path, config, record.run_id, summary)
         _drop_checkpoint(record)
     if stopped_by:
         summary["stopped_by"] = stopped_by
@@ -440,6 +438,26 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
               file=sys.stderr, flush=True)
     record.finish(state, summary=summary, exit_code=code, error=error, model_path=model_path, stopped_by=stopped_by)
     return RunResult(record.run_id, state, summary, error, stopped_by)
+
+
+def _save_model(net, config, record, target) -> tuple[str | None, str | None]:
+    """Write the trained model to `target`: (its path, None); or, when that fails (a full disk, a
+    folder that went away), keep it beside the store (rescue_path_for) so the training is not lost:
+    (where it went or None, the error that fails the run)."""
+    extra = {**net.extra, "config": C.hyperparameters(config), "run_id": record.run_id}
+    try:
+        path = str(paths.output_file(target, "--save_model"))
+        net.save(path, extra=extra)
+        return path, None
+    except (OSError, UsageError) as e:
+        error = f"could not save the model to {target}: {getattr(e, 'strerror', None) or e}"
+    rescue = rescue_path_for(record.store.path, record.run_id)
+    try:
+        rescue.parent.mkdir(parents=True, exist_ok=True)
+        net.save(rescue, extra=extra)
+    except OSError as e:
+        return None, f"{error}; keeping it in {rescue} failed too ({e.strerror or e}): the model is lost"
+    return str(rescue), f"{error}; the model was kept in {rescue} instead"
 
 
 def _stopped_early(p: Prepared, record) -> str | None:
@@ -552,5 +570,7 @@ def _print_result(state, summary, error, out) -> None:
         views = f"tta_val_accuracy {summary['tta_val_accuracy']:.4f}  " if "tta_val_accuracy" in summary else ""
         print(f"val_accuracy {summary['val_accuracy']:.4f}  test_accuracy {summary['test_accuracy']:.4f}  {views}"
               f"({summary['epochs_run']} epochs, {summary['seconds']:.1f}s)", file=out, flush=True)
+    elif state == "failed":     # the run's own fault (its model could not be written): one error line
+        print(f"error: run failed: {error}", file=sys.stderr, flush=True)
     else:
         print(f"run {state}: {error}", file=out, flush=True)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mlp.runs.store import APPLICATION_ID, SCHEMA_VERSION, Store
@@ -196,6 +197,51 @@ def test_a_full_filesystem(tmp_path):
         assert json.loads((tmp_path / "s.json").read_text())["state"] == "finished"
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def _last_run(store_path):
+    with Store(store_path) as store:
+        (row,) = store.list_runs()
+    return row
+
+
+def test_a_model_that_cannot_be_saved_is_kept_beside_the_store(tmp_path):
+    """--save_model on a full filesystem (a 64 KiB tmpfs): the run fails with one error line and
+    exit 1, its test accuracy is in the store, and the trained model is not lost: it is kept in
+    mlp-models/unsaved/RUN.npz beside the store, which the row records."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "64k"):
+        pytest.skip("cannot mount a tmpfs here (not root or no permission); the file-size-limit case below remains")
+    try:
+        p = run(tmp_path, str(ROOT / "train.py"), *TINY, "-e", "2", "-sz", "64", "--store", str(tmp_path / "s.sqlite"),
+                "--save_model", str(disk / "m.npz"))
+        line = one_line_error(p, code=1)
+        assert str(disk / "m.npz") in line and "No space left" in line and "kept in" in line, line
+        assert list(disk.iterdir()) == []                       # nothing half-written on the full disk
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+    row = _last_run(tmp_path / "s.sqlite")
+    kept = tmp_path / "mlp-models" / "unsaved" / f"{row['id']}.npz"
+    assert row["state"] == "failed" and row["exit_code"] == 1 and row["model_path"] == str(kept)
+    from mlp import load_model
+    from mlp.runs.data import load_dataset
+    data = load_dataset("fashion_mnist", data_dir=DATA)       # the kept model is the run's: its test accuracy
+    accuracy = float(np.mean(load_model(kept).predict(data.x_test) == data.y_test))
+    assert accuracy == pytest.approx(row["summary"]["test_accuracy"]) and accuracy > 0.2
+
+
+def test_a_model_that_can_be_saved_nowhere_says_it_is_lost(tmp_path):
+    """A file-size limit below the model's size (and above the store's): neither --save_model nor
+    the rescue copy can be written; one error line says so, the row is failed with its accuracy."""
+    p = run(tmp_path, str(ROOT / "train.py"), *TINY, "-e", "1", "-nhl", "2", "-sz", "512",
+            "--store", str(tmp_path / "s.sqlite"), "--save_model", str(tmp_path / "m.npz"),
+            preexec=_file_size_limit(1024 * 1024))
+    line = one_line_error(p, code=1)
+    assert "could not save the model" in line and "the model is lost" in line, line
+    row = _last_run(tmp_path / "s.sqlite")
+    assert row["state"] == "failed" and row["model_path"] is None and row["summary"]["test_accuracy"] > 0.1
+    assert not (tmp_path / "m.npz").exists()
+    assert not [f for f in (tmp_path / "mlp-models").rglob("*") if f.is_file()]   # no half-written rescue copy
 
 
 # ---- signals ---------------------------------------------------------------------------------------------

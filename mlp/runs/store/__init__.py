@@ -28,7 +28,8 @@ from mlp.runs.store.baselines import Baselines
 from mlp.runs.store.connection import BUSY_TIMEOUT_S, Connection, StoreBusy, StoreError, busy_timeout
 from mlp.runs.store.orphans import Orphans
 from mlp.runs.store.records import (DEFAULT_STORE, RerunPlan, Retry, checkpoint_path_for, decode_json,
-                                    default_store_path, encode_json, model_path_for, new_id)
+                                    default_store_path, encode_json, model_path_for, new_id,
+                                    rescue_path_for)
 from mlp.runs.store.runs import SweepsAndRuns
 from mlp.runs.store.schema import (ACTIVE_STATES, APPLICATION_ID, BASELINE_FIELDS, FINAL_STATES, MODEL_SOURCES,
                                    ORIGINS, RUN_STATES, SCHEMA_VERSION, SWEEP_STATES)
@@ -37,8 +38,8 @@ from mlp.runs.store.wandb_mirror import WandbMirror
 __all__ = [
     "Store", "default_store_path", "RUN_STATES", "FINAL_STATES", "ACTIVE_STATES", "SWEEP_STATES",
     "SCHEMA_VERSION", "APPLICATION_ID", "MODEL_SOURCES", "encode_json", "decode_json", "new_id", "RerunPlan",
-    "Retry", "ORIGINS", "model_path_for", "checkpoint_path_for", "StoreError", "StoreBusy", "busy_timeout",
-    "BUSY_TIMEOUT_S", "BASELINE_FIELDS", "DEFAULT_STORE",
+    "Retry", "ORIGINS", "model_path_for", "rescue_path_for", "checkpoint_path_for", "StoreError", "StoreBusy",
+    "busy_timeout", "BUSY_TIMEOUT_S", "BASELINE_FIELDS", "DEFAULT_STORE",
 ]
 
 

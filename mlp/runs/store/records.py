@@ -28,8 +28,9 @@ from typing import Any
 
 from mlp.errors import UsageError
 
-__all__ = ["DEFAULT_STORE", "default_store_path", "model_path_for", "checkpoint_path_for", "Retry", "RerunPlan",
-           "new_id", "encode_json", "decode_json", "parse_json", "describe_value", "DamagedRow", "MAX_JSON_DEPTH"]
+__all__ = ["DEFAULT_STORE", "default_store_path", "model_path_for", "rescue_path_for", "checkpoint_path_for", "Retry",
+           "RerunPlan", "new_id", "encode_json", "decode_json", "parse_json", "describe_value", "DamagedRow",
+           "MAX_JSON_DEPTH"]
 
 DEFAULT_STORE = "mlp-runs.sqlite"
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -48,6 +49,12 @@ def default_store_path() -> str:
 def model_path_for(store_path: str | os.PathLike, sweep_id: str, run_id: str) -> Path:
     """Where a sweep's run keeps its model: ``mlp-models/SWEEP/RUN.npz`` beside the store."""
     return Path(store_path).resolve().parent / "mlp-models" / sweep_id / f"{run_id}.npz"
+
+
+def rescue_path_for(store_path: str | os.PathLike, run_id: str) -> Path:
+    """Where a run keeps a model it could not write to --save_model: ``mlp-models/unsaved/RUN.npz``
+    beside the store (sweep ids are 8 characters, so no sweep's folder is called that)."""
+    return Path(store_path).resolve().parent / "mlp-models" / "unsaved" / f"{run_id}.npz"
 
 
 def checkpoint_path_for(store_path: str | os.PathLike, run_id: str) -> Path:

@@ -60,6 +60,23 @@ def check_inputs(store, sweep_id: str, out=None, compare: str | None = None) -> 
     return check_out_dir(out if out is not None else default_out(sweep_id), create=False)
 
 
+def _new_folders(out: Path) -> list[Path]:
+    """The folders that writing to `out` creates: `out` and its missing parents, deepest first."""
+    missing, folder = [], out.absolute()
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:          # not empty (another process wrote there), or already gone
+            return
+
+
 def make_report(store, sweep_id: str, out=None, compare: str | None = None, data_dir: str | None = None,
                 log: Callable[[str], None] = _log) -> dict:
     """Write the report of `sweep_id` (a store id; `compare`: the store id of the loss comparison)
@@ -68,6 +85,7 @@ def make_report(store, sweep_id: str, out=None, compare: str | None = None, data
     retrained, before (`mlp report` does both: mlp.sweep.bridge.resolve, mlp.sweep.models)."""
     out = check_inputs(store, sweep_id, out, compare)     # a UsageError before anything is written
     data = collect(store, sweep_id, compare=compare, data_dir=data_dir, log=log)
+    new_folders = _new_folders(out)
     check_out_dir(out)
     try:
         with paths.staged_folder(out) as stage:    # all files complete, or none replaced
@@ -75,9 +93,12 @@ def make_report(store, sweep_id: str, out=None, compare: str | None = None, data
             blocks = build_blocks(data)
             write_markdown(blocks, staged, stage / "report.md")
             write_html(blocks, staged, stage / "index.html")     # the page appears last
-    except OSError as e:
-        raise UsageError(f"cannot write the report to {out}: {e.strerror or e}; free space or pass --out with "
-                         f"another folder") from None
+    except BaseException as e:
+        _remove_if_empty(new_folders)            # Ctrl-C or a full disk: no empty report folder left behind
+        if isinstance(e, OSError):
+            raise UsageError(f"cannot write the report to {out}: {e.strerror or e}; free space or pass --out with "
+                             f"another folder") from None
+        raise
     for name in registry.FIGURES:                # a figure that no longer applies must not linger
         if name not in staged:
             (out / f"{name}.png").unlink(missing_ok=True)

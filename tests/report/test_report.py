@@ -4,6 +4,8 @@ rerun on the real MNIST."""
 import html.parser
 import math
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +194,25 @@ def test_unwritable_out_is_a_usage_error(env, capsys):
     assert main(["report", env.smoke, "--store", str(env.store), "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {blocker / 'sub'}: a part of it is a file") and err.count("\n") == 1
+
+
+def test_a_report_that_cannot_be_written_leaves_no_folder_behind(env):
+    """A file-size limit of 200 KiB (the kernel refuses the page, written last, as on a full disk): one
+    error line, exit 2, and the new --out folder is not left behind empty; the store is unchanged."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200 * 1024, 200 * 1024))
+
+    out = env.tmp / "new" / "report"
+    before = env.store.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "mlp", "report", env.smoke, "--store", str(env.store),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          preexec_fn=limit, env={**os.environ, "WANDB_MODE": "disabled"})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"cannot write the report to {out}" in errors[0], errors[0]
+    assert not (env.tmp / "new").exists()
+    assert env.store.read_bytes() == before
 
 
 def test_compare_must_vary_the_loss(env, capsys):

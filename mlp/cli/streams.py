@@ -9,6 +9,7 @@ then decides what a lost output means (`lost()`).
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import sys
@@ -22,6 +23,7 @@ class GuardedStream(io.TextIOBase):
     def __init__(self, stream, name: str):
         super().__init__()
         self._stream, self.name, self.failure = stream, name, None
+        self.closed_at_start = False
 
     def _failed(self, e: BaseException) -> None:
         if self.failure is None:
@@ -35,6 +37,8 @@ class GuardedStream(io.TextIOBase):
         self._stream = None
 
     def write(self, text):
+        if self.closed_at_start and text and self.failure is None:   # `mlp sweeps >&-`: the output goes nowhere
+            self.failure = OSError(errno.EBADF, f"{self.name} was closed when the command started")
         if self._stream is not None:
             try:
                 self._stream.write(text)
@@ -84,9 +88,9 @@ def guard() -> None:
         current = getattr(sys, name)
         if isinstance(current, GuardedStream):
             continue
-        if current is None:
-            current = open(os.devnull, "w")
-        setattr(sys, name, GuardedStream(current, name))
+        guarded = GuardedStream(current if current is not None else open(os.devnull, "w"), name)
+        guarded.closed_at_start = current is None
+        setattr(sys, name, guarded)
 
 
 def lost(name: str = "stdout") -> BaseException | None:

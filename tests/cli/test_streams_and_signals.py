@@ -94,6 +94,34 @@ def test_a_listing_whose_output_is_lost_says_so(tmp_path, full, argv):
     assert p.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv", [["sweeps"], ["runs", "{sweep}", "--json"], ["sweep", "{file}"]], ids=" ".join)
+def test_a_listing_with_stdout_closed_says_so(tmp_path, argv):
+    """`mlp sweeps >&-`: Python starts with no stdout at all, and the listing went nowhere — exit 1
+    with one line (it exited 0). A sweep is still created: its id is in the store."""
+    from mlp.runs.store import Store
+    with Store(tmp_path / "s.sqlite") as store:
+        sweep = store.create_sweep({"method": "random", "metric": {"name": "val_accuracy", "goal": "maximize"},
+                                    "parameters": {"epochs": {"value": 1}}}, "method: random\n")
+    (tmp_path / "g.yaml").write_text("method: grid\nparameters:\n  epochs: {value: 1}\n")
+    (tmp_path / "train.py").write_text((ROOT / "train.py").read_text())     # the program the sweep names
+    p = subprocess.run([sys.executable, "-m", "mlp", *[a.format(sweep=sweep, file=tmp_path / "g.yaml") for a in argv]],
+                       cwd=tmp_path, env=environment(tmp_path), stderr=subprocess.PIPE, text=True, timeout=60,
+                       preexec_fn=lambda: os.close(1))
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert p.returncode == 1 and errors == ["error: could not write the output to stdout (stdout was closed when "
+                                            "the command started)"], p.stderr
+    with Store(tmp_path / "s.sqlite") as store:
+        assert len(store.list_sweeps()) == (2 if argv[0] == "sweep" else 1)
+
+
+def test_a_run_with_stdout_closed_still_finishes(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "-e", "1", *TINY], cwd=tmp_path,
+                       env=environment(tmp_path), stderr=subprocess.PIPE, text=True, timeout=120,
+                       preexec_fn=lambda: os.close(1))
+    assert p.returncode == 0 and rows(tmp_path) == [("finished", 0)], p.stderr
+    assert "warning: some output to stdout was lost (stdout was closed" in p.stderr
+
+
 # ---- signals -------------------------------------------------------------------------------------------------
 
 def start(tmp, *args, epochs=400):

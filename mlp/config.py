@@ -89,6 +89,8 @@ def _number(value, integer: bool):
                 raise ValueError(f"a {len(text.lstrip('+-'))}-digit number is out of range") from None
         elif _FLOAT_TEXT.fullmatch(text):
             number = float(text)
+            if number == 0 and re.search(r"[1-9]", re.split(r"[eE]", text)[0]):
+                raise ValueError(f"{value!r:.40} is too small for a float: it rounds to 0")
         elif re.search(r"[\d_]", text):
             raise ValueError(f"{value!r:.40} is not a plain number: write it with the digits 0-9, no _ "
                              f"(e.g. 10, 0.5, 1e-3)")

@@ -23,7 +23,7 @@ from helpers.promises import check_promise, files_in
 
 TINY = ["--data_dir", str(DATA), "-e", "1", "-nhl", "1", "-sz", "8", "--wandb_mode", "disabled"]
 
-NUMBER_EDGES = ["0", "-1", "nan", "inf", "-inf", "1e308", "1e400", "abc", "", "1.5", "99999999999999999999", "0x10"]
+NUMBER_EDGES = ["0", "-1", "nan", "inf", "-inf", "1e308", "1e400", "1e-400", "abc", "", "1.5", "99999999999999999999", "0x10"]
 EDGES = {
     "int": NUMBER_EDGES,
     "float": NUMBER_EDGES,
@@ -45,6 +45,21 @@ def test_every_flag_with_its_edge_values(work, capsys, name, value):
     code = train_main([*TINY, f"--{name}", value])
     out, err = capsys.readouterr()
     check_promise(code, out, err, work, before)
+
+
+@pytest.mark.parametrize("flag,value", [("-lr", "1e-400"), ("-w_d", "1e-999"), ("--momentum", "0.5e-400"),
+                                        ("-e", "1e-400")])
+def test_a_number_too_small_for_a_float_is_not_called_zero(work, capsys, flag, value):
+    """1e-400 is not 0 (the user wrote a positive number) — it underflows; the message says that,
+    not "0 is out of range" (or, where 0 is allowed, silently 0)."""
+    assert train_main([*TINY, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"'{value}' is too small for a float: it rounds to 0" in err and err.count("\n") == 1, err
+
+
+def test_a_zero_with_a_huge_exponent_is_still_zero(work, capsys):
+    assert train_main([*TINY, "--momentum", "0.0e-500", "--store", str(work / "s.sqlite")]) == 0
+    assert "too small" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [

@@ -363,6 +363,19 @@ def test_checksum_mismatch_against_manifest(tmp_path):
         load_dataset(data_dir=d, download=False)
 
 
+@pytest.mark.parametrize("squatter,words", [(lambda f: f.mkdir(), "is a folder, not a file"),
+                                            (os.mkfifo, "is a named pipe (FIFO), not a file")], ids=["folder", "fifo"])
+def test_a_manifest_that_is_not_a_file_is_refused_not_ignored(tmp_path, squatter, words):
+    """Ignoring it would check the folder's files against the official table instead: a subset
+    would then fail as a "checksum mismatch", which is not what is wrong."""
+    d = write_set(tmp_path / "d", 10, 5)
+    (d / "checksums.sha256").unlink()
+    squatter(d / "checksums.sha256")
+    with pytest.raises(UsageError) as err:
+        load_dataset(data_dir=d, download=False, use_cache=False)
+    assert f"manifest {d / 'checksums.sha256'} {words}" in str(err.value), str(err.value)
+
+
 def test_manifest_without_an_entry_is_an_error(tmp_path):
     d = write_set(tmp_path / "d", 10, 5)
     lines = (d / "checksums.sha256").read_text().splitlines()
@@ -784,6 +797,9 @@ def test_a_data_file_that_cannot_be_data_is_one_error(tmp_path, damage):
         _signal.alarm(0)
         _signal.signal(_signal.SIGALRM, previous)
     assert "train-images" in str(e.value) and "\n" not in str(e.value), str(e.value)
+    squatter = {"a FIFO": "is a named pipe (FIFO), not a file", "a folder": "is a folder, not a file"}.get(damage)
+    if squatter:                # named for what it is, not as if the file were simply missing
+        assert f"train-images-idx3-ubyte.gz {squatter}" in str(e.value), str(e.value)
 
 
 def test_a_huge_manifest_is_refused_without_being_read_whole(tmp_path):

@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from mlp.paths import expand, write_atomically
+from mlp.paths import expand, kind_of, write_atomically
 from mlp.runs.data.catalogue import _MAX_FILE_BYTES, DATASETS, DOWNLOAD_TIMEOUT, MANIFEST_NAME, DataError, DatasetSpec
 from mlp.runs.data.idx import _gunzip, _idx_view, _read_idx_bytes
 
@@ -57,6 +57,14 @@ def _expected_sums(spec: DatasetSpec, directory: Path | None) -> tuple[Mapping[s
         manifest = directory / MANIFEST_NAME
         if manifest.is_file():
             return _read_manifest(manifest), f"manifest {manifest}"
+        try:
+            mode = os.stat(manifest).st_mode
+        except OSError:        # no manifest: the official checksums
+            mode = None
+        if mode is not None:   # a folder or a FIFO where the manifest goes: not silently the official sums
+            raise DataError(f"manifest {manifest} is {kind_of(mode)}, not a file; fix: replace it with the "
+                            f"checksums file (SHA-256 and name per line), or remove it to check the official "
+                            f"checksums")
     return spec.sha256, f"official {spec.name} checksum"
 
 
@@ -108,6 +116,17 @@ def _find_files(directory: Path, spec: DatasetSpec) -> tuple[dict[str, Path], li
         else:
             missing.append(fname)
     return found, missing
+
+
+def _missing_file(directory: Path, fname: str) -> str:
+    """`fname[.gz]`, or what squats on its name when that is not a file (a folder, a FIFO)."""
+    for candidate in (directory / fname, directory / (fname + ".gz")):
+        try:
+            mode = os.stat(candidate).st_mode
+        except OSError:
+            continue
+        return f"{fname}[.gz] ({candidate.name} is {kind_of(mode)}, not a file)"
+    return f"{fname}[.gz]"
 
 
 def _read_local(spec: DatasetSpec, directory: Path, found: Mapping[str, Path],
@@ -264,7 +283,7 @@ def _local_source(spec: DatasetSpec, data_dir, cache_dir) -> tuple[tuple | None,
         if explicit:
             directory, missing = best if best is not None else (root, spec.file_names)
             raise DataError(f"data directory {root} holds no complete {spec.name}: {directory} "
-                            f"lacks {', '.join(m + '[.gz]' for m in missing)}; fix: put the four "
+                            f"lacks {', '.join(_missing_file(directory, m) for m in missing)}; fix: put the four "
                             f"IDX files in {root / spec.name} or {root}, or drop --data_dir to "
                             f"use the cache, the Debian package or a download")
         searched.append(f"{root} (MLP_DATA_DIR)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import stat
 import tempfile
 import time
 import dataclasses
@@ -266,7 +267,7 @@ def resumption(config, context: RunContext):
            f"is {row['state']}, not interrupted (only a run killed by Ctrl-C or SIGTERM continues)"
            if row["state"] != "killed" else
            f"was stopped early by {row['stopped_by']}: that short run is its sweep's result" if row["stopped_by"] else
-           f"left no checkpoint ({path}): it stopped before its first epoch ended" if not path.is_file() else None)
+           _no_checkpoint(path))
     if why:
         if asked:
             raise UsageError(f"--resume: run {run_id} {why}")
@@ -285,6 +286,19 @@ def resumption(config, context: RunContext):
     if C.hyperparameters(resumed) != C.hyperparameters(C.resolve(meta.get("config") or {}, base=resumed)):
         raise UsageError(f"checkpoint {path} is of another config than run {run_id}'s in the store")
     return resumed, dataclasses.replace(context, run_id=run_id), snap, meta.get("data")
+
+
+def _no_checkpoint(path: Path) -> str | None:
+    """Why an interrupted run's checkpoint cannot be read, or None when it is a file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"left no checkpoint ({path}): it stopped before its first epoch ended"
+    except OSError as e:
+        return f"has a checkpoint {path} that cannot be read ({e.strerror or e})"
+    if not stat.S_ISREG(mode):
+        return f"has {paths.kind_of(mode)} where its checkpoint {path} should be, not a file; put the checkpoint back"
+    return None
 
 
 def _load_data(config):

@@ -129,6 +129,12 @@ def test_resume_says_what_it_cannot_continue(interrupted, tmp_path):
         one_line_error(train(cwd, "--resume", killed, "--store", "s.sqlite", "--data_dir", DATA), "checkpoint")
         checkpoint.unlink()                                          # gone
         one_line_error(train(cwd, "--resume", killed, "--store", "s.sqlite"), "left no checkpoint")
+        checkpoint.mkdir()                                           # a folder in its place: named, not "no checkpoint"
+        one_line_error(train(cwd, "--resume", killed, "--store", "s.sqlite"), "has a folder where its checkpoint")
+        checkpoint.rmdir()
+        os.mkfifo(checkpoint)                                        # a FIFO: refused, never opened (it would block)
+        one_line_error(train(cwd, "--resume", killed, "--store", "s.sqlite"), "has a named pipe (FIFO) where")
+        checkpoint.unlink()
     finally:
         checkpoint.write_bytes(saved)
     assert store_contents(cwd / "s.sqlite") == before                # nothing written by any of them

@@ -20,10 +20,10 @@ __all__ = ["guard", "lost", "GuardedStream"]
 class GuardedStream(io.TextIOBase):
     """A text stream whose write/flush never raise; `failure` keeps the first error."""
 
-    def __init__(self, stream, name: str):
+    def __init__(self, stream, name: str, closed_at_start: bool = False):
         super().__init__()
         self._stream, self.name, self.failure = stream, name, None
-        self.closed_at_start = False
+        self.closed_at_start = closed_at_start
 
     def _failed(self, e: BaseException) -> None:
         if self.failure is None:
@@ -88,9 +88,10 @@ def guard() -> None:
         current = getattr(sys, name)
         if isinstance(current, GuardedStream):
             continue
-        guarded = GuardedStream(current if current is not None else open(os.devnull, "w"), name)
-        guarded.closed_at_start = current is None
-        setattr(sys, name, guarded)
+        if current is None:
+            setattr(sys, name, GuardedStream(open(os.devnull, "w"), name, closed_at_start=True))
+        else:
+            setattr(sys, name, GuardedStream(current, name))
 
 
 def lost(name: str = "stdout") -> BaseException | None:

@@ -432,7 +432,8 @@ def finish(p: Prepared, record, wandb, net, state, error, history, started, out,
                                                                               record.run_id))
         if target:  # a sweep's run keeps its model beside the store, so a report can load the best one
             model_path, error = _save_model(net, config, record, target)
-            state = "finished" if error is None else "failed"
+            if error:
+                state = "failed"
         if net is not None:                  # trained: W&B gets the model even when its file could not be written
             _log_model(wandb, net, model_path, config, record.run_id, summary)
     if state == "finished":

@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import os
 import re
+import stat
 import sys
 import urllib.error
 import urllib.request
@@ -57,12 +58,9 @@ def _expected_sums(spec: DatasetSpec, directory: Path | None) -> tuple[Mapping[s
         manifest = directory / MANIFEST_NAME
         if manifest.is_file():
             return _read_manifest(manifest), f"manifest {manifest}"
-        try:
-            mode = os.stat(manifest).st_mode
-        except OSError:        # no manifest: the official checksums
-            mode = None
-        if mode is not None:   # a folder or a FIFO where the manifest goes: not silently the official sums
-            raise DataError(f"manifest {manifest} is {kind_of(mode)}, not a file; fix: replace it with the "
+        squatter = _not_a_file(manifest)
+        if squatter:           # a folder or a FIFO where the manifest goes: not silently the official sums
+            raise DataError(f"manifest {manifest} is {squatter}, not a file; fix: replace it with the "
                             f"checksums file (SHA-256 and name per line), or remove it to check the official "
                             f"checksums")
     return spec.sha256, f"official {spec.name} checksum"
@@ -118,14 +116,21 @@ def _find_files(directory: Path, spec: DatasetSpec) -> tuple[dict[str, Path], li
     return found, missing
 
 
+def _not_a_file(path: Path) -> str | None:
+    """What stands at `path` when something does but it is not a regular file ("a folder", …)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:            # nothing there (or nothing that can be looked at)
+        return None
+    return None if stat.S_ISREG(mode) else kind_of(mode)
+
+
 def _missing_file(directory: Path, fname: str) -> str:
     """`fname[.gz]`, or what squats on its name when that is not a file (a folder, a FIFO)."""
     for candidate in (directory / fname, directory / (fname + ".gz")):
-        try:
-            mode = os.stat(candidate).st_mode
-        except OSError:
-            continue
-        return f"{fname}[.gz] ({candidate.name} is {kind_of(mode)}, not a file)"
+        squatter = _not_a_file(candidate)
+        if squatter:
+            return f"{fname}[.gz] ({candidate.name} is {squatter}, not a file)"
     return f"{fname}[.gz]"
 
 
